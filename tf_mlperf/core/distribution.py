@@ -1,0 +1,238 @@
+"""One small interface over the ways a tf_mlperf job can be distributed.
+
+Backends: `horovod` (one process per GPU, launched by horovodrun; allreduce outside any XLA cluster),
+`mirrored` and `multi_worker` (tf.distribute), and `none` (one process, one replica). Training code talks
+only to `Distribution`; nothing outside this module imports horovod.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tf_mlperf.core.task import InputContext
+
+BACKENDS = ("auto", "horovod", "mirrored", "multi_worker", "none")
+_LAUNCHER_ENV = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+
+def _dense(grads: Sequence[Any]) -> list[tf.Tensor]:
+    """Allreduce wants dense tensors: embedding gradients come back as IndexedSlices."""
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+
+
+class Distribution(abc.ABC):
+    """What the loop needs from a distribution backend."""
+
+    name: str
+
+    # ---- topology ----
+    @property
+    @abc.abstractmethod
+    def rank(self) -> int: """Process index (0 is the chief)."""
+    @property
+    @abc.abstractmethod
+    def size(self) -> int: """Number of processes."""
+    @property
+    def local_rank(self) -> int:
+        return 0
+    @property
+    def num_replicas(self) -> int:
+        """Replicas over all processes (= size, except tf.distribute with several devices per process)."""
+        return self.size
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+    # ---- data and execution ----
+    def scope(self):
+        """Context in which model and optimizer variables must be created."""
+        return contextlib.nullcontext()
+
+    def make_dataset(self, dataset_fn: Callable[[InputContext], tf.data.Dataset],
+                     per_replica_batch_size: int):
+        """Calls dataset_fn once per input pipeline of this process, with its shard."""
+        return dataset_fn(InputContext(self.size, self.rank, per_replica_batch_size))
+
+    def run(self, replica_fn: Callable, args: tuple = ()):
+        """Runs replica_fn on every local replica (inside a tf.function)."""
+        return replica_fn(*args)
+
+    def local_results(self, value) -> list:
+        """The per-replica values of this process as a list."""
+        return [value]
+
+    # ---- collectives ----
+    @abc.abstractmethod
+    def allreduce_gradients(self, grads: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+        """Mean of each gradient over all replicas (called inside replica_fn, outside XLA)."""
+
+    def apply_gradients(self, optimizer, grads_and_vars) -> None:
+        optimizer.apply_gradients(grads_and_vars)
+
+    def broadcast_variables(self, variables: Sequence[tf.Variable], root_rank: int = 0) -> None:
+        """Makes every process hold root_rank's values."""
+
+    def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """Sum of a host array over processes (metric sums)."""
+        return np.asarray(values)
+
+    def barrier(self) -> None:
+        """Blocks until every process gets here."""
+
+
+class NoDistribution(Distribution):
+    name = "none"
+    rank = 0
+    size = 1
+
+    def allreduce_gradients(self, grads):
+        return _dense(grads)
+
+
+class HorovodDistribution(Distribution):
+    """horovodrun / mpirun: one process per accelerator, Gloo or MPI controller."""
+
+    name = "horovod"
+
+    def __init__(self):
+        import horovod.tensorflow as hvd  # only place horovod is imported
+        self._hvd = hvd
+        hvd.init()
+        _pin_gpu(hvd.local_rank())
+
+    rank = property(lambda self: self._hvd.rank())
+    size = property(lambda self: self._hvd.size())
+    local_rank = property(lambda self: self._hvd.local_rank())
+
+    def allreduce_gradients(self, grads):
+        grads = _dense(grads)
+        if self.size == 1:
+            return grads
+        # Horovod cannot allreduce bfloat16; gradients of fp32 master weights are fp32 already, this guards
+        # against a bf16 variable slipping in.
+        dtypes = [g.dtype for g in grads]
+        wire = [tf.cast(g, tf.float32) if g.dtype == tf.bfloat16 else g for g in grads]
+        reduced = self._hvd.grouped_allreduce(wire, op=self._hvd.Average)
+        return [tf.cast(r, d) for r, d in zip(reduced, dtypes)]
+
+    def broadcast_variables(self, variables, root_rank=0):
+        if self.size > 1 and variables:
+            self._hvd.broadcast_variables(list(variables), root_rank=root_rank)
+
+    def allreduce_sum(self, values):
+        values = np.asarray(values, dtype=np.float64)
+        if self.size == 1:
+            return values
+        return self._hvd.allreduce(tf.constant(values), op=self._hvd.Sum, name="allreduce_sum").numpy()
+
+    def barrier(self):
+        if self.size > 1:
+            self._hvd.allreduce(tf.constant(0.0), op=self._hvd.Sum, name="barrier")
+
+
+class TFDistribution(Distribution):
+    """tf.distribute MirroredStrategy (one process) or MultiWorkerMirroredStrategy (TF_CONFIG cluster)."""
+
+    def __init__(self, multi_worker: bool):
+        self.name = "multi_worker" if multi_worker else "mirrored"
+        if multi_worker:
+            self._strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+            workers = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {}).get("worker", [None])
+            self._rank, self._size = int(task.get("index", 0)), len(workers)
+        else:
+            self._strategy = tf.distribute.MirroredStrategy()
+            self._rank, self._size = 0, 1
+
+    rank = property(lambda self: self._rank)
+    size = property(lambda self: self._size)
+    num_replicas = property(lambda self: self._strategy.num_replicas_in_sync)
+
+    @property
+    def strategy(self) -> tf.distribute.Strategy:
+        return self._strategy
+
+    def scope(self):
+        return self._strategy.scope()
+
+    def make_dataset(self, dataset_fn, per_replica_batch_size):
+        def fn(ctx: tf.distribute.InputContext):
+            return dataset_fn(InputContext(ctx.num_input_pipelines, ctx.input_pipeline_id,
+                                           per_replica_batch_size))
+        options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+        return self._strategy.distribute_datasets_from_function(fn, options)
+
+    def run(self, replica_fn, args=()):
+        return self._strategy.run(replica_fn, args=args)
+
+    def local_results(self, value):
+        return list(self._strategy.experimental_local_results(value))
+
+    def allreduce_gradients(self, grads):
+        ctx = tf.distribute.get_replica_context()
+        return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, _dense(grads))
+
+    def apply_gradients(self, optimizer, grads_and_vars):
+        # Gradients are already reduced above; stop the optimizer from reducing them a second time.
+        if hasattr(optimizer, "_HAS_AGGREGATE_GRAD"):  # legacy (OptimizerV2-style) optimizers
+            optimizer.apply_gradients(grads_and_vars, experimental_aggregate_gradients=False)
+        else:
+            optimizer.apply_gradients(grads_and_vars, skip_gradients_aggregation=True)
+
+    def broadcast_variables(self, variables, root_rank=0):
+        """MirroredVariables are kept in sync by the strategy; only multi-worker needs an explicit copy."""
+        if self.size == 1 or not variables:
+            return
+        @tf.function
+        def _bcast():
+            def replica_fn():
+                ctx = tf.distribute.get_replica_context()
+                is_root = tf.cast(tf.equal(ctx.replica_id_in_sync_group, root_rank), tf.float32)
+                for v in variables:
+                    if v.dtype.is_floating:
+                        v.assign(ctx.all_reduce(tf.distribute.ReduceOp.SUM, v * tf.cast(is_root, v.dtype)))
+            self._strategy.run(replica_fn)
+        _bcast()
+
+    def allreduce_sum(self, values):
+        values = np.asarray(values, dtype=np.float64)
+        if self.size == 1:
+            return values
+        local = tf.constant(values / len(self._strategy.extended.worker_devices))
+        per_replica = self._strategy.run(lambda: tf.identity(local))
+        return self._strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy()
+
+    def barrier(self):
+        self.allreduce_sum(np.zeros(1))
+
+
+def _pin_gpu(local_rank: int) -> None:
+    """One GPU per process, chosen by local rank; grow memory instead of grabbing it all."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[local_rank % len(gpus)]
+        tf.config.set_visible_devices(gpu, "GPU")
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def launched_by_horovodrun() -> bool:
+    return any(k in os.environ for k in _LAUNCHER_ENV)
+
+
+def create(backend: str = "auto") -> Distribution:
+    """The backend named by --distribution; `auto` = horovod under horovodrun/mpirun, else none."""
+    if backend == "auto":
+        backend = "horovod" if launched_by_horovodrun() else "none"
+    if backend == "horovod":
+        return HorovodDistribution()
+    if backend in ("mirrored", "multi_worker"):
+        return TFDistribution(multi_worker=backend == "multi_worker")
+    if backend == "none":
+        return NoDistribution()
+    raise ValueError(f"--distribution={backend!r}: expected one of {', '.join(BACKENDS)}")

@@ -1,0 +1,194 @@
+"""The one run-to-target loop both benchmarks use.
+
+init (build, restore, broadcast, compile) -> run_start -> [block: train N units -> eval]* -> run_stop.
+Stops with status `success` as soon as the eval metric reaches the task's target, `aborted` when the
+unit budget is spent. Checkpoints every N steps (chief writes) and resumes from the latest on restart.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+from absl import logging
+
+from tf_mlperf.core import precision as precision_lib
+from tf_mlperf.core import train_step as train_step_lib
+from tf_mlperf.core.distribution import Distribution
+from tf_mlperf.core.mlperf_log import MLPerfLogger, constants, drop_caches
+from tf_mlperf.core.task import Task
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    model_dir: str
+    precision: str = "fp32"
+    xla: bool = False
+    seed: int = 0
+    checkpoint_every_steps: int = 0      # 0: only at the end of every block
+    keep_checkpoints: int = 2
+    log_every_steps: int = 100
+    tensorboard: bool = True
+    eval_before_run: bool = False        # evaluate the initial weights (e.g. a loaded checkpoint) in init
+    submission_org: str = "tf_mlperf"
+    submission_platform: str = "unknown"
+    submission_division: str = "closed"
+    submission_status: str = "onprem"
+
+
+@dataclasses.dataclass
+class RunResult:
+    status: str                          # 'success' or 'aborted'
+    metric: float | None
+    units: float
+    steps: int
+    evals: list = dataclasses.field(default_factory=list)   # [(units, metric)]
+
+
+class _Trainer:
+    """Holds the built state of one run: model, optimizer, steps, datasets, checkpoint."""
+
+    def __init__(self, task: Task, dist: Distribution, cfg: LoopConfig):
+        self.task, self.dist, self.cfg = task, dist, cfg
+        precision_lib.set_policy(cfg.precision)
+        with dist.scope():
+            self.model = task.build_model()
+            self.optimizer = precision_lib.wrap_optimizer(task.build_optimizer(self.model), cfg.precision)
+            train_step_lib.build_optimizer_state(self.optimizer, self.model.trainable_variables)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        ckpt_dir = os.path.join(cfg.model_dir, "checkpoints")
+        if not dist.is_chief and dist.name == "multi_worker":
+            ckpt_dir = os.path.join(cfg.model_dir, f"checkpoints_worker{dist.rank}")  # written, then ignored
+        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, cfg.keep_checkpoints)
+        # Every process reads the chief's checkpoints (shared file system), then the chief's values win.
+        self.restored_from = tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "checkpoints"))
+        if self.restored_from:
+            self.checkpoint.restore(self.restored_from).expect_partial()
+        dist.broadcast_variables(self.model.variables + train_step_lib.optimizer_variables(self.optimizer))
+        self.train_steps = train_step_lib.make_train_step(task, self.model, self.optimizer, dist, xla=cfg.xla)
+        self.eval_step = train_step_lib.make_eval_step(task, self.model, dist, xla=cfg.xla)
+        micro = task.global_batch_size // (dist.num_replicas * task.num_accumulation_steps)
+        if micro * dist.num_replicas * task.num_accumulation_steps != task.global_batch_size:
+            raise ValueError(f"global batch {task.global_batch_size} is not divisible by "
+                             f"{dist.num_replicas} replicas x {task.num_accumulation_steps} accumulation steps")
+        self.per_replica_batch = micro * task.num_accumulation_steps
+        self.train_iter = iter(dist.make_dataset(task.train_dataset, self.per_replica_batch))
+        self.eval_data = dist.make_dataset(task.eval_dataset, micro)
+        self.writer = (tf.summary.create_file_writer(os.path.join(cfg.model_dir, "tensorboard"))
+                       if cfg.tensorboard and dist.is_chief else None)
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def save(self) -> None:
+        if self.dist.is_chief or self.dist.name == "multi_worker":
+            self.manager.save(checkpoint_number=self.step)
+
+    def evaluate(self) -> float:
+        totals: dict[str, float] = {}
+        for batch in self.eval_data:
+            for key, value in self.eval_step(batch).items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+        keys = sorted(totals)
+        summed = self.dist.allreduce_sum(np.array([totals[k] for k in keys]))
+        return float(self.task.metric(dict(zip(keys, summed.tolist()))))
+
+    def train_to(self, last_step: int) -> float:
+        """Trains until the global step is `last_step`, checkpointing on the way; returns samples/s."""
+        start_step, start_time, loss = self.step, time.time(), float("nan")
+        chunk = self.cfg.checkpoint_every_steps or self.cfg.log_every_steps or (last_step - start_step)
+        while self.step < last_step:
+            n = min(chunk, last_step - self.step, self.cfg.log_every_steps or chunk)
+            loss = float(self.train_steps(self.train_iter, tf.constant(n)))
+            if not np.isfinite(loss) and self.cfg.precision != "fp16":
+                raise FloatingPointError(f"loss is {loss} at step {self.step}")
+            self._scalar("train/loss", loss)
+            self._scalar("train/learning_rate", _current_lr(self.optimizer))
+            if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0:
+                self.save()
+        seconds = max(time.time() - start_time, 1e-9)
+        throughput = (self.step - start_step) * self.task.global_batch_size / seconds
+        self._scalar("train/samples_per_second", throughput)
+        logging.info("step %d loss %.4f  %.1f samples/s", self.step, loss, throughput)
+        return throughput
+
+    def _scalar(self, name: str, value: float) -> None:
+        if self.writer:
+            with self.writer.as_default(step=self.step):
+                tf.summary.scalar(name, value)
+
+
+def _current_lr(optimizer) -> float:
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    lr = getattr(inner, "learning_rate", getattr(inner, "lr", 0.0))
+    if callable(lr):
+        lr = lr(inner.iterations)
+    return float(tf.convert_to_tensor(lr))
+
+
+def _log_init(mlog: MLPerfLogger, task: Task, dist: Distribution, cfg: LoopConfig) -> None:
+    mlog.event(constants.CACHE_CLEAR, value=True, metadata={"dropped_page_cache": drop_caches()})
+    mlog.start(constants.INIT_START)
+    mlog.submission_info(task.benchmark, cfg.submission_org, cfg.submission_platform,
+                         cfg.submission_division, cfg.submission_status)
+    mlog.event(constants.SEED, cfg.seed)
+    mlog.event(constants.GLOBAL_BATCH_SIZE, task.global_batch_size)
+    mlog.event(constants.GRADIENT_ACCUMULATION_STEPS, task.num_accumulation_steps)
+    mlog.hyperparameters(task.mllog_hyperparameters())
+
+
+def run_to_target(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfLogger) -> RunResult:
+    # Same seed everywhere for weight init (rank 0's weights are broadcast anyway); input pipelines add
+    # their pipeline id to it so ranks see different shuffles.
+    tf_keras.utils.set_random_seed(cfg.seed)
+    _log_init(mlog, task, dist, cfg)
+    trainer = _Trainer(task, dist, cfg)
+    schedule = task.schedule()
+    if trainer.restored_from:
+        logging.info("resumed from %s at step %d", trainer.restored_from, trainer.step)
+    if cfg.eval_before_run:
+        initial = trainer.evaluate()
+        logging.info("eval of the initial weights: %.5f", initial)
+        mlog.event("initial_eval_accuracy", initial)
+    dist.barrier()
+    mlog.end(constants.INIT_STOP)
+    mlog.start(constants.RUN_START)
+
+    result = RunResult("aborted", None, 0.0, trainer.step)
+    done_units = trainer.step / schedule.steps_per_unit
+    for end_units in schedule.block_ends():
+        if schedule.step_at(end_units) <= trainer.step:
+            continue                                # finished before a restart
+        start_units = max(done_units, 0.0)
+        count = end_units - start_units
+        block_meta = {"first_epoch_num": task.mllog_epoch_num(start_units),
+                      "epoch_count": task.mllog_epoch_num(count)}
+        mlog.start(constants.BLOCK_START, metadata=block_meta)
+        trainer.train_to(schedule.step_at(end_units))
+        mlog.end(constants.BLOCK_STOP, metadata=block_meta)
+        done_units = end_units
+        trainer.save()
+
+        epoch_meta = {"epoch_num": task.mllog_epoch_num(end_units)}
+        mlog.start(constants.EVAL_START, metadata=epoch_meta)
+        metric = trainer.evaluate()
+        mlog.event(constants.EVAL_ACCURACY, metric, metadata=epoch_meta)
+        mlog.end(constants.EVAL_STOP, metadata=epoch_meta)
+        trainer._scalar("eval/accuracy", metric)   # pylint: disable=protected-access
+        logging.info("eval at %s: %.5f (target %.4f)", epoch_meta, metric, task.target)
+        result.evals.append((end_units, metric))
+        result.metric, result.units, result.steps = metric, end_units, trainer.step
+        if metric >= task.target:
+            result.status = "success"
+            break
+    mlog.end(constants.RUN_STOP, metadata={"status": result.status, **(
+        {"epoch_num": task.mllog_epoch_num(result.units)} if result.evals else {})})
+    if trainer.writer:
+        trainer.writer.flush()
+    dist.barrier()
+    return result
