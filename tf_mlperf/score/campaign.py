@@ -197,6 +197,11 @@ def run_campaign(args) -> list[dict]:
                         "log": str(result_dir(args) / f"result_{k}.txt")})
         if code:
             print(f"[campaign] run {k} exited {code}; continuing (it counts as a failed run)", flush=True)
+        log = result_dir(args) / f"result_{k}.txt"
+        if not log.exists():
+            # A run that died before logging still happened: keep it in the set (empty, so it
+            # fails compliance and counts as non-converging) rather than let it vanish.
+            log.touch()
         (campaign_dir(args) / "campaign.json").write_text(json.dumps(
             {"benchmark": args.benchmark, "system": args.system, "flagfile": str(args.flagfile),
              "seeds": seeds(args), "runs": records}, indent=2) + "\n")

@@ -74,9 +74,9 @@ def run_compliance_checker(path: pathlib.Path, ruleset: str, log_output: pathlib
            "--ruleset", ruleset, "--log_output", str(log_output), str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     text = proc.stdout + proc.stderr
-    problems = [line.strip() for line in text.splitlines()
-                if line.startswith(("WARNING", "ERROR", "Traceback")) or "Error" in line]
-    problems = [p for p in problems if p != "ERROR - FAILED"]
+    problems = [re.sub(r"^(WARNING|ERROR) -\s*", "", line.strip()) for line in text.splitlines()
+                if line.startswith(("WARNING", "ERROR")) or "Error" in line]
+    problems = [p for p in problems if p not in ("FAILED", "Found parsing errors:")]
     return proc.returncode == 0, problems
 
 
