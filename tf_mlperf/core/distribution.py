@@ -116,10 +116,14 @@ class HorovodDistribution(Distribution):
             return grads
         # Horovod cannot allreduce bfloat16; gradients of fp32 master weights are fp32 already, this guards
         # against a bf16 variable slipping in.
-        dtypes = [g.dtype for g in grads]
         wire = [tf.cast(g, tf.float32) if g.dtype == tf.bfloat16 else g for g in grads]
-        reduced = self._hvd.grouped_allreduce(wire, op=self._hvd.Average)
-        return [tf.cast(r, d) for r, d in zip(reduced, dtypes)]
+        # One fused allreduce per dtype (a grouped allreduce takes a single dtype).
+        reduced = [None] * len(wire)
+        for dtype in {g.dtype for g in wire}:
+            idx = [i for i, g in enumerate(wire) if g.dtype == dtype]
+            for i, r in zip(idx, self._hvd.grouped_allreduce([wire[i] for i in idx], op=self._hvd.Average)):
+                reduced[i] = r
+        return [tf.cast(r, g.dtype) for r, g in zip(reduced, grads)]
 
     def broadcast_variables(self, variables, root_rank=0):
         if self.size > 1 and variables:

@@ -1,0 +1,57 @@
+"""Launching real multi-process jobs for tests: horovodrun (Gloo or MPI) and TF_CONFIG worker pairs."""
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BIN = pathlib.Path(sys.executable).parent
+
+
+def env(**extra):
+    e = dict(os.environ)
+    e.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+             PATH=f"{BIN}:{e.get('PATH', '')}", PYTHONUNBUFFERED="1")
+    e.update({k: str(v) for k, v in extra.items()})
+    return e
+
+
+def horovodrun(args, np_=2, controller="gloo", timeout=600, check=True):
+    """Runs `horovodrun -np N -H localhost:N --gloo|--mpi python ARGS...` and returns the CompletedProcess."""
+    cmd = [str(BIN / "horovodrun"), "-np", str(np_), "-H", f"localhost:{np_}", f"--{controller}",
+           sys.executable, *map(str, args)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def tf_config_workers(args, n=2, timeout=600):
+    """Starts n local processes forming a MultiWorkerMirroredStrategy cluster via TF_CONFIG; waits for all."""
+    workers = [f"localhost:{p}" for p in free_ports(n)]
+    procs = []
+    for i in range(n):
+        cfg = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, env=env(TF_CONFIG=cfg),
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    deadline, outputs = time.time() + timeout, []
+    for p in procs:
+        out, _ = p.communicate(timeout=max(1, deadline - time.time()))
+        outputs.append(out)
+    for p, out in zip(procs, outputs):
+        if p.returncode != 0:
+            raise AssertionError(f"worker exited {p.returncode}:\n{out[-6000:]}")
+    return outputs
