@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, Mapping
 
-from mlperf_logging import mllog
+from mlperf_logging.mllog import mllog as mllog_impl
 from mlperf_logging.mllog import constants
 
 _ROOT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,7 +34,7 @@ class MLPerfLogger:
         if to_stdout:
             logger.addHandler(logging.StreamHandler(sys.stdout))
         # stack offset 2: report the caller of event()/start()/end(), not this wrapper.
-        self._mllogger = mllog.MLLogger(logger=logger, default_stack_offset=2, root_dir=_ROOT_DIR)
+        self._mllogger = mllog_impl.MLLogger(logger=logger, default_stack_offset=2, root_dir=_ROOT_DIR)
 
     def event(self, key: str, value: Any = None, metadata: Mapping | None = None, **kw) -> None:
         if self._mllogger:
