@@ -1,0 +1,87 @@
+"""From what the user downloaded to shard plans: find inputs, attach labels and boxes, check it all.
+
+Everything that can be wrong with the inputs (unsafe tar members, unknown classes, missing or wrong
+labels) is found here, before the first shard is written.
+"""
+import os
+import pathlib
+
+from data_prep.imagenet import bboxes as bboxes_lib
+from data_prep.imagenet import labels as labels_lib
+from data_prep.imagenet import sources, writer
+from data_prep.imagenet.errors import PrepError
+
+SPLITS = ("train", "validation")
+
+# Where each input lies in a raw download folder, first match wins: the raw archives, Kaggle's
+# extracted ILSVRC/Data/CLS-LOC tree, or plain extracted train/ and val/ folders.
+KNOWN_LOCATIONS = {
+    "train": ["ILSVRC2012_img_train.tar", "ILSVRC/Data/CLS-LOC/train", "train"],
+    "validation": ["ILSVRC2012_img_val.tar", "ILSVRC/Data/CLS-LOC/val", "val", "validation"],
+    "val_labels": ["ILSVRC2012_devkit_t12.tar.gz", "LOC_val_solution.csv", "synset_labels.txt"],
+    "bboxes": ["ILSVRC2012_bbox_train_v2.tar.gz", "ILSVRC/Annotations/CLS-LOC/train"],
+}
+
+
+def discover(raw_dir):
+    """Paths of the known inputs found in `raw_dir` (None where absent)."""
+    found = {}
+    for kind, names in KNOWN_LOCATIONS.items():
+        found[kind] = next((os.path.join(raw_dir, n) for n in names if os.path.exists(os.path.join(raw_dir, n))), None)
+    return found
+
+
+def _where(raw):
+    if raw.offset == 0 and os.path.basename(raw.path) == raw.filename:
+        return raw.path
+    return f"{raw.path}: member {raw.filename!r}"
+
+
+def image_jobs(raw_images, synsets, val_labels, boxes, source):
+    jobs = []
+    for raw in raw_images:
+        if raw.dir_wnid is not None:
+            wnid = raw.dir_wnid
+            if wnid not in synsets:
+                raise PrepError(_where(raw), f"class {wnid!r} is not one of the 1000 ILSVRC2012 classes")
+        elif val_labels is None:
+            raise PrepError(source, "validation images need labels: pass --val_labels (devkit tar.gz, "
+                                    "synset_labels.txt or LOC_val_solution.csv)")
+        else:
+            wnid = val_labels.wnid_for(raw.filename)
+        stem = raw.filename.rsplit(".", 1)[0]
+        jobs.append(writer.ImageJob(raw.filename, _where(raw), raw.path, raw.offset, raw.size, wnid,
+                                    synsets.label(wnid), synsets.names.get(wnid, ""), boxes.get(stem)))
+    return jobs
+
+
+def plan_all(inputs, synsets, output_dir, splits, num_shards, seed, check, skip_corrupt):
+    """Plans for every requested split; raises PrepError on any input problem, before anything is written.
+
+    `inputs`: dict with 'train', 'validation', 'val_labels' paths (or None) and 'bboxes' (list of paths).
+    """
+    boxes = {}
+    for path in inputs.get("bboxes") or []:
+        boxes.update(bboxes_lib.read_bboxes(path))
+    label_map = {wnid: synsets.label(wnid) for wnid in synsets.wnids}
+    plans = []
+    for split in splits:
+        source = inputs.get(split)
+        if not source:
+            raise PrepError(f"--{split}", f"no {split} input given or found (see --raw_dir)")
+        raw_images = sources.index_split(source, is_train=split == "train")
+        val_labels = None
+        if split == "validation" and any(raw.dir_wnid is None for raw in raw_images) and inputs.get("val_labels"):
+            val_labels = labels_lib.read_val_labels(inputs["val_labels"], synsets)
+        jobs = image_jobs(raw_images, synsets, val_labels, boxes, source)
+        plans.append(writer.plan_split(split, jobs, str(output_dir), num_shards[split], seed, check,
+                                       skip_corrupt, label_map, source))
+    return plans
+
+
+def check_output_dir(output_dir, inputs):
+    """Refuse to write the dataset inside an input folder (a rerun would index our own shards)."""
+    out = pathlib.Path(output_dir).resolve()
+    for path in (inputs.get("train"), inputs.get("validation")):
+        if path and pathlib.Path(path).is_dir() and out.is_relative_to(pathlib.Path(path).resolve()):
+            raise PrepError(output_dir, f"output folder is inside the input folder {path}")

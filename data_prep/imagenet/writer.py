@@ -1,0 +1,226 @@
+"""Plan a split into shards, write them in parallel, keep a manifest that makes reruns resume.
+
+Every shard is independent: its images are fixed by the plan (sorted names, seeded shuffle for train),
+so any worker can write any shard, the output does not depend on --num_workers, and a rerun skips the
+shards the manifest lists as complete. A shard is written under a temporary name and renamed only when
+complete, so a killed run never leaves a partial file under a final name.
+"""
+import collections
+import glob
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import time
+
+import tqdm
+
+from data_prep.imagenet.errors import CorruptImageError, PrepError
+from data_prep.imagenet.images import to_rgb_jpeg
+
+MANIFEST_FORMAT = "tf_mlperf-imagenet-tfrecords/1"
+SHARD_PREFIX = {"train": "train", "validation": "validation"}
+# Test hook: seconds to sleep per image, so a test can SIGKILL a run reliably mid-way.
+DELAY_ENV = "TF_MLPERF_PREP_TEST_DELAY_S"
+
+ImageJob = collections.namedtuple("ImageJob", "filename where path offset size wnid label text boxes")
+ShardTask = collections.namedtuple("ShardTask", "name output_dir jobs check skip_corrupt")
+SplitPlan = collections.namedtuple("SplitPlan", "split output_dir shards fingerprint seed label_map")
+
+
+def shard_name(split, index, num_shards):
+    return f"{SHARD_PREFIX[split]}-{index:05d}-of-{num_shards:05d}"
+
+
+def manifest_path(output_dir, split):
+    return os.path.join(output_dir, f"{split}-manifest.json")
+
+
+def plan_split(split, jobs, output_dir, num_shards, seed, check, skip_corrupt, label_map, source):
+    """Order the images (sorted by name; train then shuffled with `seed`) and cut them into shards."""
+    if num_shards < 1 or num_shards > len(jobs):
+        raise PrepError(source, f"{len(jobs)} {split} images cannot fill {num_shards} shards "
+                                f"(set --{split}_shards between 1 and {len(jobs)})")
+    jobs = sorted(jobs, key=lambda job: job.filename)
+    if split == "train":
+        random.Random(seed).shuffle(jobs)
+    bounds = [len(jobs) * i // num_shards for i in range(num_shards + 1)]
+    shards = [ShardTask(shard_name(split, i, num_shards), output_dir, jobs[bounds[i]:bounds[i + 1]],
+                        check, skip_corrupt) for i in range(num_shards)]
+    # What the output depends on (not where the bytes come from: tar or folder give the same records).
+    content = [[s.name, [[j.filename, j.label, j.text, j.boxes] for j in s.jobs]] for s in shards]
+    fingerprint = hashlib.sha256(json.dumps([content, check, skip_corrupt]).encode()).hexdigest()
+    return SplitPlan(split, output_dir, shards, fingerprint, seed, label_map)
+
+
+# ---------------------------------------------------------------- worker side
+
+_progress_queue = None
+
+
+def _init_worker(queue):
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _read_bytes(job, open_files):
+    handle = open_files.get(job.path)
+    if handle is None:
+        handle = open_files[job.path] = open(job.path, "rb")
+    handle.seek(job.offset)
+    data = handle.read(job.size)
+    if len(data) != job.size:
+        raise CorruptImageError(job.where, f"archive ends early ({len(data)} of {job.size} bytes)")
+    return data
+
+
+def _serialized_records(task, skipped, report):
+    from data_prep.imagenet.records import make_example  # TF loads only where records are made
+    delay = float(os.environ.get(DELAY_ENV, "0"))
+    open_files = {}
+    try:
+        for job in task.jobs:
+            try:
+                encoded, height, width, _ = to_rgb_jpeg(_read_bytes(job, open_files), job.where, task.check)
+            except CorruptImageError as e:
+                if not task.skip_corrupt:
+                    raise
+                skipped.append({"filename": job.filename, "problem": e.problem})
+                continue
+            yield make_example(encoded, height, width, job.label, job.wnid, job.text, job.filename,
+                               job.boxes).SerializeToString(deterministic=True)  # sorted map keys: same bytes in every process
+            report(1)
+            if delay:
+                time.sleep(delay)
+    finally:
+        for handle in open_files.values():
+            handle.close()
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_shard(task, report=None):
+    """Write one shard to a temporary file, fsync, rename; return its manifest entry."""
+    from data_prep.imagenet.records import write_records
+    report = report or (lambda n: _progress_queue.put(n) if _progress_queue else None)
+    final_path = os.path.join(task.output_dir, task.name)
+    temp_path = os.path.join(task.output_dir, f".{task.name}.tmp-{os.getpid()}")
+    skipped = []
+    try:
+        write_records(temp_path, _serialized_records(task, skipped, report))
+        with open(temp_path, "rb") as f:
+            os.fsync(f.fileno())
+        entry = {"name": task.name, "num_records": len(task.jobs) - len(skipped),
+                 "size_bytes": os.path.getsize(temp_path), "sha256": file_sha256(temp_path),
+                 "skipped_corrupt": skipped}
+        os.replace(temp_path, final_path)
+    finally:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+    return entry
+
+
+# ---------------------------------------------------------------- main side
+
+def _write_json_atomically(path, data):
+    temp = f"{path}.tmp-{os.getpid()}"
+    with open(temp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, path)
+
+
+def _manifest(plan, done):
+    shards = [done[s.name] for s in plan.shards if s.name in done]
+    manifest = {"format": MANIFEST_FORMAT, "split": plan.split, "plan_sha256": plan.fingerprint,
+                "seed": plan.seed if plan.split == "train" else None,
+                "num_shards": len(plan.shards), "complete": len(shards) == len(plan.shards),
+                "label_map": plan.label_map, "shards": shards}
+    if manifest["complete"]:
+        manifest["num_records"] = sum(s["num_records"] for s in shards)
+        manifest["skipped_corrupt"] = [dict(item, shard=s["name"]) for s in shards for item in s["skipped_corrupt"]]
+    return manifest
+
+
+def _completed_shards(plan, overwrite):
+    """Shards a previous run finished (listed in a manifest of the same plan, file of the listed size)."""
+    path = manifest_path(plan.output_dir, plan.split)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as e:
+        raise PrepError(path, f"unreadable manifest ({e}); delete it to start over") from e
+    if old.get("plan_sha256") != plan.fingerprint:
+        if not overwrite:
+            raise PrepError(path, "was written for other inputs or flags; pass --overwrite to replace "
+                                  "this split, or use another --output_dir")
+        for stale in glob.glob(os.path.join(plan.output_dir, f"{SHARD_PREFIX[plan.split]}-*-of-*")):
+            os.remove(stale)
+        return {}
+    return {s["name"]: s for s in old.get("shards", [])
+            if os.path.exists(os.path.join(plan.output_dir, s["name"]))
+            and os.path.getsize(os.path.join(plan.output_dir, s["name"])) == s["size_bytes"]}
+
+
+def _remove_temp_files(plan):
+    for temp in glob.glob(os.path.join(plan.output_dir, f".{SHARD_PREFIX[plan.split]}-*.tmp-*")):
+        os.remove(temp)
+
+
+def _run_serially(tasks, on_done, bar):
+    for task in tasks:
+        on_done(write_shard(task, report=bar.update))
+
+
+def _run_in_pool(tasks, on_done, bar, num_workers):
+    # forkserver: workers fork from a fresh server that imported TF once, never from this (possibly
+    # multi-threaded, TF-running) process.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["data_prep.imagenet.records", "data_prep.imagenet.writer"])
+    queue = context.SimpleQueue()
+    with context.Pool(num_workers, initializer=_init_worker, initargs=(queue,)) as pool:
+        pending = [pool.apply_async(write_shard, (task,)) for task in tasks]
+        while pending:
+            while not queue.empty():
+                bar.update(queue.get())
+            for result in [r for r in pending if r.ready()]:
+                pending.remove(result)
+                on_done(result.get())  # re-raises a worker's PrepError here
+            time.sleep(0.05)
+        while not queue.empty():
+            bar.update(queue.get())
+
+
+def convert_split(plan, num_workers=1, overwrite=False, progress=True):
+    """Write every shard of `plan` not already complete; return the final manifest."""
+    os.makedirs(plan.output_dir, exist_ok=True)
+    done = _completed_shards(plan, overwrite)
+    _remove_temp_files(plan)
+    path = manifest_path(plan.output_dir, plan.split)
+    _write_json_atomically(path, _manifest(plan, done))
+    todo = [s for s in plan.shards if s.name not in done]
+
+    def on_done(entry):
+        done[entry["name"]] = entry
+        _write_json_atomically(path, _manifest(plan, done))
+
+    total = sum(len(s.jobs) for s in todo)
+    with tqdm.tqdm(total=total, unit="img", desc=plan.split, disable=not progress,
+                   smoothing=0.1) as bar:  # tqdm's rate column shows images/s
+        if num_workers <= 1 or len(todo) <= 1:
+            _run_serially(todo, on_done, bar)
+        else:
+            _run_in_pool(todo, on_done, bar, min(num_workers, len(todo)))
+    manifest = _manifest(plan, done)
+    _write_json_atomically(path, manifest)
+    return manifest
