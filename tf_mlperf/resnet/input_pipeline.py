@@ -1,0 +1,152 @@
+"""tf.data input of ResNet-50 from the ImageNet TFRecords written by data_prep/imagenet.
+
+train: this pipeline's own files (disjoint across ranks) -> shuffled file order -> parallel interleave of
+       TFRecord readers -> record shuffle -> repeat -> parallel parse + reference preprocessing (AUTOTUNE),
+       seeded per example -> batch (drop remainder) -> prefetch.
+eval:  this pipeline's own files, in order -> parse + eval preprocessing -> batch -> the short last batch is
+       padded to full size with weight 0, so shapes stay static (one XLA compilation) and, summed over all
+       pipelines, every validation image counts exactly once.
+
+Files are sharded per pipeline when there are at least as many files as pipelines; otherwise (tiny sample
+sets) records are sharded instead, from a fixed file order, which keeps them disjoint too.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+
+import tensorflow as tf
+from absl import logging
+
+from tf_mlperf.core.task import InputContext
+from tf_mlperf.resnet import preprocessing
+
+TRAIN_PATTERN = "train-*-of-*"
+EVAL_PATTERN = "validation-*-of-*"
+NUM_IMAGES = {"train": 1_281_167, "validation": 50_000}   # ImageNet 2012
+FILE_SHUFFLE_BUFFER = 1024
+SHUFFLE_BUFFER = 10_000
+INTERLEAVE_CYCLE = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    data_dir: str
+    image_size: int = preprocessing.DEFAULT_IMAGE_SIZE
+    seed: int = 0
+    shuffle_buffer: int = SHUFFLE_BUFFER
+    private_threads: int = 0           # 0: share TF's global pool
+    prefetch_batches: int = tf.data.AUTOTUNE
+
+
+def list_files(data_dir: str, pattern: str) -> list[str]:
+    files = sorted(glob.glob(os.path.join(data_dir, pattern)))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files {pattern!r} in {data_dir!r}")
+    return files
+
+
+def count_records(files: list[str]) -> int:
+    return int(tf.data.TFRecordDataset(files).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+
+def parse_example(serialized: tf.Tensor):
+    """-> (jpeg bytes, label in [0, 1000), bbox [1, num_boxes, 4] as (ymin, xmin, ymax, xmax))."""
+    box_keys = ("ymin", "xmin", "ymax", "xmax")
+    features = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+                "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+    features.update({f"image/object/bbox/{k}": tf.io.VarLenFeature(tf.float32) for k in box_keys})
+    parsed = tf.io.parse_single_example(serialized, features)
+    bbox = tf.stack([parsed[f"image/object/bbox/{k}"].values for k in box_keys], axis=-1)
+    # Stored labels are 1..1000 (0 is background in the TF-slim convention); the model predicts 0..999.
+    label = tf.cast(parsed["image/class/label"], tf.int32) - 1
+    return parsed["image/encoded"], label, bbox[tf.newaxis]
+
+
+def _with_threading(dataset: tf.data.Dataset, private_threads: int) -> tf.data.Dataset:
+    options = tf.data.Options()
+    if private_threads:
+        # A private pool keeps input threads from competing with the training step's inter-op pool.
+        options.threading.private_threadpool_size = private_threads
+    return dataset.with_options(options)
+
+
+def _records(files: list[str], ctx: InputContext, shuffle_seed: int | None) -> tf.data.Dataset:
+    """This pipeline's raw records; files shuffled (then reshuffled every epoch) when shuffle_seed is set."""
+    n, i = ctx.num_input_pipelines, ctx.input_pipeline_id
+    by_file = len(files) >= n
+    if n > 1 and not by_file:
+        logging.warning("%d files for %d input pipelines: sharding records instead of files", len(files), n)
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if by_file:
+        dataset = dataset.shard(n, i)
+    if shuffle_seed is not None and by_file:
+        dataset = dataset.shuffle(FILE_SHUFFLE_BUFFER, seed=shuffle_seed)
+    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=INTERLEAVE_CYCLE,
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if not by_file:
+        dataset = dataset.shard(n, i)
+    return dataset
+
+
+def train_dataset(cfg: PipelineConfig, ctx: InputContext) -> tf.data.Dataset:
+    """Infinite (images [B,S,S,3] float32, labels [B] int32) batches of ctx.per_replica_batch_size."""
+    # Every pipeline gets its own seeds: different shuffles and crops on every rank.
+    seed = cfg.seed * 1_000_003 + ctx.input_pipeline_id
+    dataset = _records(list_files(cfg.data_dir, TRAIN_PATTERN), ctx, shuffle_seed=seed)
+    dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed).repeat().enumerate()
+
+    def preprocess(index, record):
+        jpeg, label, bbox = parse_example(record)
+        image = preprocessing.preprocess_train(jpeg, bbox, tf.stack([tf.cast(seed, tf.int64), index]),
+                                               cfg.image_size)
+        return image, label
+
+    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(ctx.per_replica_batch_size, drop_remainder=True)
+    return _with_threading(dataset.prefetch(cfg.prefetch_batches), cfg.private_threads)
+
+
+def pad_batch(batch_size: int):
+    """Pads a possibly short batch to batch_size; padding rows carry weight 0."""
+    def pad(images, labels, weights):
+        missing = batch_size - tf.shape(labels)[0]
+        images = tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0]])
+        labels, weights = tf.pad(labels, [[0, missing]]), tf.pad(weights, [[0, missing]])
+        images.set_shape([batch_size] + images.shape[1:].as_list())
+        labels.set_shape([batch_size])
+        weights.set_shape([batch_size])
+        return images, labels, weights
+    return pad
+
+
+def eval_dataset(cfg: PipelineConfig, ctx: InputContext) -> tf.data.Dataset:
+    """Finite (images, labels, weights) batches; over all pipelines each image has weight 1 exactly once."""
+    dataset = _records(list_files(cfg.data_dir, EVAL_PATTERN), ctx, shuffle_seed=None)
+
+    def preprocess(record):
+        jpeg, label, _ = parse_example(record)
+        return preprocessing.preprocess_eval(jpeg, cfg.image_size), label, tf.constant(1.0)
+
+    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(ctx.per_replica_batch_size).map(pad_batch(ctx.per_replica_batch_size))
+    return _with_threading(dataset.prefetch(cfg.prefetch_batches), cfg.private_threads)
+
+
+def synthetic_train_dataset(ctx: InputContext, image_size: int, num_classes: int) -> tf.data.Dataset:
+    """One random batch repeated forever: measures the model without the input pipeline (as the reference)."""
+    images = tf.random.truncated_normal([ctx.per_replica_batch_size, image_size, image_size, 3],
+                                        mean=127, stddev=60, seed=1)
+    labels = tf.random.uniform([ctx.per_replica_batch_size], 0, num_classes, tf.int32, seed=2)
+    return tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+
+def synthetic_eval_dataset(ctx: InputContext, image_size: int, num_classes: int,
+                           num_images: int) -> tf.data.Dataset:
+    """num_images random images split across pipelines, padded like the real eval set."""
+    mine = len(range(ctx.input_pipeline_id, num_images, ctx.num_input_pipelines))
+    images = tf.data.Dataset.range(mine).map(lambda i: (
+        tf.random.stateless_truncated_normal([image_size, image_size, 3], [i, ctx.input_pipeline_id]) * 60,
+        tf.cast(i % num_classes, tf.int32), tf.constant(1.0)))
+    return images.batch(ctx.per_replica_batch_size).map(pad_batch(ctx.per_replica_batch_size))
