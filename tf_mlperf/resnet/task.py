@@ -1,0 +1,155 @@
+"""ResNet-50 v1.5 as a `tf_mlperf.core.task.Task`: what the shared run-to-target loop needs from it."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import tensorflow as tf
+import tf_keras
+
+from tf_mlperf.core.mlperf_log import constants
+from tf_mlperf.core.task import InputContext, Schedule, Task
+from tf_mlperf.resnet import input_pipeline, lars, model as model_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetConfig:
+    """Everything a run depends on; train.py fills it from flags, tests build it directly."""
+    data_dir: str = ""
+    global_batch_size: int = 3264
+    num_accumulation_steps: int = 1
+    num_replicas: int = 1               # only for the model_bn_span log line
+    train_epochs: float = 37
+    epochs_between_evals: float = 4
+    eval_offset_epochs: float = 0       # first eval after this many epochs (0: after epochs_between_evals)
+    base_learning_rate: float = 10.5
+    end_learning_rate: float = 1e-4
+    warmup_epochs: float = 2
+    weight_decay: float = 5e-5
+    momentum: float = 0.9
+    lars_eeta: float = 0.001
+    lars_epsilon: float = 0.0
+    label_smoothing: float = 0.1
+    num_classes: int = 1000
+    image_size: int = 224
+    model_width: float = 1.0
+    model_blocks: tuple[int, ...] = model_lib.RESNET50_BLOCKS
+    zero_init_last_gamma: bool = False
+    target_accuracy: float = 0.759
+    use_synthetic_data: bool = False
+    num_train_images: int = 0           # 0: from <data_dir>/train-manifest.json, else counted
+    num_eval_images: int = 0            # 0: likewise for validation
+    seed: int = 1
+    shuffle_buffer: int = input_pipeline.SHUFFLE_BUFFER
+    datasets_num_private_threads: int = 0
+
+
+def _split_size(cfg: ResNetConfig, split: str, pattern: str) -> int:
+    if cfg.use_synthetic_data or not cfg.data_dir:
+        return input_pipeline.NUM_IMAGES[split]
+    manifest = os.path.join(cfg.data_dir, f"{split}-manifest.json")
+    if os.path.exists(manifest):
+        with open(manifest) as f:
+            return int(json.load(f)["num_records"])
+    return input_pipeline.count_records(input_pipeline.list_files(cfg.data_dir, pattern))
+
+
+def total_train_epochs(train_epochs: float, eval_offset: float, between_evals: float) -> float:
+    """The reference rounds the budget up to a whole number of eval blocks after the offset."""
+    return eval_offset + math.ceil((train_epochs - eval_offset) / between_evals) * between_evals
+
+
+class ResNetTask(Task):
+    benchmark = "resnet"
+
+    def __init__(self, cfg: ResNetConfig):
+        self.cfg = cfg
+        self.target = cfg.target_accuracy
+        self.global_batch_size = cfg.global_batch_size
+        self.num_accumulation_steps = cfg.num_accumulation_steps
+        self.num_train_images = cfg.num_train_images or _split_size(cfg, "train", input_pipeline.TRAIN_PATTERN)
+        self.num_eval_images = cfg.num_eval_images or _split_size(cfg, "validation",
+                                                                  input_pipeline.EVAL_PATTERN)
+        # As the reference (drop_train_remainder): an epoch is the whole batches that fit in the train set.
+        self.steps_per_epoch = max(1, self.num_train_images // cfg.global_batch_size)
+        self.train_epochs = total_train_epochs(cfg.train_epochs, cfg.eval_offset_epochs,
+                                               cfg.epochs_between_evals)
+        self.train_steps = round(self.steps_per_epoch * self.train_epochs)
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self._pipeline = input_pipeline.PipelineConfig(
+            data_dir=cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed,
+            shuffle_buffer=cfg.shuffle_buffer, private_threads=cfg.datasets_num_private_threads)
+
+    # ---- model and optimizer ----
+    def build_model(self) -> tf_keras.Model:
+        return model_lib.resnet50(self.cfg.num_classes, self.cfg.image_size, self.cfg.model_width,
+                                  self.cfg.model_blocks, self.cfg.zero_init_last_gamma)
+
+    def learning_rate_schedule(self) -> lars.PolynomialDecayWithWarmup:
+        return lars.PolynomialDecayWithWarmup(self.cfg.base_learning_rate, self.warmup_steps,
+                                              self.train_steps, self.cfg.end_learning_rate, power=2.0)
+
+    def build_optimizer(self, model: tf_keras.Model) -> lars.LARS:
+        return lars.LARS(self.learning_rate_schedule(), momentum=self.cfg.momentum,
+                         weight_decay=self.cfg.weight_decay, eeta=self.cfg.lars_eeta,
+                         epsilon=self.cfg.lars_epsilon)
+
+    # ---- data ----
+    def train_dataset(self, ctx: InputContext) -> tf.data.Dataset:
+        if self.cfg.use_synthetic_data:
+            return input_pipeline.synthetic_train_dataset(ctx, self.cfg.image_size, self.cfg.num_classes)
+        return input_pipeline.train_dataset(self._pipeline, ctx)
+
+    def eval_dataset(self, ctx: InputContext) -> tf.data.Dataset:
+        if self.cfg.use_synthetic_data:
+            return input_pipeline.synthetic_eval_dataset(ctx, self.cfg.image_size, self.cfg.num_classes,
+                                                         self.num_eval_images)
+        return input_pipeline.eval_dataset(self._pipeline, ctx)
+
+    # ---- steps ----
+    def train_loss(self, model: tf_keras.Model, batch: Any) -> tf.Tensor:
+        images, labels = batch
+        logits = model(images, training=True)
+        one_hot = tf.one_hot(labels, self.cfg.num_classes, dtype=tf.float32)
+        losses = tf_keras.losses.categorical_crossentropy(
+            one_hot, logits, from_logits=True, label_smoothing=self.cfg.label_smoothing)
+        return tf.reduce_mean(losses)
+
+    def eval_sums(self, model: tf_keras.Model, batch: Any) -> Mapping[str, tf.Tensor]:
+        images, labels, weights = batch
+        logits = model(images, training=False)
+        hits = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
+        return {"correct": tf.reduce_sum(hits * weights), "count": tf.reduce_sum(weights)}
+
+    def metric(self, sums: Mapping[str, float]) -> float:
+        return sums["correct"] / max(sums["count"], 1.0)
+
+    # ---- schedule and logging ----
+    def schedule(self) -> Schedule:
+        return Schedule(steps_per_unit=self.steps_per_epoch, units_per_block=self.cfg.epochs_between_evals,
+                        max_units=self.train_epochs, first_block_units=self.cfg.eval_offset_epochs or None)
+
+    def mllog_epoch_num(self, units: float) -> float | int:
+        return int(round(units)) if abs(units - round(units)) < 1e-6 else units
+
+    def mllog_hyperparameters(self) -> Mapping[str, Any]:
+        cfg = self.cfg
+        bn_span = cfg.global_batch_size // (cfg.num_replicas * cfg.num_accumulation_steps)
+        return {
+            constants.OPT_NAME: constants.LARS,
+            constants.LARS_EPSILON: cfg.lars_epsilon,
+            constants.LARS_OPT_WEIGHT_DECAY: cfg.weight_decay,
+            constants.LARS_OPT_BASE_LEARNING_RATE: cfg.base_learning_rate,
+            constants.LARS_OPT_LEARNING_RATE_WARMUP_EPOCHS: cfg.warmup_epochs,
+            constants.LARS_OPT_END_LR: cfg.end_learning_rate,
+            constants.LARS_OPT_LR_DECAY_STEPS: self.train_steps - self.warmup_steps + 1,
+            constants.LARS_OPT_LR_DECAY_POLY_POWER: 2,
+            constants.LARS_OPT_MOMENTUM: cfg.momentum,
+            constants.TRAIN_SAMPLES: self.num_train_images,
+            constants.EVAL_SAMPLES: self.num_eval_images,
+            constants.MODEL_BN_SPAN: bn_span,
+            "label_smoothing": cfg.label_smoothing,
+        }
