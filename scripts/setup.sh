@@ -14,6 +14,7 @@ log() { printf '\n[setup] %s\n' "$*"; }
 
 # 1. Debian packages. MPI is optional for Horovod but the multi-node path uses it, so we build it in.
 need_apt=()
+dpkg -s bazel-platforms >/dev/null 2>&1 || need_apt+=(bazel-platforms)
 command -v mpicxx >/dev/null || need_apt+=(openmpi-bin libopenmpi-dev)
 command -v bazel >/dev/null || need_apt+=(bazel-bootstrap)
 command -v cmake >/dev/null || need_apt+=(cmake)
