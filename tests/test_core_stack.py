@@ -1,0 +1,42 @@
+"""The installed stack: Horovod really built with TensorFlow, Gloo and MPI; Keras 2 everywhere; only the
+distribution layer imports horovod."""
+import pathlib
+import re
+import subprocess
+
+from launch import BIN, REPO, env
+
+
+def test_horovod_check_build_ticks_tensorflow_gloo_and_mpi():
+    out = subprocess.run([str(BIN / "horovodrun"), "--check-build"], env=env(), capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    for line in ("[X] TensorFlow", "[X] Gloo", "[X] MPI"):
+        assert line in out, out
+    controllers = out.split("Available Controllers:")[1].split("Available Tensor Operations:")[0]
+    assert "[X] MPI" in controllers and "[X] Gloo" in controllers
+
+
+def test_keras_is_keras2_and_tf_is_pinned():
+    import tensorflow as tf
+    import tf_keras
+    assert tf.__version__.startswith("2.20.")
+    assert tf_keras.__version__.startswith("2.20.")
+    assert hasattr(tf_keras.layers.Dense(1).build, "__call__")
+
+
+def test_only_the_distribution_layer_imports_horovod():
+    offenders = []
+    for path in (REPO / "tf_mlperf").rglob("*.py"):
+        if path.name == "distribution.py" and path.parent.name == "core":
+            continue
+        if re.search(r"^\s*(import|from)\s+horovod", path.read_text(), re.M):
+            offenders.append(str(path.relative_to(REPO)))
+    assert not offenders, f"horovod imported outside tf_mlperf/core/distribution.py: {offenders}"
+
+
+def test_no_keras3_imports_in_the_package():
+    offenders = [str(p.relative_to(REPO)) for p in list((REPO / "tf_mlperf").rglob("*.py")) +
+                 list((REPO / "data_prep").rglob("*.py"))
+                 if re.search(r"^\s*(import keras\b|from keras\b|from tensorflow import keras|tf\.keras\.)",
+                              p.read_text(), re.M)]
+    assert not offenders, f"Keras 3 used (Horovod needs Keras 2 variables; use tf_keras): {offenders}"
