@@ -39,7 +39,7 @@ def _where(raw):
 
 def image_jobs(raw_images, synsets, val_labels, boxes, source):
     jobs = []
-    for raw in raw_images:
+    for raw in sorted(raw_images, key=lambda r: r.filename):  # report the first problem by name order
         if raw.dir_wnid is not None:
             wnid = raw.dir_wnid
             if wnid not in synsets:
