@@ -76,3 +76,12 @@ def test_dead_rank_fails_the_whole_job_quickly(tmp_path):
     proc = horovodrun([WORKER, "die", tmp_path, "horovod"], check=False, timeout=120)
     assert proc.returncode != 0
     assert time.time() - start < 60, f"job took {time.time() - start:.0f}s to fail"
+
+
+def test_mirrored_training_matches_single_process(tmp_path):
+    """MirroredStrategy (one process, here one CPU replica) runs the same step code to the same weights."""
+    subprocess.run([sys.executable, WORKER, "train", tmp_path, "mirrored"], cwd=REPO, env=env(), check=True,
+                   capture_output=True, timeout=300)
+    got, reference = _load(tmp_path, "train", 0), _single_process_weights(tmp_path)
+    for name in reference.files:
+        np.testing.assert_allclose(got[name], reference[name], atol=1e-6)
