@@ -89,16 +89,15 @@ class LARS(tf_keras.optimizers.Optimizer):
 class PolynomialDecayWithWarmup(tf_keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup from 0 to base_lr over warmup_steps, then (base -> end) polynomial decay of power 2.
 
-    As the reference: decay_steps = train_steps - warmup_steps + 1, the decay runs on step - warmup_steps,
-    and the warmup branch is taken while step <= warmup_steps.
+    As the reference: the decay runs on step - warmup_steps, the warmup branch is taken while
+    step <= warmup_steps, and decay_steps defaults to train_steps - warmup_steps + 1 (`reference_decay_steps`).
     """
 
-    def __init__(self, base_lr: float, warmup_steps: int, train_steps: int, end_lr: float = 1e-4,
+    def __init__(self, base_lr: float, warmup_steps: int, decay_steps: int, end_lr: float = 1e-4,
                  power: float = 2.0):
         super().__init__()
         self.base_lr, self.end_lr, self.power = base_lr, end_lr, power
-        self.warmup_steps, self.train_steps = warmup_steps, train_steps
-        self.decay_steps = train_steps - warmup_steps + 1
+        self.warmup_steps, self.decay_steps = warmup_steps, decay_steps
         self._poly = tf_keras.optimizers.schedules.PolynomialDecay(
             base_lr, self.decay_steps, end_learning_rate=end_lr, power=power)
 
@@ -109,5 +108,10 @@ class PolynomialDecayWithWarmup(tf_keras.optimizers.schedules.LearningRateSchedu
                         self._poly(step - self.warmup_steps))
 
     def get_config(self):
-        return {"base_lr": self.base_lr, "warmup_steps": self.warmup_steps, "train_steps": self.train_steps,
+        return {"base_lr": self.base_lr, "warmup_steps": self.warmup_steps, "decay_steps": self.decay_steps,
                 "end_lr": self.end_lr, "power": self.power}
+
+
+def reference_decay_steps(train_steps: int, warmup_steps: int) -> int:
+    """lars_util.PolynomialDecayWithWarmup: the decay spans the steps after warmup, plus one."""
+    return train_steps - warmup_steps + 1

@@ -28,6 +28,7 @@ class ResNetConfig:
     base_learning_rate: float = 10.5
     end_learning_rate: float = 1e-4
     warmup_epochs: float = 2
+    lr_decay_steps: int = 0             # 0: the reference's train_steps - warmup_steps + 1
     weight_decay: float = 5e-5
     momentum: float = 0.9
     lars_eeta: float = 0.001
@@ -79,6 +80,8 @@ class ResNetTask(Task):
                                                cfg.epochs_between_evals)
         self.train_steps = round(self.steps_per_epoch * self.train_epochs)
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.decay_steps = (cfg.lr_decay_steps
+                            or lars.reference_decay_steps(self.train_steps, self.warmup_steps))
         self._pipeline = input_pipeline.PipelineConfig(
             data_dir=cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed,
             shuffle_buffer=cfg.shuffle_buffer, private_threads=cfg.datasets_num_private_threads)
@@ -90,7 +93,7 @@ class ResNetTask(Task):
 
     def learning_rate_schedule(self) -> lars.PolynomialDecayWithWarmup:
         return lars.PolynomialDecayWithWarmup(self.cfg.base_learning_rate, self.warmup_steps,
-                                              self.train_steps, self.cfg.end_learning_rate, power=2.0)
+                                              self.decay_steps, self.cfg.end_learning_rate, power=2.0)
 
     def build_optimizer(self, model: tf_keras.Model) -> lars.LARS:
         return lars.LARS(self.learning_rate_schedule(), momentum=self.cfg.momentum,
@@ -145,7 +148,7 @@ class ResNetTask(Task):
             constants.LARS_OPT_BASE_LEARNING_RATE: cfg.base_learning_rate,
             constants.LARS_OPT_LEARNING_RATE_WARMUP_EPOCHS: cfg.warmup_epochs,
             constants.LARS_OPT_END_LR: cfg.end_learning_rate,
-            constants.LARS_OPT_LR_DECAY_STEPS: self.train_steps - self.warmup_steps + 1,
+            constants.LARS_OPT_LR_DECAY_STEPS: self.decay_steps,
             constants.LARS_OPT_LR_DECAY_POLY_POWER: 2,
             constants.LARS_OPT_MOMENTUM: cfg.momentum,
             constants.TRAIN_SAMPLES: self.num_train_images,

@@ -31,6 +31,8 @@ flags.DEFINE_float("eval_offset_epochs", 0, "Epochs before the first evaluation 
 flags.DEFINE_float("base_learning_rate", 10.5, "LARS peak learning rate (reached at the end of warmup).")
 flags.DEFINE_float("end_learning_rate", 1e-4, "Learning rate at the end of the polynomial decay (rules: 1e-4).")
 flags.DEFINE_float("warmup_epochs", 2, "Linear learning-rate warmup, in epochs.")
+flags.DEFINE_integer("lr_decay_steps", 0, "Steps of the polynomial decay after warmup (0: the reference's "
+                     "train steps - warmup steps + 1).")
 flags.DEFINE_float("weight_decay", 5e-5, "LARS weight decay (rules: 1e-4 * 2^k).")
 flags.DEFINE_float("momentum", 0.9, "LARS momentum.")
 flags.DEFINE_float("lars_eeta", 0.001, "LARS trust coefficient eta.")
@@ -70,7 +72,8 @@ def config_from_flags(f: flags.FlagValues) -> ResNetConfig:
         num_replicas=f.num_replicas or _launcher_world_size(), train_epochs=f.train_epochs,
         epochs_between_evals=f.epochs_between_evals, eval_offset_epochs=f.eval_offset_epochs,
         base_learning_rate=f.base_learning_rate, end_learning_rate=f.end_learning_rate,
-        warmup_epochs=f.warmup_epochs, weight_decay=f.weight_decay, momentum=f.momentum,
+        warmup_epochs=f.warmup_epochs, lr_decay_steps=f.lr_decay_steps,
+        weight_decay=f.weight_decay, momentum=f.momentum,
         lars_eeta=f.lars_eeta, lars_epsilon=f.lars_epsilon, label_smoothing=f.label_smoothing,
         num_classes=f.num_classes, image_size=f.image_size, model_width=f.model_width,
         model_blocks=tuple(int(b) for b in f.model_blocks), zero_init_last_gamma=f.zero_init_last_gamma,
