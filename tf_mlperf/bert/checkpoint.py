@@ -1,0 +1,158 @@
+"""`--init_checkpoint`: the MLPerf reference TF1 checkpoint (model.ckpt-28252) read through an explicit
+name map, or the TF2 object-based checkpoint that tf-models' tf2_bert_encoder_checkpoint_converter writes.
+
+Every model variable must get a value; otherwise loading fails listing the unmatched names. Optimizer state
+the reference checkpoint also holds (adam_m/adam_v, LAMB m/v slots, beta powers, global_step, gradient
+accumulators) is skipped on purpose.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+# Checkpoint entries that are optimizer or bookkeeping state, never model weights.
+_OPTIMIZER_STATE = re.compile(
+    r"(/adam_[mv]$|/LAMB(_\d+)?$|/Momentum$|/GradientAccumulator(_\d+)?$|/grad_accum$|"
+    r"(^|/)beta[12]_power$|^global_step$|^update_count$|^good_steps$|^loss_scale$|_slot_)")
+
+
+class Mapping(NamedTuple):
+    reference_name: str                     # TF1 name, e.g. bert/encoder/layer_0/attention/self/query/kernel
+    variable: tf.Variable
+    to_variable: Callable[[np.ndarray], np.ndarray]   # reference layout -> this model's layout
+
+
+def _reshape_to(variable):
+    shape = tuple(variable.shape)
+    return lambda value: np.reshape(value, shape)   # reference [H, N*D] -> ours [H, N, D] etc. (row-major)
+
+
+def _transpose(value):
+    return np.transpose(value)
+
+
+def reference_name_map(model) -> list[Mapping]:
+    """One entry per model variable: which reference TF1 name holds it, and how to lay it out."""
+    enc = model.encoder_network
+    entries: list[tuple[str, tf.Variable]] = [
+        ("bert/embeddings/word_embeddings", enc.get_embedding_table()),
+        ("bert/embeddings/token_type_embeddings", enc._type_embedding_layer.embeddings),  # pylint: disable=protected-access
+        ("bert/embeddings/position_embeddings", enc._position_embedding_layer.weights[0]),  # pylint: disable=protected-access
+        *_layer_norm("bert/embeddings/LayerNorm", enc._embedding_norm_layer),  # pylint: disable=protected-access
+    ]
+    for i, block in enumerate(enc.transformer_layers):
+        entries += _transformer_block(f"bert/encoder/layer_{i}", block)
+    entries += _dense("bert/pooler/dense", enc.pooler_layer)
+    mlm = model.masked_lm
+    entries += _dense("cls/predictions/transform/dense", mlm.dense)
+    entries += _layer_norm("cls/predictions/transform/LayerNorm", mlm.layer_norm)
+    entries.append(("cls/predictions/output_bias", mlm.bias))
+    mappings = [Mapping(name, var, _reshape_to(var)) for name, var in entries]
+    nsp = model.next_sentence   # reference stores output_weights as [2, hidden]; a Dense kernel is [hidden, 2]
+    mappings.append(Mapping("cls/seq_relationship/output_weights", nsp.kernel, _transpose))
+    mappings.append(Mapping("cls/seq_relationship/output_bias", nsp.bias, _reshape_to(nsp.bias)))
+    return mappings
+
+
+def _dense(prefix, layer):
+    return [(f"{prefix}/kernel", layer.kernel), (f"{prefix}/bias", layer.bias)]
+
+
+def _layer_norm(prefix, layer):
+    return [(f"{prefix}/gamma", layer.gamma), (f"{prefix}/beta", layer.beta)]
+
+
+def _transformer_block(prefix, block):
+    # pylint: disable=protected-access
+    attention = block._attention_layer
+    return [
+        *_dense(f"{prefix}/attention/self/query", attention._query_dense),
+        *_dense(f"{prefix}/attention/self/key", attention._key_dense),
+        *_dense(f"{prefix}/attention/self/value", attention._value_dense),
+        *_dense(f"{prefix}/attention/output/dense", attention._output_dense),
+        *_layer_norm(f"{prefix}/attention/output/LayerNorm", block._attention_layer_norm),
+        *_dense(f"{prefix}/intermediate/dense", block._intermediate_dense),
+        *_dense(f"{prefix}/output/dense", block._output_dense),
+        *_layer_norm(f"{prefix}/output/LayerNorm", block._output_layer_norm),
+    ]
+
+
+def is_object_based(path: str) -> bool:
+    """TF2 (tf.train.Checkpoint) checkpoints key their tensors by object path + '.ATTRIBUTES/...'."""
+    return any(".ATTRIBUTES/" in name for name, _ in tf.train.list_variables(path))
+
+
+def load_init_checkpoint(model, path: str, allow_missing_heads: bool = False) -> None:
+    """Loads `path` (TF1 reference or TF2 converted) into `model`; raises listing anything left unset."""
+    if is_object_based(path):
+        load_tf2_checkpoint(model, path, allow_missing_heads)
+    else:
+        load_tf1_checkpoint(model, path)
+
+
+def load_tf1_checkpoint(model, path: str) -> None:
+    reader = tf.train.load_checkpoint(path)
+    shapes = reader.get_variable_to_shape_map()
+    mappings = reference_name_map(model)
+    unmatched = [f"{m.reference_name} (-> {m.variable.name})" for m in mappings if m.reference_name not in shapes]
+    if unmatched:
+        raise ValueError(f"--init_checkpoint={path}: {len(unmatched)} of {len(mappings)} model variables have no "
+                         "tensor in the checkpoint:\n  " + "\n  ".join(unmatched))
+    for m in mappings:
+        value = m.to_variable(reader.get_tensor(m.reference_name))
+        if tuple(value.shape) != tuple(m.variable.shape):
+            raise ValueError(f"{m.reference_name}: checkpoint shape {shapes[m.reference_name]} does not fit "
+                             f"{m.variable.name} {tuple(m.variable.shape)}")
+        m.variable.assign(value.astype(m.variable.dtype.as_numpy_dtype))
+    used = {m.reference_name for m in mappings}
+    leftover = sorted(n for n in shapes if n not in used and not _OPTIMIZER_STATE.search(n))
+    if leftover:
+        logging.warning("init checkpoint tensors not used by the model: %s", leftover)
+    logging.info("loaded %d variables from TF1 checkpoint %s", len(mappings), path)
+
+
+def load_tf2_checkpoint(model, path: str, allow_missing_heads: bool = False) -> None:
+    """Restores an object-based checkpoint written as tf.train.Checkpoint(<root>=BertEncoder or
+    BertPretrainerV2) by tf-models' converter (<root> is its --checkpoint_model_name: 'encoder' or 'model')."""
+    names = [name for name, _ in tf.train.list_variables(path) if ".ATTRIBUTES/" in name]
+    pretrainer_roots = {n.split("/", 1)[0] for n in names if n.split("/")[1:2] == ["encoder_network"]}
+    encoder_roots = {n.split("/", 1)[0] for n in names if n.split("/")[1:2] == ["layer_with_weights-0"]}
+    is_pretrainer = bool(pretrainer_roots)
+    roots = pretrainer_roots or encoder_roots
+    if len(roots) != 1:
+        raise ValueError(f"--init_checkpoint={path}: not a BertEncoder/BertPretrainerV2 checkpoint "
+                         f"(encoder roots found: {sorted(roots)})")
+    root = next(iter(roots))
+    if is_pretrainer:   # converted_model=pretrainer: encoder + MLM head, no NSP head
+        target = tf.train.Checkpoint(encoder_network=model.encoder_network, masked_lm=model.masked_lm)
+        absent = model.next_sentence.variables
+    else:               # converted_model=encoder (the converter's default): encoder only
+        target = model.encoder_network
+        absent = _mlm_head_variables(model) + model.next_sentence.variables
+    reader = tf.train.Checkpoint(**{root: target})   # keep a reference: the status only holds weak ones
+    status = reader.restore(path)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as err:
+        raise ValueError(f"--init_checkpoint={path} (TF2, root {root!r}) does not match the model: {err}") from err
+    status.expect_partial()
+    absent_names = sorted({v.name for v in absent})
+    if absent_names and not allow_missing_heads:
+        raise ValueError(
+            f"--init_checkpoint={path} (TF2, root {root!r}): {len(absent_names)} model variables are not in the "
+            "checkpoint:\n  " + "\n  ".join(absent_names) + "\n(tf-models' converter keeps no NSP head, and "
+            "no MLM head in its default encoder mode: pass --init_checkpoint_allow_missing_heads to keep those "
+            "freshly initialised)")
+    if absent_names:
+        logging.warning("TF2 init checkpoint holds no values for %s; kept initialised", absent_names)
+    logging.info("restored TF2 checkpoint %s (root %r)", path, root)
+
+
+def _mlm_head_variables(model) -> list[tf.Variable]:
+    """The MLM head's own weights (its embedding table is the encoder's)."""
+    mlm = model.masked_lm
+    return mlm.dense.variables + mlm.layer_norm.variables + [mlm.bias]

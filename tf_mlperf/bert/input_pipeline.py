@@ -1,0 +1,86 @@
+"""MLPerf BERT TFRecords -> per-replica batches (the feature spec of the reference run_pretraining.py).
+
+Training files are sharded per input pipeline (records are sharded instead when there are fewer files
+than pipelines), shuffled and repeated. The eval set is split record-wise so every example lands on exactly
+one pipeline, and padded to full batches with zero-weight examples so shapes stay static (XLA) and padding
+counts for nothing in the metric.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tf_mlperf.core.task import InputContext
+
+MAX_SEQ_LENGTH = 512
+MAX_PREDICTIONS_PER_SEQ = 76
+SHUFFLE_BUFFER = 1000   # records, as the reference
+
+
+def feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:
+    ints = lambda n: tf.io.FixedLenFeature([n], tf.int64)
+    return {"input_ids": ints(max_seq_length), "input_mask": ints(max_seq_length),
+            "segment_ids": ints(max_seq_length), "masked_lm_positions": ints(max_predictions_per_seq),
+            "masked_lm_ids": ints(max_predictions_per_seq),
+            "masked_lm_weights": tf.io.FixedLenFeature([max_predictions_per_seq], tf.float32),
+            "next_sentence_labels": ints(1)}
+
+
+def list_files(patterns: str) -> list[str]:
+    """Comma-separated globs -> sorted file list (sorted so every rank shards the same list)."""
+    files = sorted({f for p in patterns.split(",") if p for f in tf.io.gfile.glob(p)})
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {patterns!r}")
+    return files
+
+
+def _decoder(max_seq_length: int, max_predictions_per_seq: int):
+    spec = feature_spec(max_seq_length, max_predictions_per_seq)
+
+    def decode(records):
+        example = tf.io.parse_example(records, spec)
+        # int64 in the files; int32 in the model (as the reference, and what accelerators want).
+        return {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v for k, v in example.items()}
+    return decode
+
+
+def train_dataset(patterns: str, ctx: InputContext, max_seq_length: int, max_predictions_per_seq: int,
+                  seed: int = 0) -> tf.data.Dataset:
+    files = list_files(patterns)
+    n, i = ctx.num_input_pipelines, ctx.input_pipeline_id
+    pipeline_seed = seed + 1000 * i            # ranks shuffle differently
+    if len(files) >= n:
+        ds = tf.data.Dataset.from_tensor_slices(files).shard(n, i)
+        ds = ds.shuffle(len(files), seed=pipeline_seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    else:
+        ds = tf.data.TFRecordDataset(files).shard(n, i).repeat()
+    ds = ds.shuffle(SHUFFLE_BUFFER, seed=pipeline_seed)
+    ds = ds.batch(ctx.per_replica_batch_size, drop_remainder=True)
+    ds = ds.map(_decoder(max_seq_length, max_predictions_per_seq), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(patterns: str, ctx: InputContext, max_seq_length: int, max_predictions_per_seq: int,
+                 num_examples: int = 10_000) -> tf.data.Dataset:
+    """The first `num_examples` eval records (the reference evaluates max_eval_steps x batch = 10,000),
+    split record-wise over pipelines, in full batches padded with zero-weight examples."""
+    ds = tf.data.TFRecordDataset(list_files(patterns))
+    if num_examples:
+        ds = ds.take(num_examples)
+    ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+    ds = ds.batch(ctx.per_replica_batch_size)
+    ds = ds.map(_decoder(max_seq_length, max_predictions_per_seq))
+    ds = ds.map(lambda batch: pad_batch(batch, ctx.per_replica_batch_size))
+    return ds.cache().prefetch(tf.data.AUTOTUNE)
+
+
+def pad_batch(batch: dict, batch_size: int) -> dict:
+    """Pads every feature to `batch_size` rows with zeros: zero masked_lm_weights = not counted."""
+    missing = batch_size - tf.shape(batch["input_ids"])[0]
+
+    def pad(x):
+        paddings = tf.concat([[[0, missing]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)], axis=0)
+        padded = tf.pad(x, paddings)
+        return tf.ensure_shape(padded, [batch_size] + x.shape[1:].as_list())
+    return {k: pad(v) for k, v in batch.items()}

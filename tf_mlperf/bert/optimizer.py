@@ -1,0 +1,71 @@
+"""LAMB with the reference's learning-rate schedule (optimization.py + lamb_optimizer_v1.py).
+
+tf-models-official's `LAMB` performs the same update as the reference `lamb_optimizer_v1.LAMBOptimizer`
+(bias-corrected m/v, `update = m_hat / (sqrt(v_hat) + eps) + wd * w` unless the name matches an exclusion,
+trust ratio ||w|| / ||update|| with the same zero guards and the same exclusions) — checked against a NumPy
+oracle of the reference equations in tests/test_bert_optimizer.py — so we use it as is.
+
+The reference clips the gradients to global norm 1.0 before applying them. Here clipping happens inside the
+optimizer, i.e. on the allreduced (and accumulated) gradient: the reference's own
+`--clip_by_global_norm_after_gradient_allreduce` mode; identical to its default on a single replica.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+import tf_keras
+from official.modeling.optimization import lamb
+
+# Reference `create_optimizer`: no weight decay and no trust ratio for these (regex search on the name).
+EXCLUDE_FROM_WEIGHT_DECAY = ("LayerNorm", "layer_norm", "bias")
+CLIP_NORM = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LambConfig:
+    learning_rate: float
+    num_train_steps: int
+    num_warmup_steps: int = 0
+    start_warmup_step: int = 0
+    poly_power: float = 1.0
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-6
+    weight_decay_rate: float = 0.01
+
+
+class ReferencePolynomialDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
+    """tf.train.polynomial_decay(lr, step, num_train_steps, end=0, power) with the reference's linear warmup:
+    while `step - start_warmup_step < num_warmup_steps` the rate is `lr * (step - start_warmup_step) /
+    num_warmup_steps` (a negative start_warmup_step makes warmup begin part-way, as the 8k/16k configs)."""
+
+    def __init__(self, learning_rate, num_train_steps, num_warmup_steps=0, start_warmup_step=0, power=1.0):
+        self.learning_rate = float(learning_rate)
+        self.num_train_steps = int(num_train_steps)
+        self.num_warmup_steps = int(num_warmup_steps)
+        self.start_warmup_step = int(start_warmup_step)
+        self.power = float(power)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        done = tf.cast(tf.minimum(step, self.num_train_steps), tf.float32) / float(self.num_train_steps)
+        decayed = self.learning_rate * tf.pow(1.0 - done, self.power)
+        if not self.num_warmup_steps:
+            return decayed
+        warm_step = tf.cast(step - self.start_warmup_step, tf.float32)
+        warmup = self.learning_rate * warm_step / float(self.num_warmup_steps)
+        return tf.where(warm_step < float(self.num_warmup_steps), warmup, decayed)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "num_train_steps": self.num_train_steps,
+                "num_warmup_steps": self.num_warmup_steps, "start_warmup_step": self.start_warmup_step,
+                "power": self.power}
+
+
+def create_optimizer(cfg: LambConfig) -> lamb.LAMB:
+    schedule = ReferencePolynomialDecay(cfg.learning_rate, cfg.num_train_steps, cfg.num_warmup_steps,
+                                        cfg.start_warmup_step, cfg.poly_power)
+    return lamb.LAMB(learning_rate=schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon,
+                     weight_decay_rate=cfg.weight_decay_rate,
+                     exclude_from_weight_decay=list(EXCLUDE_FROM_WEIGHT_DECAY), global_clipnorm=CLIP_NORM)

@@ -1,0 +1,114 @@
+"""BERT-large pretraining as a `Task` of the shared run-to-target loop. The loop's unit is the sample."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import tensorflow as tf
+from mlperf_logging.mllog import constants as C
+
+from tf_mlperf.bert import checkpoint as checkpoint_lib
+from tf_mlperf.bert import input_pipeline
+from tf_mlperf.bert import model as model_lib
+from tf_mlperf.bert import optimizer as optimizer_lib
+from tf_mlperf.bert.config import BertConfig, eval_interval_samples
+from tf_mlperf.core.task import InputContext, Schedule, Task
+
+TARGET_MLM_ACCURACY = 0.720
+EVAL_SAMPLES = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class BertTaskConfig:
+    bert: BertConfig
+    lamb: optimizer_lib.LambConfig
+    global_batch_size: int
+    train_files: str
+    eval_files: str
+    num_accumulation_steps: int = 1
+    init_checkpoint: str | None = None
+    allow_missing_heads: bool = False
+    max_seq_length: int = input_pipeline.MAX_SEQ_LENGTH
+    max_predictions_per_seq: int = input_pipeline.MAX_PREDICTIONS_PER_SEQ
+    max_samples: int = 0                  # 0: global_batch_size * num_train_steps (the reference's budget)
+    eval_interval_samples: int = 0        # 0: the rules' formula for this batch size
+    num_eval_examples: int = EVAL_SAMPLES
+    target: float = TARGET_MLM_ACCURACY
+    seed: int = 0
+
+
+class BertTask(Task):
+    benchmark = "bert"
+
+    def __init__(self, cfg: BertTaskConfig):
+        self.cfg = cfg
+        self.target = cfg.target
+        self.global_batch_size = cfg.global_batch_size
+        self.num_accumulation_steps = cfg.num_accumulation_steps
+
+    # ---- model and optimizer ----
+    def build_model(self):
+        model = model_lib.build_model(self.cfg.bert, self.cfg.max_seq_length, self.cfg.max_predictions_per_seq)
+        if self.cfg.init_checkpoint:
+            checkpoint_lib.load_init_checkpoint(model, self.cfg.init_checkpoint, self.cfg.allow_missing_heads)
+        return model
+
+    def build_optimizer(self, model):
+        return optimizer_lib.create_optimizer(self.cfg.lamb)
+
+    # ---- data ----
+    def train_dataset(self, ctx: InputContext) -> tf.data.Dataset:
+        return input_pipeline.train_dataset(self.cfg.train_files, ctx, self.cfg.max_seq_length,
+                                            self.cfg.max_predictions_per_seq, self.cfg.seed)
+
+    def eval_dataset(self, ctx: InputContext) -> tf.data.Dataset:
+        return input_pipeline.eval_dataset(self.cfg.eval_files, ctx, self.cfg.max_seq_length,
+                                           self.cfg.max_predictions_per_seq, self.cfg.num_eval_examples)
+
+    # ---- steps and metric ----
+    def train_loss(self, model, batch) -> tf.Tensor:
+        return model_lib.pretraining_loss(model(batch, training=True), batch)
+
+    def eval_sums(self, model, batch) -> Mapping[str, tf.Tensor]:
+        outputs = model(batch, training=False)
+        return model_lib.masked_lm_accuracy_sums(outputs["mlm_logits"], batch["masked_lm_ids"],
+                                                 batch["masked_lm_weights"])
+
+    def metric(self, sums: Mapping[str, float]) -> float:
+        return sums["correct"] / sums["count"] if sums["count"] else 0.0
+
+    # ---- cadence and logging ----
+    @property
+    def max_samples(self) -> int:
+        return self.cfg.max_samples or self.cfg.global_batch_size * self.cfg.lamb.num_train_steps
+
+    @property
+    def eval_every_samples(self) -> int:
+        return self.cfg.eval_interval_samples or eval_interval_samples(self.cfg.global_batch_size)
+
+    def schedule(self) -> Schedule:
+        return Schedule(steps_per_unit=1.0 / self.cfg.global_batch_size,
+                        units_per_block=self.eval_every_samples, max_units=self.max_samples)
+
+    def mllog_epoch_num(self, units: float) -> int:
+        return int(round(units))      # BERT's epoch_num is a sample count
+
+    def mllog_hyperparameters(self) -> Mapping[str, Any]:
+        lamb = self.cfg.lamb
+        return {
+            C.OPT_NAME: C.LAMB,
+            C.OPT_BASE_LR: lamb.learning_rate,
+            C.OPT_LAMB_EPSILON: lamb.epsilon,
+            C.OPT_LAMB_BETA_1: lamb.beta_1,
+            C.OPT_LAMB_BETA_2: lamb.beta_2,
+            C.OPT_LAMB_WEIGHT_DECAY: lamb.weight_decay_rate,
+            C.OPT_LAMB_LR_DECAY_POLY_POWER: lamb.poly_power,
+            C.OPT_LR_TRAINING_STEPS: lamb.num_train_steps,
+            C.OPT_LR_WARMUP_STEPS: lamb.num_warmup_steps,
+            C.NUM_WARMUP_STEPS: lamb.num_warmup_steps,
+            C.START_WARMUP_STEP: lamb.start_warmup_step,
+            C.MAX_SEQUENCE_LENGTH: self.cfg.max_seq_length,
+            "max_predictions_per_seq": self.cfg.max_predictions_per_seq,
+            C.TRAIN_SAMPLES: self.max_samples,
+            C.EVAL_SAMPLES: self.cfg.num_eval_examples,
+        }
