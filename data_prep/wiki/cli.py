@@ -54,6 +54,12 @@ def remove_stale_temps(folder: pathlib.Path) -> None:
                 tmp.unlink(missing_ok=True)
 
 
+def require_inputs(paths, previous_stage: str) -> None:
+    missing = [p for p in paths if not pathlib.Path(p).exists()]
+    if missing:
+        raise InputError(f"{missing[0]}: missing ({len(missing)} inputs); run the {previous_stage} stage first")
+
+
 def _per_file(fn, src_dir, dst_dir, rel):
     fn(src_dir / rel, dst_dir / rel)
 
@@ -62,9 +68,10 @@ def _clean_one(src: pathlib.Path, dst: pathlib.Path) -> None:
     write_text_atomic(dst, clean.clean_file(src))
 
 
-def map_files(args, layout, name, fn, src_dir, dst_dir) -> None:
+def map_files(args, layout, name, fn, src_dir, dst_dir, previous_stage) -> None:
     remove_stale_temps(dst_dir)
     todo = [rel for rel in layout.files() if not (dst_dir / rel).exists()]
+    require_inputs([src_dir / rel for rel in todo], previous_stage)
     run_parallel(functools.partial(_per_file, fn, src_dir, dst_dir), todo, args.num_workers, name)
 
 
@@ -78,13 +85,13 @@ def stage_extract(args, layout):
 
 
 def stage_clean(args, layout):
-    map_files(args, layout, "clean", _clean_one, layout.extracted, layout.cleaned)
+    map_files(args, layout, "clean", _clean_one, layout.extracted, layout.cleaned, "extract")
 
 
 def stage_sentences(args, layout):
     punkt_root = sentences.punkt_data_root(args.punkt_cache_dir)
     segment = functools.partial(_segment_one, punkt_root)
-    map_files(args, layout, "sentences", segment, layout.cleaned, layout.sentences)
+    map_files(args, layout, "sentences", segment, layout.cleaned, layout.sentences, "clean")
 
 
 def _segment_one(punkt_root, src, dst):
@@ -102,6 +109,7 @@ def stage_split(args, layout):
         remove_stale_temps(folder)
     files = layout.files()
     todo = [(i, rel) for i, rel in enumerate(files) if not (layout.train / rel).exists()]
+    require_inputs([layout.sentences / rel for _, rel in todo], "sentences")
     run_parallel(functools.partial(_split_one, layout, len(files), args), todo, args.num_workers, "split")
     if not layout.eval_txt.exists():
         count = split.write_eval_set([layout.heldout / rel for rel in files], layout.eval_txt, layout.eval_md5)
@@ -124,6 +132,7 @@ def stage_gather(args, layout):
     jobs = [([layout.train / files[i] for i in members], layout.results / gather.part_name(n, args.num_outputs))
             for n, members in enumerate(plan)]
     todo = [job for job in jobs if not job[1].exists()]
+    require_inputs([src for sources, _ in todo for src in sources], "split")
     run_parallel(_gather_one, todo, args.num_workers, "gather")
 
 
@@ -155,6 +164,7 @@ def stage_records(args, layout):
     vocab_file = require_vocab(args)
     remove_stale_temps(layout.tfrecords)
     todo = [job for job in record_jobs(args, layout) if not job[1].exists()]
+    require_inputs([src for src, _ in todo], "split")
     # Largest first, so one big part does not finish last on its own.
     todo.sort(key=lambda job: -job[0].stat().st_size)
     run_parallel(functools.partial(_records_one, vocab_file, pretraining_params(args)), todo, args.num_workers,
@@ -164,6 +174,7 @@ def stage_records(args, layout):
 def stage_pick_eval(args, layout):
     remove_stale_temps(layout.tfrecords)
     if not layout.eval_picked.exists():
+        require_inputs([layout.eval_intermediate], "records")
         records.pick_eval(layout.eval_intermediate, layout.eval_picked, args.num_eval_examples)
 
 

@@ -1,0 +1,141 @@
+"""records / pick-eval fidelity: the golden hash of the MLPerf reference create_pretraining_data.py,
+tokenizer semantics, the TFRecord wire format and the shared feature spec."""
+import hashlib
+import json
+import unicodedata
+
+import pytest
+
+from data_prep.wiki import features, pretraining, records, tokenization
+from data_prep.wiki.tfrecord import read_records
+
+
+@pytest.fixture(scope="module")
+def vocab_file(fixtures_dir):
+    return fixtures_dir / "bert" / "vocab_uncased.txt"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(vocab_file):
+    return tokenization.FullTokenizer(tokenization.check_bert_vocab(vocab_file))
+
+
+@pytest.fixture(scope="module")
+def golden_run(fixtures_dir, vocab_file, tmp_path_factory):
+    golden = json.loads((fixtures_dir / "bert_golden" / "golden.json").read_text())
+    out = tmp_path_factory.mktemp("golden") / "golden.tfrecord"
+    params = pretraining.PretrainingParams(**golden["params"])
+    count = records.make_records(fixtures_dir / "bert_golden" / golden["input"], out, vocab_file, params)
+    return golden, out, count
+
+
+def test_golden_hash_of_reference_create_pretraining_data(golden_run):
+    golden, out, count = golden_run
+    assert count == golden["records"] == 6470
+    # The golden definition: each record parsed as tf.train.Example, re-serialized deterministically.
+    tf = pytest.importorskip("tensorflow")
+    digest = hashlib.sha256()
+    raw_digest = hashlib.sha256()
+    for record in tf.data.TFRecordDataset(str(out)):
+        raw = record.numpy()
+        digest.update(tf.train.Example.FromString(raw).SerializeToString(deterministic=True))
+        raw_digest.update(raw)
+    assert digest.hexdigest() == golden["canonical_sha256"]
+    # Our records are written in canonical form already (so pick-eval may copy them as they are).
+    assert raw_digest.hexdigest() == golden["canonical_sha256"]
+
+
+def test_records_parse_with_the_shared_feature_spec(golden_run):
+    tf = pytest.importorskip("tensorflow")
+    _, out, _ = golden_run
+    spec = features.tf_feature_spec()
+    assert set(spec) == set(features.FEATURE_SPEC)
+    for record in tf.data.TFRecordDataset(str(out)).take(50):
+        example = tf.io.parse_single_example(record, spec)
+        n = int(tf.reduce_sum(example["input_mask"]))
+        assert example["input_ids"].dtype == tf.int64 and example["masked_lm_weights"].dtype == tf.float32
+        assert int(example["input_ids"][0]) == 101 and int(example["input_ids"][n - 1]) == 102  # [CLS] ... [SEP]
+        masked = int(tf.reduce_sum(example["masked_lm_weights"]))
+        assert 1 <= masked <= features.MAX_PREDICTIONS_PER_SEQ
+        assert int(example["next_sentence_labels"][0]) in (0, 1)
+
+
+def test_pick_eval_takes_examples_at_float_ratio(golden_run, tmp_path):
+    _, out, count = golden_run
+    picked = tmp_path / "eval"
+    records.pick_eval(out, picked, num_examples=1000)
+    source = list(read_records(out))
+    ratio = count / 1000
+    assert list(read_records(picked)) == [source[int(i * ratio)] for i in range(1000)]
+
+
+def oracle_tokenize(text, vocab):
+    """Reference BasicTokenizer + WordpieceTokenizer rules, char by char (slow, obviously-correct form)."""
+    kept = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if ord(ch) in (0, 0xFFFD) or (ch not in "\t\n\r" and cat in ("Cc", "Cf")):
+            continue
+        if ch in " \t\n\r" or cat == "Zs":
+            kept.append(" ")
+        elif 0x4E00 <= ord(ch) <= 0x9FFF or 0x3400 <= ord(ch) <= 0x4DBF or 0xF900 <= ord(ch) <= 0xFAFF:
+            kept.append(f" {ch} ")
+        else:
+            kept.append(ch)
+    words = []
+    for word in "".join(kept).split():
+        word = "".join(c for c in unicodedata.normalize("NFD", word.lower()) if unicodedata.category(c) != "Mn")
+        piece = ""
+        for ch in word:
+            punct = (33 <= ord(ch) <= 47 or 58 <= ord(ch) <= 64 or 91 <= ord(ch) <= 96 or 123 <= ord(ch) <= 126
+                     or unicodedata.category(ch).startswith("P"))
+            if punct:
+                words += [piece, ch] if piece else [ch]
+                piece = ""
+            else:
+                piece += ch
+        if piece:
+            words.append(piece)
+    out = []
+    for word in " ".join(words).split():
+        if len(word) > 200:
+            out.append("[UNK]")
+            continue
+        pieces, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start and (("##" if start else "") + word[start:end]) not in vocab:
+                end -= 1
+            if end == start:
+                pieces = ["[UNK]"]
+                break
+            pieces.append(("##" if start else "") + word[start:end])
+            start = end
+        out += pieces
+    return out
+
+
+@pytest.mark.parametrize("text", [
+    "Héllo, Wörld! Ça va? Ångström naïve café",
+    "東京は日本の首都です and 中文字符",
+    "tabs\tand\u00a0nbsp\u2003em-space; zero\u200bwidth soft\u00adhyphen ctrl\x07bell \ufffd",
+    "$5^2 `code` ~tilde~ {braces} [brackets] #hash @at 3.14%",
+    "x" * 201 + " supercalifragilisticexpialidocious unaffable",
+    "İstanbul ﬁ ligature ＡＢＣ fullwidth Ⅻ roman",
+    "[CLS] [SEP] [MASK] are split by punctuation",
+])
+def test_tokenizer_matches_reference_rules(tokenizer, text):
+    assert tokenizer.tokenize(text) == oracle_tokenize(text, tokenizer.vocab)
+
+
+def test_tokenizer_on_fixture_text(tokenizer, fixtures_dir):
+    lines = (fixtures_dir / "bert_golden" / "sentences_wiki_00.txt").read_text(encoding="utf-8").split("\n")
+    for line in lines[::7]:
+        assert tokenizer.tokenize(line) == oracle_tokenize(line, tokenizer.vocab), line
+
+
+def test_lines_split_on_newline_only_and_drop_carriage_returns(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes("a\rb\x0bc\u2028d\ne\x85f\n\nlast".encode("utf-8"))
+    # TF's GFile.readline: '\n' ends a line, '\r' is dropped; other Unicode line breaks stay inside lines.
+    assert tokenization.read_text_lines(path) == ["ab\x0bc\u2028d", "e\x85f", "", "last"]
