@@ -32,11 +32,12 @@ def _split_micro_batches(batch: Any, num_micro: int, index: tf.Tensor) -> Any:
     return tf.nest.map_structure(take, batch)
 
 
-def make_train_step(task: Task, model, optimizer, dist: Distribution, *, xla: bool) -> Callable:
-    """Returns `train_steps(iterator, num_steps) -> mean loss of the last step` (a tf.function).
+def make_replica_step(task: Task, model, optimizer, dist: Distribution, *, xla: bool) -> Callable:
+    """Returns `replica_step(batch) -> loss`: one optimizer step on one replica's batch.
 
-    Each dataset element is one per-replica batch of `num_accumulation_steps` micro-batches; their
-    gradients are averaged locally, then once over all replicas, then applied.
+    The batch holds `num_accumulation_steps` micro-batches; their gradients (XLA-compiled when `xla`) are
+    averaged locally, then once over all replicas, unscaled (fp16) and applied. benchmarks/export_step.py
+    compiles exactly this function whole (with the `none` distribution) to measure it on a GPU.
     """
     num_micro = task.num_accumulation_steps
     loss_scaled = precision_lib.uses_loss_scale(optimizer)
@@ -67,6 +68,13 @@ def make_train_step(task: Task, model, optimizer, dist: Distribution, *, xla: bo
             grads = optimizer.get_unscaled_gradients(grads)
         dist.apply_gradients(optimizer, zip(grads, variables))
         return tf.cast(loss, tf.float32)
+
+    return replica_step
+
+
+def make_train_step(task: Task, model, optimizer, dist: Distribution, *, xla: bool) -> Callable:
+    """Returns `train_steps(iterator, num_steps) -> mean loss of the last step` (a tf.function)."""
+    replica_step = make_replica_step(task, model, optimizer, dist, xla=xla)
 
     @tf.function
     def train_steps(iterator, num_steps):
