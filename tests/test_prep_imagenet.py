@@ -153,6 +153,17 @@ def test_quirks_are_detected_by_content(image_format, mode, fixed):
         assert (image.format, image.mode) == ("JPEG", "RGB")
 
 
+@pytest.mark.parametrize("check", images.CHECKS)
+@pytest.mark.parametrize("damage", ["truncated", "zero_filled_tail"])
+def test_every_check_rejects_what_tf_cannot_decode(fixtures_dir, check, damage):
+    data = (fixtures_dir / "images/china.jpg").read_bytes()
+    half = len(data) // 2
+    broken = data[:half] if damage == "truncated" else data[:half] + bytes(len(data) - half)
+    assert images.to_rgb_jpeg(data, "china.jpg", check)[1:] == (427, 640, None)
+    with pytest.raises(images.CorruptImageError, match="china.jpg: .*truncated"):
+        images.to_rgb_jpeg(broken, "china.jpg", check)
+
+
 def _val_tree_with_truncated_image(raw_dir, tmp_path):
     val = tmp_path / "val"
     shutil.copytree(raw_dir / "ILSVRC/Data/CLS-LOC/val", val)

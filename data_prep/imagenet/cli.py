@@ -48,9 +48,10 @@ def _add_convert_parser(subparsers):
     p.add_argument("--seed", type=int, default=0, help="seed of the train shuffle (default 0)")
     p.add_argument("--num_workers", type=int, default=os.cpu_count() or 1,
                    help="worker processes writing shards in parallel (default: number of CPUs)")
-    p.add_argument("--check", choices=CHECKS, default="draft",
-                   help="decode check of each JPEG kept as is: draft = decode at 1/8 scale (catches "
-                   "truncation, fast; default), full = full decode, header = header only")
+    p.add_argument("--check", choices=CHECKS, default="header",
+                   help="check of each RGB JPEG kept as is: header = parse the headers and require the "
+                   "end-of-image marker (catches truncated downloads; default), draft = also decode at 1/8 scale, "
+                   "full = full decode")
     p.add_argument("--skip_corrupt", action="store_true", help="skip undecodable images and list them in "
                    "the manifest instead of stopping with an error")
     p.add_argument("--overwrite", action="store_true", help="replace a split converted earlier from other "
