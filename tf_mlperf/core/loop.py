@@ -49,16 +49,22 @@ class RunResult:
     evals: list = dataclasses.field(default_factory=list)   # [(units, metric)]
 
 
+def build_model_and_optimizer(task: Task, dist: Distribution, precision: str):
+    """Model and optimizer (loss-scaled for fp16, slots created) under the precision policy and scope."""
+    precision_lib.set_policy(precision)
+    with dist.scope():
+        model = task.build_model()
+        optimizer = precision_lib.wrap_optimizer(task.build_optimizer(model), precision)
+        train_step_lib.build_optimizer_state(optimizer, model.trainable_variables)
+    return model, optimizer
+
+
 class _Trainer:
     """Holds the built state of one run: model, optimizer, steps, datasets, checkpoint."""
 
     def __init__(self, task: Task, dist: Distribution, cfg: LoopConfig):
         self.task, self.dist, self.cfg = task, dist, cfg
-        precision_lib.set_policy(cfg.precision)
-        with dist.scope():
-            self.model = task.build_model()
-            self.optimizer = precision_lib.wrap_optimizer(task.build_optimizer(self.model), cfg.precision)
-            train_step_lib.build_optimizer_state(self.optimizer, self.model.trainable_variables)
+        self.model, self.optimizer = build_model_and_optimizer(task, dist, cfg.precision)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         ckpt_dir = os.path.join(cfg.model_dir, "checkpoints")
         if not dist.is_chief and dist.name == "multi_worker":
