@@ -79,6 +79,21 @@ def test_label_formats_and_layouts_give_identical_records(raw, reference, tmp_pa
         assert (tmp_path / f"{split}-manifest.json").read_text() == (reference / f"{split}-manifest.json").read_text()
 
 
+def test_class_tar_folder_and_val_class_folders_give_identical_records(raw, reference, tmp_path):
+    """Users who untarred only the outer train tar, or sorted val into class folders (valprep.sh)."""
+    raw_dir, _ = raw
+    with tarfile.open(raw_dir / "ILSVRC2012_img_train.tar") as train:
+        train.extractall(tmp_path / "train", filter="data")
+    labels = (raw_dir / "synset_labels.txt").read_text().split()
+    for number, wnid in enumerate(labels, 1):
+        name = f"ILSVRC2012_val_{number:08d}.JPEG"
+        (tmp_path / "val" / wnid).mkdir(parents=True, exist_ok=True)
+        shutil.copy(raw_dir / "ILSVRC/Data/CLS-LOC/val" / name, tmp_path / "val" / wnid / name)
+    assert convert(tmp_path / "out", "--train", tmp_path / "train", "--validation", tmp_path / "val",
+                   "--bboxes", raw_dir / "ILSVRC2012_bbox_train_v2.tar.gz") == 0
+    assert read_records(tmp_path / "out") == read_records(reference)
+
+
 def test_records_follow_the_tfrecord_convention(raw, reference, fixtures_dir):
     import tensorflow as tf
     raw_dir, info = raw

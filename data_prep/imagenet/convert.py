@@ -31,26 +31,20 @@ def discover(raw_dir):
     return found
 
 
-def _where(raw):
-    if raw.offset == 0 and os.path.basename(raw.path) == raw.filename:
-        return raw.path
-    return f"{raw.path}: member {raw.filename!r}"
-
-
 def image_jobs(raw_images, synsets, val_labels, boxes, source):
     jobs = []
     for raw in sorted(raw_images, key=lambda r: r.filename):  # report the first problem by name order
         if raw.dir_wnid is not None:
             wnid = raw.dir_wnid
             if wnid not in synsets:
-                raise PrepError(_where(raw), f"class {wnid!r} is not one of the 1000 ILSVRC2012 classes")
+                raise PrepError(writer.describe(raw), f"class {wnid!r} is not one of the 1000 ILSVRC2012 classes")
         elif val_labels is None:
             raise PrepError(source, "validation images need labels: pass --val_labels (devkit tar.gz, "
                                     "synset_labels.txt or LOC_val_solution.csv)")
         else:
             wnid = val_labels.wnid_for(raw.filename)
         stem = raw.filename.rsplit(".", 1)[0]
-        jobs.append(writer.ImageJob(raw.filename, _where(raw), raw.path, raw.offset, raw.size, wnid,
+        jobs.append(writer.ImageJob(raw.filename, raw.path, raw.offset, raw.size, wnid,
                                     synsets.label(wnid), synsets.names.get(wnid, ""), boxes.get(stem)))
     return jobs
 

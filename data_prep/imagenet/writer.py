@@ -24,7 +24,7 @@ SHARD_PREFIX = {"train": "train", "validation": "validation"}
 # Test hook: seconds to sleep per image, so a test can SIGKILL a run reliably mid-way.
 DELAY_ENV = "TF_MLPERF_PREP_TEST_DELAY_S"
 
-ImageJob = collections.namedtuple("ImageJob", "filename where path offset size wnid label text boxes")
+ImageJob = collections.namedtuple("ImageJob", "filename path offset size wnid label text boxes")
 ShardTask = collections.namedtuple("ShardTask", "name output_dir jobs check skip_corrupt")
 SplitPlan = collections.namedtuple("SplitPlan", "split output_dir shards fingerprint seed label_map")
 
@@ -35,6 +35,13 @@ def shard_name(split, index, num_shards):
 
 def manifest_path(output_dir, split):
     return os.path.join(output_dir, f"{split}-manifest.json")
+
+
+def describe(job):
+    """How errors name an image: its file, or its member in an archive."""
+    if job.offset == 0 and os.path.basename(job.path) == job.filename:
+        return job.path
+    return f"{job.path}: member {job.filename!r}"
 
 
 def plan_split(split, jobs, output_dir, num_shards, seed, check, skip_corrupt, label_map, source):
@@ -49,9 +56,10 @@ def plan_split(split, jobs, output_dir, num_shards, seed, check, skip_corrupt, l
     shards = [ShardTask(shard_name(split, i, num_shards), output_dir, jobs[bounds[i]:bounds[i + 1]],
                         check, skip_corrupt) for i in range(num_shards)]
     # What the output depends on (not where the bytes come from: tar or folder give the same records).
-    content = [[s.name, [[j.filename, j.label, j.text, j.boxes] for j in s.jobs]] for s in shards]
-    fingerprint = hashlib.sha256(json.dumps([content, check, skip_corrupt]).encode()).hexdigest()
-    return SplitPlan(split, output_dir, shards, fingerprint, seed, label_map)
+    digest = hashlib.sha256(json.dumps([check, skip_corrupt]).encode())
+    for shard in shards:
+        digest.update(json.dumps([shard.name, [[j.filename, j.label, j.text, j.boxes] for j in shard.jobs]]).encode())
+    return SplitPlan(split, output_dir, shards, digest.hexdigest(), seed, label_map)
 
 
 # ---------------------------------------------------------------- worker side
@@ -65,13 +73,16 @@ def _init_worker(queue):
 
 
 def _read_bytes(job, open_files):
-    handle = open_files.get(job.path)
-    if handle is None:
-        handle = open_files[job.path] = open(job.path, "rb")
-    handle.seek(job.offset)
-    data = handle.read(job.size)
+    try:
+        handle = open_files.get(job.path)
+        if handle is None:
+            handle = open_files[job.path] = open(job.path, "rb")
+        handle.seek(job.offset)
+        data = handle.read(job.size)
+    except OSError as e:
+        raise PrepError(describe(job), f"cannot read ({e})") from e
     if len(data) != job.size:
-        raise CorruptImageError(job.where, f"archive ends early ({len(data)} of {job.size} bytes)")
+        raise CorruptImageError(describe(job), f"input ends early ({len(data)} of {job.size} bytes)")
     return data
 
 
@@ -82,7 +93,7 @@ def _serialized_records(task, skipped, report):
     try:
         for job in task.jobs:
             try:
-                encoded, height, width, _ = to_rgb_jpeg(_read_bytes(job, open_files), job.where, task.check)
+                encoded, height, width, _ = to_rgb_jpeg(_read_bytes(job, open_files), describe(job), task.check)
             except CorruptImageError as e:
                 if not task.skip_corrupt:
                     raise
@@ -121,6 +132,8 @@ def write_shard(task, report=None):
                  "size_bytes": os.path.getsize(temp_path), "sha256": file_sha256(temp_path),
                  "skipped_corrupt": skipped}
         os.replace(temp_path, final_path)
+    except OSError as e:  # disk full, permissions: name the shard, not a traceback
+        raise PrepError(final_path, f"cannot write ({e})") from e
     finally:
         if os.path.exists(temp_path):
             os.remove(temp_path)
