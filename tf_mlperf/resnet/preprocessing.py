@@ -51,16 +51,29 @@ def distorted_crop_window(image_shape: tf.Tensor, bbox: tf.Tensor, seed: tf.Tens
     return tf.stack([offset_y, offset_x, height, width])
 
 
-def preprocess_train(jpeg: tf.Tensor, bbox: tf.Tensor, seed: tf.Tensor,
+def random_flip_left_right(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Flip with probability 1/2. A cond, not tf.image's where(reverse(x), x): only a flip pays for a copy."""
+    flip = tf.random.stateless_uniform([], seed) < 0.5
+    return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+
+
+def crop_flip_resize(jpeg: tf.Tensor, bbox: tf.Tensor, seed: tf.Tensor,
                      image_size: int = DEFAULT_IMAGE_SIZE) -> tf.Tensor:
-    """Random crop (decoded fused with the crop: only the window is decoded), flip, resize, centre."""
+    """Train preprocessing up to, not including, the mean subtraction (the input pipeline does that per batch)."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     window = distorted_crop_window(tf.image.extract_jpeg_shape(jpeg), bbox, crop_seed)
+    # Fused: only the window's blocks are decoded.
     image = tf.image.decode_and_crop_jpeg(jpeg, window, channels=NUM_CHANNELS)
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    image = random_flip_left_right(image, flip_seed)
     image = resize_bilinear_v1(image, image_size, image_size)
     image.set_shape([image_size, image_size, NUM_CHANNELS])
-    return mean_subtract(image)
+    return image
+
+
+def preprocess_train(jpeg: tf.Tensor, bbox: tf.Tensor, seed: tf.Tensor,
+                     image_size: int = DEFAULT_IMAGE_SIZE) -> tf.Tensor:
+    """Random crop fused with decoding, flip, resize, centre."""
+    return mean_subtract(crop_flip_resize(jpeg, bbox, seed, image_size))
 
 
 def eval_resize_min(image_size: int) -> int:
