@@ -143,8 +143,9 @@ class FullTokenizer:
 
     def tokenize(self, text: str) -> list[str]:
         """Token strings (for tests and debugging); the pipeline uses ids only."""
-        inv = {i: t for t, i in self.vocab.items()}
-        return [inv[i] for i in self.tokenize_ids(text)]
+        if not hasattr(self, "_inv_vocab"):
+            self._inv_vocab = {i: t for t, i in self.vocab.items()}
+        return [self._inv_vocab[i] for i in self.tokenize_ids(text)]
 
     def _word_to_ids(self, word: str) -> list[int]:
         if self.do_lower_case:
