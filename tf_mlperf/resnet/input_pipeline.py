@@ -25,6 +25,7 @@ from tf_mlperf.resnet import preprocessing
 TRAIN_PATTERN = "train-*-of-*"
 EVAL_PATTERN = "validation-*-of-*"
 NUM_IMAGES = {"train": 1_281_167, "validation": 50_000}   # ImageNet 2012
+NUM_FILES = {"train": 1024, "validation": 128}             # its standard sharding
 FILE_SHUFFLE_BUFFER = 1024
 SHUFFLE_BUFFER = 10_000
 INTERLEAVE_CYCLE = 10
