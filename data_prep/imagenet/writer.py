@@ -23,6 +23,7 @@ MANIFEST_FORMAT = "tf_mlperf-imagenet-tfrecords/1"
 SHARD_PREFIX = {"train": "train", "validation": "validation"}
 # Test hook: seconds to sleep per image, so a test can SIGKILL a run reliably mid-way.
 DELAY_ENV = "TF_MLPERF_PREP_TEST_DELAY_S"
+PROGRESS_EVERY = 16  # images per progress message from a worker
 
 ImageJob = collections.namedtuple("ImageJob", "filename path offset size wnid label text boxes")
 ShardTask = collections.namedtuple("ShardTask", "name output_dir jobs check skip_corrupt")
@@ -90,6 +91,7 @@ def _serialized_records(task, skipped, report):
     from data_prep.imagenet.records import make_example  # TF loads only where records are made
     delay = float(os.environ.get(DELAY_ENV, "0"))
     open_files = {}
+    unreported = 0
     try:
         for job in task.jobs:
             try:
@@ -99,11 +101,15 @@ def _serialized_records(task, skipped, report):
                     raise
                 skipped.append({"filename": job.filename, "problem": e.problem})
                 continue
-            yield make_example(encoded, height, width, job.label, job.wnid, job.text, job.filename,
-                               job.boxes).SerializeToString(deterministic=True)  # sorted map keys: same bytes in every process
-            report(1)
+            example = make_example(encoded, height, width, job.label, job.wnid, job.text, job.filename, job.boxes)
+            yield example.SerializeToString(deterministic=True)  # sorted map keys: same bytes in any process
+            unreported += 1
+            if unreported == PROGRESS_EVERY or delay:
+                report(unreported)
+                unreported = 0
             if delay:
                 time.sleep(delay)
+        report(unreported)
     finally:
         for handle in open_files.values():
             handle.close()
