@@ -18,6 +18,7 @@ without it, from installed packages: scikit-image and scikit-learn photos, tenso
 list, timm's names (data files only; neither package is imported).
 """
 import argparse
+import collections
 import gzip
 import importlib.util
 import io
@@ -34,6 +35,7 @@ import scipy.io
 from PIL import Image
 
 from data_prep.imagenet import synsets as synsets_lib
+from data_prep.imagenet.errors import PrepError
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
                   "motorcycle_left.png", "retina.jpg", "rocket.jpg")
@@ -44,11 +46,8 @@ DEVKIT_DIR = "ILSVRC2012_devkit_t12"
 MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Thu Jan  1 00:00:00 1970"
 
 
-class Sources:
-    """Real photos (RGB, sorted by file name), an optional real CMYK photo, wnids, names."""
-
-    def __init__(self, photos, cmyk_photo, wnids, names, origin):
-        self.photos, self.cmyk_photo, self.wnids, self.names, self.origin = photos, cmyk_photo, wnids, names, origin
+# Real photos (RGB, sorted by file name), an optional real CMYK photo, the sorted wnids, their names.
+Sources = collections.namedtuple("Sources", "photos cmyk_photo wnids names origin")
 
 
 def _load_photos(paths):
@@ -327,7 +326,7 @@ def main(argv=None):
     try:
         info = generate(args.output_dir, args.fixtures_dir, args.num_classes, args.train_per_class,
                         args.num_val, args.image_size, args.seed, args.bboxes, not args.no_kaggle_tree)
-    except (ValueError, OSError, synsets_lib.PrepError) as e:
+    except (ValueError, OSError, PrepError) as e:
         print(f"tf-mlperf-imagenet-sample: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {info['num_train']} train / {info['num_val']} val images of {len(info['classes'])} classes "
