@@ -85,6 +85,8 @@ def build_parser():
 
 
 def run_convert(args):
+    if args.raw_dir and not os.path.isdir(args.raw_dir):
+        raise PrepError(args.raw_dir, "--raw_dir is not a folder")
     inputs = convert_lib.discover(args.raw_dir) if args.raw_dir else {}
     inputs = {k: v for k, v in inputs.items() if v}
     for key in ("train", "validation", "val_labels"):
