@@ -92,6 +92,12 @@ def trainer_command(args, k: int, seed: int) -> list[str]:
             f"--model_dir={campaign_dir(args) / f'run_{k}'}", *args.extra]
 
 
+def horovodrun_path(args) -> str | None:
+    """The horovodrun beside --python (an unactivated venv), else the one on PATH."""
+    beside = pathlib.Path(args.python).parent / "horovodrun"
+    return str(beside) if beside.is_file() else shutil.which("horovodrun")
+
+
 def local_command(args, k: int, seed: int) -> list[str]:
     trainer = trainer_command(args, k, seed)
     if args.launcher == "none":
@@ -173,7 +179,7 @@ def check_can_run(args) -> None:
         # Mixing logs of two campaigns would be choosing runs; start clean or say so.
         raise CampaignError(f"{len(existing)} result file(s) already in {result_dir(args)} "
                             f"(e.g. {existing[0].name}); use another --system/--results_dir or --overwrite")
-    if args.launcher == "horovodrun" and not shutil.which("horovodrun"):
+    if args.launcher == "horovodrun" and not horovodrun_path(args):
         raise CampaignError("horovodrun is not on PATH: install Horovod, or use --launcher=none for one process")
     if not args.flagfile.is_file():
         raise CampaignError(f"flagfile {args.flagfile} does not exist")
@@ -189,6 +195,8 @@ def run_campaign(args) -> list[dict]:
         if args.pre_run_cmd:
             subprocess.run(args.pre_run_cmd, shell=True, check=False)
         cmd = local_command(args, k, seed)
+        if args.launcher == "horovodrun":
+            cmd[0] = horovodrun_path(args)   # written scripts say `horovodrun`; here we know which one
         print(f"[campaign] run {k + 1}/{args.runs} seed {seed}: {shlex.join(cmd)}", flush=True)
         started = time.time()
         code = subprocess.run(cmd, check=False).returncode
