@@ -18,10 +18,12 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import pathlib
 import re
 import subprocess
 import sys
+import warnings
 
 from mlperf_logging import benchmark_meta
 from mlperf_logging.compliance_checker import mlp_parser
@@ -161,7 +163,8 @@ def _silenced():
     previous = logging.root.manager.disable
     logging.disable(logging.CRITICAL)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # numpy warnings from the RCP checker's empty-slice means
             yield
     finally:
         logging.disable(previous)
@@ -180,7 +183,11 @@ def check_rcp(folder: pathlib.Path, benchmark: str, ruleset: str) -> dict:
     except Exception as error:  # the checker raises on logs it cannot read
         return {"available": True, "passed": False, "message": f"RCP checker error: {error}",
                 "norm_factor": 1.0}
-    return {"available": True, "passed": bool(passed), "message": message, "norm_factor": float(factor)}
+    factor = float(factor)
+    if not math.isfinite(factor):   # e.g. "Missing RCP" for a batch size the table lacks: no factor known
+        return {"available": True, "passed": False, "message": f"{message}; no normalization applied",
+                "norm_factor": 1.0}
+    return {"available": True, "passed": bool(passed), "message": message, "norm_factor": factor}
 
 
 def summarizer_minutes(folder: pathlib.Path, benchmark: str, system: str, ruleset: str) -> float | None:
