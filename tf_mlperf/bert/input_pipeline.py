@@ -84,3 +84,18 @@ def pad_batch(batch: dict, batch_size: int) -> dict:
         padded = tf.pad(x, paddings)
         return tf.ensure_shape(padded, [batch_size] + x.shape[1:].as_list())
     return {k: pad(v) for k, v in batch.items()}
+
+
+def synthetic_dataset(ctx: InputContext, max_seq_length: int, max_predictions_per_seq: int,
+                      vocab_size: int, num_batches: int | None = None) -> tf.data.Dataset:
+    """Random but well-formed batches (no files, no input cost): for throughput runs and step export."""
+    b, s, p = ctx.per_replica_batch_size, max_seq_length, max_predictions_per_seq
+    gen = tf.random.Generator.from_seed(ctx.input_pipeline_id)
+    batch = {"input_ids": gen.uniform([b, s], 0, vocab_size, tf.int32),
+             "input_mask": tf.ones([b, s], tf.int32), "segment_ids": tf.zeros([b, s], tf.int32),
+             "masked_lm_positions": gen.uniform([b, p], 1, s, tf.int32),
+             "masked_lm_ids": gen.uniform([b, p], 0, vocab_size, tf.int32),
+             "masked_lm_weights": tf.ones([b, p], tf.float32),
+             "next_sentence_labels": gen.uniform([b, 1], 0, 2, tf.int32)}
+    ds = tf.data.Dataset.from_tensors(batch)
+    return ds.repeat(num_batches) if num_batches else ds.repeat()

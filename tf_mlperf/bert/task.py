@@ -35,6 +35,7 @@ class BertTaskConfig:
     num_eval_examples: int = EVAL_SAMPLES
     target: float = TARGET_MLM_ACCURACY
     seed: int = 0
+    use_synthetic_data: bool = False      # random batches instead of files (throughput, step export)
 
 
 class BertTask(Task):
@@ -58,10 +59,18 @@ class BertTask(Task):
 
     # ---- data ----
     def train_dataset(self, ctx: InputContext) -> tf.data.Dataset:
+        if self.cfg.use_synthetic_data:
+            return input_pipeline.synthetic_dataset(ctx, self.cfg.max_seq_length,
+                                                    self.cfg.max_predictions_per_seq, self.cfg.bert.vocab_size)
         return input_pipeline.train_dataset(self.cfg.train_files, ctx, self.cfg.max_seq_length,
                                             self.cfg.max_predictions_per_seq, self.cfg.seed)
 
     def eval_dataset(self, ctx: InputContext) -> tf.data.Dataset:
+        if self.cfg.use_synthetic_data:
+            per_pipeline = self.cfg.num_eval_examples // ctx.num_input_pipelines
+            return input_pipeline.synthetic_dataset(
+                ctx, self.cfg.max_seq_length, self.cfg.max_predictions_per_seq, self.cfg.bert.vocab_size,
+                num_batches=max(1, -(-per_pipeline // ctx.per_replica_batch_size)))
         return input_pipeline.eval_dataset(self.cfg.eval_files, ctx, self.cfg.max_seq_length,
                                            self.cfg.max_predictions_per_seq, self.cfg.num_eval_examples)
 

@@ -57,7 +57,7 @@ flags.DEFINE_integer("num_eval_examples", 10_000, "Eval examples (closed: 10,000
 def build_task(flag_values: flags.FlagValues) -> BertTask:
     f = flag_values
     for name in ("train_file_pattern", "eval_file_pattern"):
-        if not f[name].value:
+        if not f[name].value and not f.use_synthetic_data:
             raise absl_app.UsageError(f"--{name} is required")
     lamb = LambConfig(learning_rate=f.learning_rate, num_train_steps=f.num_train_steps,
                       num_warmup_steps=f.num_warmup_steps, start_warmup_step=f.start_warmup_step,
@@ -70,7 +70,7 @@ def build_task(flag_values: flags.FlagValues) -> BertTask:
         init_checkpoint=f.init_checkpoint, allow_missing_heads=f.init_checkpoint_allow_missing_heads,
         max_seq_length=f.max_seq_length, max_predictions_per_seq=f.max_predictions_per_seq,
         max_samples=f.max_samples, eval_interval_samples=f.eval_interval_samples,
-        num_eval_examples=f.num_eval_examples, seed=f.seed))
+        num_eval_examples=f.num_eval_examples, seed=f.seed, use_synthetic_data=f.use_synthetic_data))
 
 
 def _run(argv) -> None:

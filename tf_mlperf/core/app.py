@@ -38,6 +38,8 @@ flags.DEFINE_float("target_accuracy", None, "Stop when the eval metric reaches t
 flags.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint every N steps (0: after each block).")
 flags.DEFINE_integer("log_every_steps", 100, "Train-loss / throughput logging interval in steps.")
 flags.DEFINE_bool("tensorboard", True, "Write TensorBoard scalars under <model_dir>/tensorboard.")
+flags.DEFINE_bool("use_synthetic_data", False, "Random well-formed batches instead of the TFRecords (no "
+                  "input pipeline, no data flags needed): throughput runs and benchmarks/export_step.py.")
 flags.DEFINE_string("submission_org", "tf_mlperf", "mllog submission_org.")
 flags.DEFINE_string("submission_platform", socket.gethostname(), "mllog submission_platform.")
 flags.DEFINE_enum("submission_division", "closed", ["closed", "open"], "mllog submission_division.")

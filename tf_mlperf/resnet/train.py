@@ -44,7 +44,6 @@ flags.DEFINE_integer("image_size", 224, "Train/eval crop size (closed division: 
 flags.DEFINE_float("model_width", 1.0, "Channel multiplier (closed division: 1.0; smaller for CPU smoke).")
 flags.DEFINE_list("model_blocks", ["3", "4", "6", "3"], "Bottlenecks per stage (closed division: 3,4,6,3).")
 flags.DEFINE_bool("zero_init_last_gamma", False, "Initialise the last BN gamma of every bottleneck to 0.")
-flags.DEFINE_bool("use_synthetic_data", False, "Random images instead of the TFRecords (no input pipeline).")
 flags.DEFINE_integer("num_train_images", 0, "Train-set size (0: read <data_dir>/train-manifest.json, else "
                      "count the records; 1,281,167 with synthetic data).")
 flags.DEFINE_integer("num_eval_images", 0, "Validation-set size (0: as num_train_images; 50,000 synthetic).")

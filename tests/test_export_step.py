@@ -1,0 +1,72 @@
+"""benchmarks/export_step.py exports the real train steps as XLA HLO; the shape signature of the exported
+ENTRY computation is the batch, then every model and optimizer variable (what run_stablehlo.py feeds)."""
+import subprocess
+import sys
+
+import pytest
+
+from launch import REPO, env
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from export_step import entry_parameter_shapes  # noqa: E402
+
+SMALL_RESNET = ["--use_synthetic_data", "--batch_size=4", "--image_size=32", "--model_width=0.25",
+                "--model_blocks=1,1,1,1", "--num_classes=10", "--precision=bf16"]
+SMALL_BERT = ["--use_synthetic_data", "--bert_preset=tiny", "--train_batch_size=2", "--max_seq_length=16",
+              "--max_predictions_per_seq=3", "--precision=bf16", "--num_eval_examples=4"]
+
+
+def export(tmp_path, benchmark, flags):
+    out = tmp_path / f"{benchmark}.pb"
+    proc = subprocess.run([sys.executable, REPO / "benchmarks" / "export_step.py", benchmark, out, *flags],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert out.stat().st_size > 10_000
+    return entry_parameter_shapes((tmp_path / f"{benchmark}.pb.txt").read_text())
+
+
+def _variable_shapes(build_task_module, flags):
+    """Shapes of the model's and optimizer's variables, built the way the loop builds them."""
+    code = f"""
+import sys, json
+from absl import flags
+import {build_task_module} as trainer
+from tf_mlperf.core import distribution
+from tf_mlperf.core.loop import build_model_and_optimizer
+from tf_mlperf.core.train_step import optimizer_variables
+flags.FLAGS(["x", *{flags!r}])
+task = trainer.build_task(flags.FLAGS)
+model, opt = build_model_and_optimizer(task, distribution.NoDistribution(), flags.FLAGS.precision)
+print(json.dumps([v.shape.as_list() for v in model.variables + optimizer_variables(opt)]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    import json
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _dims(shape):
+    return [int(d) for d in shape.split("[")[1].rstrip("]").split(",") if d]
+
+
+@pytest.mark.slow
+def test_resnet_step_exports_with_batch_then_variables(tmp_path):
+    shapes = export(tmp_path, "resnet", SMALL_RESNET)
+    assert shapes[0] == "f32[4,32,32,3]" and shapes[1].endswith("[4]")    # images, labels
+    variables = _variable_shapes("tf_mlperf.resnet.train", SMALL_RESNET)
+    params = sorted(map(str, (_dims(s) for s in shapes[2:])))
+    # Every parameter after the batch is a model or optimizer variable (the step reads them all).
+    assert set(params) <= set(map(str, variables))
+    assert len(shapes) - 2 >= len([v for v in variables if len(v) == 4])  # at least every conv kernel
+    assert "f32[7,7,3,16]" in shapes                                       # the stem conv, fp32 master copy
+
+
+@pytest.mark.slow
+def test_bert_step_exports_with_batch_then_variables(tmp_path):
+    shapes = export(tmp_path, "bert", SMALL_BERT)
+    batch = shapes[:7]
+    assert sorted(batch) == sorted(["s32[2,16]"] * 3 + ["s32[2,3]"] * 2 + ["f32[2,3]", "s32[2,1]"])
+    variables = _variable_shapes("tf_mlperf.bert.train", SMALL_BERT)
+    assert set(map(str, (_dims(s) for s in shapes[7:]))) <= set(map(str, variables))
+    assert any(s.startswith("f32[30522,") for s in shapes[7:])             # the word embeddings
