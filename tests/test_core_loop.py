@@ -89,3 +89,13 @@ def test_loop_under_horovodrun_two_processes(tmp_path):
     events = mllog_events(tmp_path / "mlperf_log.txt")
     assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "success"
     assert keys(events).count("run_start") == 1           # rank 0 only
+
+
+@pytest.mark.parametrize("option", ["--precision=fp16", "--precision=bf16", "--xla",
+                                    "--num_accumulation_steps=2"])
+def test_loop_options_still_reach_the_target(tmp_path, option):
+    run_toy(tmp_path, option)
+    events = mllog_events(tmp_path / "mlperf_log.txt")
+    assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "success"
+    if option.startswith("--num_accumulation_steps"):
+        assert [e["value"] for e in events if e["key"] == "gradient_accumulation_steps"] == [2]
