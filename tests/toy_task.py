@@ -77,7 +77,9 @@ class ToyTask(Task):
 
 
 def build_task(f):
-    return ToyTask(f.toy_global_batch, f.toy_max_epochs, f.toy_sleep_per_step, f.toy_separation)
+    task = ToyTask(f.toy_global_batch, f.toy_max_epochs, f.toy_sleep_per_step, f.toy_separation)
+    task.num_accumulation_steps = f.num_accumulation_steps
+    return task
 
 
 if __name__ == "__main__":
