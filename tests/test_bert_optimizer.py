@@ -46,9 +46,13 @@ def reference_lamb(params, grads_per_step, names, cfg: optimizer_lib.LambConfig)
     return params
 
 
-def test_lamb_matches_reference_update():
+@pytest.mark.parametrize("clip_after_allreduce", [False, True])
+def test_lamb_matches_reference_update(clip_after_allreduce):
+    """Either clipping mode (per replica before the allreduce, or in the optimizer) equals the reference's
+    clip-then-LAMB on one replica."""
     cfg = optimizer_lib.LambConfig(learning_rate=0.01, num_train_steps=10, num_warmup_steps=3, start_warmup_step=-1,
-                                   beta_1=0.62, beta_2=0.9, epsilon=1e-6, weight_decay_rate=0.1)
+                                   beta_1=0.62, beta_2=0.9, epsilon=1e-6, weight_decay_rate=0.1,
+                                   clip_after_allreduce=clip_after_allreduce)
     rng = np.random.default_rng(0)
     names = ["layer/kernel", "layer/bias", "attention/output/LayerNorm/gamma", "zero/kernel"]
     shapes = [(4, 3), (3,), (3,), (2, 2)]
@@ -63,7 +67,8 @@ def test_lamb_matches_reference_update():
             variables.append(tf.Variable(p, name=n.rsplit("/", 1)[1]))
     assert [v.name for v in variables] == [n + ":0" for n in names]
     for g in grads:
-        opt.apply_gradients(zip([tf.constant(x) for x in g], variables))
+        replica = optimizer_lib.clip_replica_gradients([tf.constant(x) for x in g], cfg)
+        opt.apply_gradients(zip(replica, variables))
     expected = reference_lamb(init, grads, names, cfg)
     for var, exp in zip(variables, expected):
         np.testing.assert_allclose(var.numpy(), exp, rtol=2e-5, atol=1e-7)
@@ -93,3 +98,13 @@ def test_weight_decay_exclusions_equal_reference_by_name():
                                           (4096, 175_000), (8192, 225_000)])
 def test_eval_interval_matches_readme_table(gbs, interval):
     assert eval_interval_samples(gbs) == interval
+
+
+def test_replica_clipping_is_the_reference_default():
+    big = [tf.constant([30.0, 40.0]), tf.constant([0.0])]                  # global norm 50
+    clipped = optimizer_lib.clip_replica_gradients(big, optimizer_lib.LambConfig(1e-3, 10))
+    np.testing.assert_allclose(clipped[0].numpy(), [0.6, 0.8], rtol=1e-6)
+    after = optimizer_lib.LambConfig(1e-3, 10, clip_after_allreduce=True)
+    assert optimizer_lib.clip_replica_gradients(big, after) is big
+    assert optimizer_lib.create_optimizer(after).global_clipnorm == 1.0
+    assert optimizer_lib.create_optimizer(optimizer_lib.LambConfig(1e-3, 10)).global_clipnorm is None

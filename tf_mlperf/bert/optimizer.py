@@ -5,9 +5,9 @@ tf-models-official's `LAMB` performs the same update as the reference `lamb_opti
 trust ratio ||w|| / ||update|| with the same zero guards and the same exclusions) — checked against a NumPy
 oracle of the reference equations in tests/test_bert_optimizer.py — so we use it as is.
 
-The reference clips the gradients to global norm 1.0 before applying them. Here clipping happens inside the
-optimizer, i.e. on the allreduced (and accumulated) gradient: the reference's own
-`--clip_by_global_norm_after_gradient_allreduce` mode; identical to its default on a single replica.
+Gradient clipping to global norm 1.0 follows the reference's `--clip_by_global_norm_after_gradient_allreduce`
+flag: by default (False, "how the model was pre-trained") every replica clips each micro-batch's gradients
+before the allreduce (`BertTask.replica_gradients`); with True the optimizer clips the allreduced gradient.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class LambConfig:
     beta_2: float = 0.999
     epsilon: float = 1e-6
     weight_decay_rate: float = 0.01
+    clip_after_allreduce: bool = False    # reference flag clip_by_global_norm_after_gradient_allreduce
 
 
 class ReferencePolynomialDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
@@ -68,4 +69,12 @@ def create_optimizer(cfg: LambConfig) -> lamb.LAMB:
                                         cfg.start_warmup_step, cfg.poly_power)
     return lamb.LAMB(learning_rate=schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon,
                      weight_decay_rate=cfg.weight_decay_rate,
-                     exclude_from_weight_decay=list(EXCLUDE_FROM_WEIGHT_DECAY), global_clipnorm=CLIP_NORM)
+                     exclude_from_weight_decay=list(EXCLUDE_FROM_WEIGHT_DECAY),
+                     global_clipnorm=CLIP_NORM if cfg.clip_after_allreduce else None)
+
+
+def clip_replica_gradients(grads, cfg: LambConfig):
+    """The reference's default: clip this replica's gradients to global norm 1.0 before the allreduce."""
+    if cfg.clip_after_allreduce:
+        return grads
+    return tf.clip_by_global_norm(grads, CLIP_NORM)[0]

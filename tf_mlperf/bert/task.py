@@ -74,6 +74,9 @@ class BertTask(Task):
         return input_pipeline.eval_dataset(self.cfg.eval_files, ctx, self.cfg.max_seq_length,
                                            self.cfg.max_predictions_per_seq, self.cfg.num_eval_examples)
 
+    def replica_gradients(self, grads):
+        return optimizer_lib.clip_replica_gradients(grads, self.cfg.lamb)
+
     # ---- steps and metric ----
     def train_loss(self, model, batch) -> tf.Tensor:
         return model_lib.pretraining_loss(model(batch, training=True), batch)

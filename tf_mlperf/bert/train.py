@@ -47,6 +47,9 @@ flags.DEFINE_float("lamb_beta_1", 0.9, "LAMB beta1.")
 flags.DEFINE_float("lamb_beta_2", 0.999, "LAMB beta2.")
 flags.DEFINE_float("lamb_epsilon", 1e-6, "LAMB epsilon (the reference's 10**log_epsilon).")
 flags.DEFINE_float("lamb_weight_decay_rate", 0.01, "LAMB weight decay (not on LayerNorm/bias).")
+flags.DEFINE_bool("clip_by_global_norm_after_gradient_allreduce", False,
+                  "Clip to global norm 1.0 after the allreduce (in the optimizer) instead of on every replica "
+                  "and micro-batch before it (the reference's default, how the checkpoint was pre-trained).")
 flags.DEFINE_integer("max_samples", 0, "Sample budget before giving up (0: train_batch_size * num_train_steps).")
 flags.DEFINE_integer("eval_interval_samples", 0,
                      "Samples between evaluations (0: the rules' floor(0.05*(230.23*GBS+3e6)/25e3)*25e3). "
@@ -62,7 +65,8 @@ def build_task(flag_values: flags.FlagValues) -> BertTask:
     lamb = LambConfig(learning_rate=f.learning_rate, num_train_steps=f.num_train_steps,
                       num_warmup_steps=f.num_warmup_steps, start_warmup_step=f.start_warmup_step,
                       poly_power=f.poly_power, beta_1=f.lamb_beta_1, beta_2=f.lamb_beta_2,
-                      epsilon=f.lamb_epsilon, weight_decay_rate=f.lamb_weight_decay_rate)
+                      epsilon=f.lamb_epsilon, weight_decay_rate=f.lamb_weight_decay_rate,
+                      clip_after_allreduce=f.clip_by_global_norm_after_gradient_allreduce)
     return BertTask(BertTaskConfig(
         bert=config_lib.load(f.bert_config_file, f.bert_preset), lamb=lamb,
         global_batch_size=f.train_batch_size, num_accumulation_steps=f.num_accumulation_steps,

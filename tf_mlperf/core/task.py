@@ -100,5 +100,7 @@ class Task(abc.ABC):
         """Value logged as epoch_num metadata for `units` units (ResNet: epochs; BERT: samples)."""
         return units
 
-    def trainable_variables_filter(self, variables):
-        return variables
+    def replica_gradients(self, grads):
+        """Transforms one micro-batch's (unscaled) gradients on this replica, before accumulation and the
+        allreduce; e.g. the BERT reference clips to global norm 1.0 here."""
+        return grads

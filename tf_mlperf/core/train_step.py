@@ -36,7 +36,8 @@ def make_replica_step(task: Task, model, optimizer, dist: Distribution, *, xla: 
     """Returns `replica_step(batch) -> loss`: one optimizer step on one replica's batch.
 
     The batch holds `num_accumulation_steps` micro-batches; their gradients (XLA-compiled when `xla`) are
-    averaged locally, then once over all replicas, unscaled (fp16) and applied. benchmarks/export_step.py
+    unscaled (fp16), passed through `task.replica_gradients`, averaged locally, then once over all replicas,
+    and applied. benchmarks/export_step.py
     compiles exactly this function whole (with the `none` distribution) to measure it on a GPU.
     """
     num_micro = task.num_accumulation_steps
@@ -50,7 +51,12 @@ def make_replica_step(task: Task, model, optimizer, dist: Distribution, *, xla: 
         variables = model.trainable_variables
         grads = tape.gradient(scaled, variables)
         grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
-        return loss, grads
+        if loss_scaled:
+            # Unscale per micro-batch (a multiply; allreduce and averaging are linear) so that the task's
+            # per-replica transform sees true gradients; non-finite values survive to apply_gradients,
+            # where the LossScaleOptimizer skips the step and lowers the scale.
+            grads = optimizer.get_unscaled_gradients(grads)
+        return loss, task.replica_gradients(grads)
 
     def replica_step(batch):
         variables = model.trainable_variables
@@ -64,8 +70,6 @@ def make_replica_step(task: Task, model, optimizer, dist: Distribution, *, xla: 
                 loss += tf.cast(micro_loss, tf.float32) / num_micro
                 grads = [a + tf.cast(g, tf.float32) / num_micro for a, g in zip(grads, micro)]
         grads = dist.allreduce_gradients(grads)
-        if loss_scaled:
-            grads = optimizer.get_unscaled_gradients(grads)
         dist.apply_gradients(optimizer, zip(grads, variables))
         return tf.cast(loss, tf.float32)
 
