@@ -2,6 +2,7 @@
 shared fixtures): the smoke flagfile under `horovodrun -np 2` trains to its target and stops, its log passes
 the official 4.0.0 compliance checker, and a run killed mid-way resumes from its checkpoint."""
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,15 @@ def test_smoke_under_horovodrun_reaches_target_and_passes_the_compliance_checker
 
 
 @pytest.mark.slow
+def latest_checkpoint_step(checkpoints):
+    """Step of the checkpoint the manager's state file names (0 when there is none yet)."""
+    state = checkpoints / "checkpoint"
+    if not state.exists():
+        return 0
+    match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.M)
+    return int(match.group(1)) if match else 0
+
+
 def test_killed_run_resumes_from_its_checkpoint(sample_tfrecords, tmp_path):
     args = [sys.executable, *TRAIN, f"--data_dir={sample_tfrecords}", f"--model_dir={tmp_path}",
             "--distribution=none", "--checkpoint_every_steps=5"]
@@ -72,12 +82,14 @@ def test_killed_run_resumes_from_its_checkpoint(sample_tfrecords, tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = tmp_path / "checkpoints"
     deadline = time.time() + 240
-    while time.time() < deadline and first.poll() is None and not list(checkpoints.glob("ckpt-*.index")):
+    # The CheckpointManager's state file is written after the checkpoint's own files: only a checkpoint it
+    # names is one a restart can find, so wait for it and read the step from it after the kill.
+    while time.time() < deadline and first.poll() is None and not latest_checkpoint_step(checkpoints):
         time.sleep(0.05)
     assert first.poll() is None, "the first run ended before it could be killed"
     first.send_signal(signal.SIGKILL)
     first.wait()
-    saved = max(int(p.name.split("-")[1].split(".")[0]) for p in checkpoints.glob("ckpt-*.index"))
+    saved = latest_checkpoint_step(checkpoints)
     assert 0 < saved < 80
 
     second = subprocess.run([*args, f"--mllog_path={tmp_path / 'second.txt'}"], cwd=REPO, env=env(),
