@@ -107,9 +107,8 @@ class _Trainer:
     def train_to(self, last_step: int) -> float:
         """Trains until the global step is `last_step`, checkpointing on the way; returns samples/s."""
         start_step, start_time, loss = self.step, time.time(), float("nan")
-        chunk = self.cfg.checkpoint_every_steps or self.cfg.log_every_steps or (last_step - start_step)
         while self.step < last_step:
-            n = min(chunk, last_step - self.step, self.cfg.log_every_steps or chunk)
+            n = self._steps_to_next_stop(last_step)
             loss = float(self.train_steps(self.train_iter, tf.constant(n)))
             if not np.isfinite(loss) and self.cfg.precision != "fp16":
                 raise FloatingPointError(f"loss is {loss} at step {self.step}")
@@ -122,6 +121,15 @@ class _Trainer:
         self._scalar("train/samples_per_second", throughput)
         logging.info("step %d loss %.4f  %.1f samples/s", self.step, loss, throughput)
         return throughput
+
+    def _steps_to_next_stop(self, last_step: int) -> int:
+        """Steps until `last_step` or the next multiple of the log / checkpoint cadence, whichever is first
+        (multiples of the global step, so a resumed run checkpoints at the same steps)."""
+        stops = [last_step - self.step]
+        for every in (self.cfg.log_every_steps, self.cfg.checkpoint_every_steps):
+            if every:
+                stops.append(every - self.step % every)
+        return min(stops)
 
     def _scalar(self, name: str, value: float) -> None:
         if self.writer:
