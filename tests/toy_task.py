@@ -72,7 +72,7 @@ class ToyTask(Task):
         return Schedule(steps_per_unit=NUM_TRAIN / self.global_batch_size, units_per_block=1.0,
                         max_units=self.max_epochs)
 
-    def mllog_hyperparameters(self):
+    def mllog_hyperparameters(self, num_replicas=1):
         return {"train_samples": NUM_TRAIN, "eval_samples": NUM_EVAL, "opt_name": "sgd"}
 
 

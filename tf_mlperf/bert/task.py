@@ -105,7 +105,7 @@ class BertTask(Task):
     def mllog_epoch_num(self, units: float) -> int:
         return int(round(units))      # BERT's epoch_num is a sample count
 
-    def mllog_hyperparameters(self) -> Mapping[str, Any]:
+    def mllog_hyperparameters(self, num_replicas: int = 1) -> Mapping[str, Any]:
         lamb = self.cfg.lamb
         return {
             C.OPT_NAME: C.LAMB,

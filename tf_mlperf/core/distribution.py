@@ -21,7 +21,7 @@ BACKENDS = ("auto", "horovod", "mirrored", "multi_worker", "none")
 _LAUNCHER_ENV = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 
 
-def _dense(grads: Sequence[Any]) -> list[tf.Tensor]:
+def dense_gradients(grads: Sequence[Any]) -> list[tf.Tensor]:
     """Allreduce wants dense tensors: embedding gradients come back as IndexedSlices."""
     return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
 
@@ -30,6 +30,9 @@ class Distribution(abc.ABC):
     """What the loop needs from a distribution backend."""
 
     name: str
+    # Whether every process writes checkpoints (tf.distribute's multi-worker save is collective), or only
+    # the chief does.
+    every_worker_saves: bool = False
 
     # ---- topology ----
     @property
@@ -92,7 +95,7 @@ class NoDistribution(Distribution):
     size = 1
 
     def allreduce_gradients(self, grads):
-        return _dense(grads)
+        return dense_gradients(grads)
 
 
 class HorovodDistribution(Distribution):
@@ -111,7 +114,7 @@ class HorovodDistribution(Distribution):
     local_rank = property(lambda self: self._hvd.local_rank())
 
     def allreduce_gradients(self, grads):
-        grads = _dense(grads)
+        grads = dense_gradients(grads)
         if self.size == 1:
             return grads
         # Horovod cannot allreduce bfloat16; gradients of fp32 master weights are fp32 already, this guards
@@ -145,11 +148,12 @@ class TFDistribution(Distribution):
 
     def __init__(self, multi_worker: bool):
         self.name = "multi_worker" if multi_worker else "mirrored"
+        self.every_worker_saves = multi_worker
         if multi_worker:
             self._strategy = tf.distribute.MultiWorkerMirroredStrategy()
-            task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-            workers = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {}).get("worker", [None])
-            self._rank, self._size = int(task.get("index", 0)), len(workers)
+            tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+            workers = tf_config.get("cluster", {}).get("worker", [None])
+            self._rank, self._size = int(tf_config.get("task", {}).get("index", 0)), len(workers)
         else:
             self._strategy = tf.distribute.MirroredStrategy()
             self._rank, self._size = 0, 1
@@ -157,10 +161,6 @@ class TFDistribution(Distribution):
     rank = property(lambda self: self._rank)
     size = property(lambda self: self._size)
     num_replicas = property(lambda self: self._strategy.num_replicas_in_sync)
-
-    @property
-    def strategy(self) -> tf.distribute.Strategy:
-        return self._strategy
 
     def scope(self):
         return self._strategy.scope()
@@ -180,7 +180,7 @@ class TFDistribution(Distribution):
 
     def allreduce_gradients(self, grads):
         ctx = tf.distribute.get_replica_context()
-        return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, _dense(grads))
+        return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, dense_gradients(grads))
 
     def apply_gradients(self, optimizer, grads_and_vars):
         # Gradients are already reduced above; stop the optimizer from reducing them a second time.

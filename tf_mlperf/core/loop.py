@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -67,13 +66,14 @@ class _Trainer:
         self.model, self.optimizer = build_model_and_optimizer(task, dist, cfg.precision)
         self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         ckpt_dir = os.path.join(cfg.model_dir, "checkpoints")
-        if not dist.is_chief and dist.name == "multi_worker":
+        if not dist.is_chief and dist.every_worker_saves:
             ckpt_dir = os.path.join(cfg.model_dir, f"checkpoints_worker{dist.rank}")  # written, then ignored
         self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, cfg.keep_checkpoints)
         # Every process reads the chief's checkpoints (shared file system), then the chief's values win.
         self.restored_from = tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "checkpoints"))
         if self.restored_from:
             self.checkpoint.restore(self.restored_from).expect_partial()
+        self.saved_step = self.step if self.restored_from else None
         dist.broadcast_variables(self.model.variables + train_step_lib.optimizer_variables(self.optimizer))
         self.train_steps = train_step_lib.make_train_step(task, self.model, self.optimizer, dist, xla=cfg.xla)
         self.eval_step = train_step_lib.make_eval_step(task, self.model, dist, xla=cfg.xla)
@@ -92,16 +92,20 @@ class _Trainer:
         return int(self.optimizer.iterations.numpy())
 
     def save(self) -> None:
-        if self.dist.is_chief or self.dist.name == "multi_worker":
+        """Checkpoints the current step (once: a block end on the periodic cadence is not written twice)."""
+        if self.step == self.saved_step:
+            return
+        if self.dist.is_chief or self.dist.every_worker_saves:
             self.manager.save(checkpoint_number=self.step)
+        self.saved_step = self.step
 
     def evaluate(self) -> float:
-        totals: dict[str, float] = {}
-        for batch in self.eval_data:
+        totals: dict[str, tf.Tensor] = {}
+        for batch in self.eval_data:               # sums stay on device: no host sync per batch
             for key, value in self.eval_step(batch).items():
-                totals[key] = totals.get(key, 0.0) + float(value)
+                totals[key] = totals[key] + value if key in totals else value
         keys = sorted(totals)
-        summed = self.dist.allreduce_sum(np.array([totals[k] for k in keys]))
+        summed = self.dist.allreduce_sum(np.array([float(totals[k]) for k in keys]))
         return float(self.task.metric(dict(zip(keys, summed.tolist()))))
 
     def train_to(self, last_step: int) -> float:
@@ -112,8 +116,9 @@ class _Trainer:
             loss = float(self.train_steps(self.train_iter, tf.constant(n)))
             if not np.isfinite(loss) and self.cfg.precision != "fp16":
                 raise FloatingPointError(f"loss is {loss} at step {self.step}")
-            self._scalar("train/loss", loss)
-            self._scalar("train/learning_rate", _current_lr(self.optimizer))
+            if self.writer:
+                self._scalar("train/loss", loss)
+                self._scalar("train/learning_rate", _current_lr(self.optimizer))
             if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0:
                 self.save()
         seconds = max(time.time() - start_time, 1e-9)
@@ -153,7 +158,7 @@ def _log_init(mlog: MLPerfLogger, task: Task, dist: Distribution, cfg: LoopConfi
     mlog.event(constants.SEED, cfg.seed)
     mlog.event(constants.GLOBAL_BATCH_SIZE, task.global_batch_size)
     mlog.event(constants.GRADIENT_ACCUMULATION_STEPS, task.num_accumulation_steps)
-    mlog.hyperparameters(task.mllog_hyperparameters())
+    mlog.hyperparameters(task.mllog_hyperparameters(num_replicas=dist.num_replicas))
 
 
 def run_to_target(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfLogger) -> RunResult:
@@ -176,17 +181,17 @@ def run_to_target(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfL
     result = RunResult("aborted", None, 0.0, trainer.step)
     done_units = trainer.step / schedule.steps_per_unit
     for end_units in schedule.block_ends():
-        if schedule.step_at(end_units) <= trainer.step:
-            continue                                # finished before a restart
-        start_units = max(done_units, 0.0)
-        count = end_units - start_units
-        block_meta = {"first_epoch_num": task.mllog_epoch_num(start_units),
-                      "epoch_count": task.mllog_epoch_num(count)}
-        mlog.start(constants.BLOCK_START, metadata=block_meta)
-        trainer.train_to(schedule.step_at(end_units))
-        mlog.end(constants.BLOCK_STOP, metadata=block_meta)
+        end_step = schedule.step_at(end_units)
+        if end_step < trainer.step:
+            continue                                # trained and evaluated before a restart
+        if end_step > trainer.step:                 # (equal: the block was trained, its eval may be lost)
+            block_meta = {"first_epoch_num": task.mllog_epoch_num(done_units),
+                          "epoch_count": task.mllog_epoch_num(end_units - done_units)}
+            mlog.start(constants.BLOCK_START, metadata=block_meta)
+            trainer.train_to(end_step)
+            mlog.end(constants.BLOCK_STOP, metadata=block_meta)
+            trainer.save()
         done_units = end_units
-        trainer.save()
 
         epoch_meta = {"epoch_num": task.mllog_epoch_num(end_units)}
         mlog.start(constants.EVAL_START, metadata=epoch_meta)

@@ -78,6 +78,3 @@ def drop_caches() -> bool:
         return True
     except OSError:
         return False
-
-
-constants = constants  # re-export: tasks use mlperf_log.constants.<KEY>

@@ -92,8 +92,11 @@ class Task(abc.ABC):
         """Block/eval cadence and budget."""
 
     @abc.abstractmethod
-    def mllog_hyperparameters(self) -> Mapping[str, Any]:
-        """mllog key -> value pairs logged once before run_start (opt_*, train_samples, ...)."""
+    def mllog_hyperparameters(self, num_replicas: int = 1) -> Mapping[str, Any]:
+        """mllog key -> value pairs logged once before run_start (opt_*, train_samples, ...).
+
+        `num_replicas` is the run's replica count over all processes (for per-replica values like ResNet's
+        model_bn_span)."""
 
     # Optional hooks.
     def mllog_epoch_num(self, units: float) -> float | int:

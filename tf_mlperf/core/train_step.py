@@ -7,7 +7,7 @@ from typing import Any, Callable
 import tensorflow as tf
 
 from tf_mlperf.core import precision as precision_lib
-from tf_mlperf.core.distribution import Distribution
+from tf_mlperf.core.distribution import Distribution, dense_gradients
 from tf_mlperf.core.task import Task
 
 
@@ -50,7 +50,7 @@ def make_replica_step(task: Task, model, optimizer, dist: Distribution, *, xla: 
             scaled = optimizer.get_scaled_loss(loss) if loss_scaled else loss
         variables = model.trainable_variables
         grads = tape.gradient(scaled, variables)
-        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+        grads = dense_gradients(grads)
         if loss_scaled:
             # Unscale per micro-batch (a multiply; allreduce and averaging are linear) so that the task's
             # per-replica transform sees true gradients; non-finite values survive to apply_gradients,

@@ -21,7 +21,6 @@ class ResNetConfig:
     data_dir: str = ""
     global_batch_size: int = 3264
     num_accumulation_steps: int = 1
-    num_replicas: int = 1               # only for the model_bn_span log line
     train_epochs: float = 37
     epochs_between_evals: float = 4
     eval_offset_epochs: float = 0       # first eval after this many epochs (0: after epochs_between_evals)
@@ -142,9 +141,9 @@ class ResNetTask(Task):
     def mllog_epoch_num(self, units: float) -> float | int:
         return int(round(units)) if abs(units - round(units)) < 1e-6 else units
 
-    def mllog_hyperparameters(self) -> Mapping[str, Any]:
+    def mllog_hyperparameters(self, num_replicas: int = 1) -> Mapping[str, Any]:
         cfg = self.cfg
-        bn_span = cfg.global_batch_size // (cfg.num_replicas * cfg.num_accumulation_steps)
+        bn_span = cfg.global_batch_size // (num_replicas * cfg.num_accumulation_steps)
         return {
             constants.OPT_NAME: constants.LARS,
             constants.LARS_EPSILON: cfg.lars_epsilon,

@@ -9,8 +9,6 @@ tf_mlperf.core.app; the ResNet-specific ones are below. Names follow the referen
 """
 from __future__ import annotations
 
-import json
-import os
 
 from absl import flags
 
@@ -50,16 +48,6 @@ flags.DEFINE_integer("num_eval_images", 0, "Validation-set size (0: as num_train
 flags.DEFINE_integer("shuffle_buffer", 10_000, "Record shuffle buffer per input pipeline.")
 flags.DEFINE_integer("datasets_num_private_threads", 0, "tf.data private thread-pool size per process "
                      "(0: TF's shared pool).")
-flags.DEFINE_integer("num_replicas", 0, "Replicas over all processes, for the model_bn_span log line only "
-                     "(0: from the launcher's environment).")
-
-
-def _launcher_world_size() -> int:
-    for var in ("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
-        if os.environ.get(var):
-            return int(os.environ[var])
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    return max(1, len(cluster.get("worker", [])))
 
 
 def config_from_flags(f: flags.FlagValues) -> ResNetConfig:
@@ -68,7 +56,7 @@ def config_from_flags(f: flags.FlagValues) -> ResNetConfig:
     return ResNetConfig(
         data_dir=f.data_dir or "", global_batch_size=f.batch_size,
         num_accumulation_steps=f.num_accumulation_steps,
-        num_replicas=f.num_replicas or _launcher_world_size(), train_epochs=f.train_epochs,
+        train_epochs=f.train_epochs,
         epochs_between_evals=f.epochs_between_evals, eval_offset_epochs=f.eval_offset_epochs,
         base_learning_rate=f.base_learning_rate, end_learning_rate=f.end_learning_rate,
         warmup_epochs=f.warmup_epochs, lr_decay_steps=f.lr_decay_steps,
@@ -76,7 +64,6 @@ def config_from_flags(f: flags.FlagValues) -> ResNetConfig:
         lars_eeta=f.lars_eeta, lars_epsilon=f.lars_epsilon, label_smoothing=f.label_smoothing,
         num_classes=f.num_classes, image_size=f.image_size, model_width=f.model_width,
         model_blocks=tuple(int(b) for b in f.model_blocks), zero_init_last_gamma=f.zero_init_last_gamma,
-        target_accuracy=0.759 if f.target_accuracy is None else f.target_accuracy,
         use_synthetic_data=f.use_synthetic_data, num_train_images=f.num_train_images,
         num_eval_images=f.num_eval_images, seed=f.seed, shuffle_buffer=f.shuffle_buffer,
         datasets_num_private_threads=f.datasets_num_private_threads)
