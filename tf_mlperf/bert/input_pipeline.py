@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from data_prep.wiki import features
 from tf_mlperf.core.task import InputContext
 
-MAX_SEQ_LENGTH = 512
-MAX_PREDICTIONS_PER_SEQ = 76
+# The records' layout is defined once, in data prep (the writer), and read here with the same spec.
+MAX_SEQ_LENGTH = features.MAX_SEQ_LENGTH
+MAX_PREDICTIONS_PER_SEQ = features.MAX_PREDICTIONS_PER_SEQ
 SHUFFLE_BUFFER = 1000   # records, as the reference
-
-
-def feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:
-    ints = lambda n: tf.io.FixedLenFeature([n], tf.int64)
-    return {"input_ids": ints(max_seq_length), "input_mask": ints(max_seq_length),
-            "segment_ids": ints(max_seq_length), "masked_lm_positions": ints(max_predictions_per_seq),
-            "masked_lm_ids": ints(max_predictions_per_seq),
-            "masked_lm_weights": tf.io.FixedLenFeature([max_predictions_per_seq], tf.float32),
-            "next_sentence_labels": ints(1)}
 
 
 def list_files(patterns: str) -> list[str]:
@@ -34,7 +27,7 @@ def list_files(patterns: str) -> list[str]:
 
 
 def _decoder(max_seq_length: int, max_predictions_per_seq: int):
-    spec = feature_spec(max_seq_length, max_predictions_per_seq)
+    spec = features.tf_feature_spec(max_seq_length, max_predictions_per_seq)
 
     def decode(records):
         example = tf.io.parse_example(records, spec)
