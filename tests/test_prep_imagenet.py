@@ -252,6 +252,31 @@ def test_unsafe_member_inside_a_class_tar_is_refused(raw, tmp_path, capsys):
     assert f"{wnid}.tar" in error and "'..'" in error
 
 
+def test_damaged_class_tar_stops_with_its_name(raw, tmp_path, capsys):
+    raw_dir, info = raw
+    wnid = info["classes"][0]["wnid"]
+    train = tmp_path / "train"
+    train.mkdir()
+    (train / f"{wnid}.tar").write_bytes(b"this is not a tar archive" * 40)
+    assert convert(tmp_path / "out", "--splits", "train", "--train", train, "--train_shards", "1") == 1
+    error = capsys.readouterr().err
+    assert f"{wnid}.tar" in error and "not a readable uncompressed tar archive" in error
+
+
+def test_a_worker_keeps_a_bounded_number_of_files_open(tmp_path):
+    paths = [tmp_path / f"{i}.JPEG" for i in range(writer.MAX_OPEN_FILES + 40)]
+    open_files = {}
+    for i, path in enumerate(paths):
+        path.write_bytes(bytes([i % 256]) * 3)
+        assert writer._open_cached(path, open_files).read(1) == bytes([i % 256])
+    assert len(open_files) == writer.MAX_OPEN_FILES
+    assert list(open_files) == paths[-writer.MAX_OPEN_FILES:]            # the least recently used were closed
+    again = writer._open_cached(paths[-writer.MAX_OPEN_FILES], open_files)   # a hit is reused, made most recent
+    assert again is open_files[paths[-writer.MAX_OPEN_FILES]] and list(open_files)[-1] == paths[-writer.MAX_OPEN_FILES]
+    for handle in open_files.values():
+        handle.close()
+
+
 def _devkit_without_meta(raw_dir, tmp_path):
     path = tmp_path / "ILSVRC2012_devkit_t12.tar.gz"
     with tarfile.open(raw_dir / "ILSVRC2012_devkit_t12.tar.gz") as good, tarfile.open(path, "w:gz") as tar:
@@ -360,3 +385,15 @@ def test_sigkill_mid_way_then_resume_gives_the_uninterrupted_result(raw, referen
     assert read_records(out) == read_records(reference)
     assert all((out / name).stat().st_mtime_ns == mtime for name, mtime in kept.items())  # resumed, not redone
     assert not list(out.glob(".*tmp*"))
+
+
+def test_temp_files_of_a_killed_run_are_removed_manifest_included(tmp_path):
+    import types
+    plan = types.SimpleNamespace(output_dir=str(tmp_path), split="train")
+    temps = [writer._temp_name(writer.manifest_path(tmp_path, "train")),
+             writer._temp_name(str(tmp_path / "train-00000-of-00004"))]
+    for temp in temps:
+        pathlib.Path(temp).write_bytes(b"half")
+    (tmp_path / "train-00001-of-00004").write_bytes(b"done")
+    writer._remove_temp_files(plan)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-00001-of-00004"]

@@ -3,7 +3,6 @@ import bz2
 import hashlib
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -164,3 +163,17 @@ def test_shipped_samples_for_the_demo():
     dump, vocab = samples.wikipedia_dump_sample(), samples.bert_vocab()   # scripts/setup.sh installs both
     assert hashlib.md5(vocab.read_bytes()).hexdigest() == "64800d5d8528ce344256daf115d4965e"
     assert dump.read_bytes()[:3] == b"BZh"
+
+
+def test_stale_temp_files_and_folders_of_a_killed_run_are_removed(tmp_path):
+    from data_prep.wiki.cli import remove_stale_temps
+    stale_dir = tmp_path / ".extracted.tmp-4242"        # extract's output folder before its rename
+    (stale_dir / "AA").mkdir(parents=True)
+    (stale_dir / "AA" / "wiki_00").write_text("text")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / ".part-00000-of-00500.tmp-4242").write_text("half")
+    kept = tmp_path / "results" / "part-00001-of-00500"
+    kept.write_text("done")
+    remove_stale_temps(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "results", "results/part-00001-of-00500"]

@@ -52,17 +52,26 @@ def open_plain_tar(path):
         raise PrepError(path, f"not a readable uncompressed tar archive ({e})") from e
 
 
+def _tar_images(tar, archive, path, base_offset, wnid):
+    """Images of an open tar holding images only, located as byte ranges of the file at `path` (the tar
+    starts at `base_offset` there: a class tar inside the train tar)."""
+    for member in tar:
+        check_member(member, archive)
+        if member.isdir():
+            continue
+        if not is_image_name(member.name):
+            raise PrepError(f"{archive}: member {member.name!r}", "unexpected member (not an image)")
+        yield RawImage(posixpath.basename(member.name), path, base_offset + member.offset_data,
+                       member.size, wnid)
+
+
 def _class_tar_images(class_tar, archive, path, base_offset, wnid):
-    """Images of one per-class tar (`nXXXXXXXX.tar`), located as byte ranges of the file at `path`."""
-    with tarfile.open(fileobj=class_tar, mode="r:") as inner:
-        for member in inner:
-            check_member(member, archive)
-            if member.isdir():
-                continue
-            if not is_image_name(member.name):
-                raise PrepError(f"{archive}: member {member.name!r}", "unexpected member (not an image)")
-            yield RawImage(posixpath.basename(member.name), path, base_offset + member.offset_data,
-                           member.size, wnid)
+    """Images of one per-class tar (`nXXXXXXXX.tar`, a file object)."""
+    try:
+        with tarfile.open(fileobj=class_tar, mode="r:") as inner:
+            return list(_tar_images(inner, archive, path, base_offset, wnid))
+    except tarfile.ReadError as e:
+        raise PrepError(archive, f"not a readable uncompressed tar archive ({e})") from e
 
 
 def _wnid_of_class_tar(name, where):
@@ -90,17 +99,8 @@ def index_train_tar(path):
 def index_flat_tar(path):
     """`ILSVRC2012_img_val.tar`: images directly in the archive (stored in no particular order)."""
     path = str(path)
-    images = []
     with open_plain_tar(path) as tar:
-        for member in tar:
-            check_member(member, path)
-            if member.isdir():
-                continue
-            if not is_image_name(member.name):
-                raise PrepError(f"{path}: member {member.name!r}", "unexpected member (not an image)")
-            images.append(RawImage(posixpath.basename(member.name), path, member.offset_data,
-                                   member.size, None))
-    return images
+        return list(_tar_images(tar, path, path, 0, None))
 
 
 def _files_in(directory):

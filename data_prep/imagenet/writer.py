@@ -73,11 +73,22 @@ def _init_worker(queue):
     _progress_queue = queue
 
 
+MAX_OPEN_FILES = 64   # per worker: a shard of loose images must not need one descriptor per image
+
+
+def _open_cached(path, open_files):
+    """A read handle for `path`, kept open for the next images of the same archive (least recently used
+    handles are closed beyond MAX_OPEN_FILES)."""
+    handle = open_files.pop(path, None) or open(path, "rb")
+    open_files[path] = handle                # (re)insert as most recent
+    if len(open_files) > MAX_OPEN_FILES:
+        open_files.pop(next(iter(open_files))).close()
+    return handle
+
+
 def _read_bytes(job, open_files):
     try:
-        handle = open_files.get(job.path)
-        if handle is None:
-            handle = open_files[job.path] = open(job.path, "rb")
+        handle = _open_cached(job.path, open_files)
         handle.seek(job.offset)
         data = handle.read(job.size)
     except OSError as e:
@@ -128,7 +139,7 @@ def write_shard(task, report=None):
     from data_prep.imagenet.records import write_records
     report = report or (lambda n: _progress_queue.put(n) if _progress_queue else None)
     final_path = os.path.join(task.output_dir, task.name)
-    temp_path = os.path.join(task.output_dir, f".{task.name}.tmp-{os.getpid()}")
+    temp_path = _temp_name(final_path)
     skipped = []
     try:
         write_records(temp_path, _serialized_records(task, skipped, report))
@@ -148,8 +159,13 @@ def write_shard(task, report=None):
 
 # ---------------------------------------------------------------- main side
 
+def _temp_name(path):
+    """Hidden temp name beside `path` (`.<name>.tmp-<pid>`): what _remove_temp_files clears after a kill."""
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+
+
 def _write_json_atomically(path, data):
-    temp = f"{path}.tmp-{os.getpid()}"
+    temp = _temp_name(path)
     with open(temp, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
         f.flush()

@@ -20,6 +20,7 @@ import functools
 import glob
 import os
 import pathlib
+import shutil
 import sys
 
 from data_prep.wiki import clean, extract, gather, pretraining, records, sentences, split, tokenization
@@ -47,10 +48,13 @@ class Layout:
 
 
 def remove_stale_temps(folder: pathlib.Path) -> None:
-    """Temp files of a killed run are never renamed; drop them so the output folder is clean."""
+    """Temp files and folders (extract's) of a killed run are never renamed; drop them so the output folder
+    is clean."""
     if folder.is_dir():
-        for tmp in folder.rglob(f".*{TMP_MARK}*"):
-            if tmp.is_file():
+        for tmp in list(folder.rglob(f".*{TMP_MARK}*")):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
                 tmp.unlink(missing_ok=True)
 
 

@@ -13,7 +13,7 @@ import pathlib
 import random
 
 from data_prep.wiki.errors import InputError
-from data_prep.wiki.fileio import atomic_output, read_utf8, write_text_atomic
+from data_prep.wiki.fileio import read_utf8, write_text_atomic
 
 DEFAULT_SEED = 12345
 
