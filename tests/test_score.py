@@ -203,3 +203,9 @@ def test_campaign_runs_and_its_logs_score(tmp_path):
     assert resnet["runs"][4]["reason"].endswith("no run_stop") and not resnet["runs"][4]["counted"]
     assert resnet["olympic"]["minutes"] == 12.0
     assert campaign.main(args) == 2  # refuses to mix a second campaign into the same folder
+
+
+def test_campaign_counts_one_slot_for_a_host_without_one(tmp_path):
+    args = campaign.parse_args(campaign_args(tmp_path, "--hosts", "node1:4,node2,node3:2"))
+    assert args.np == 7
+    assert campaign.hostfile_text(args.hosts) == "node1 slots=4\nnode2 slots=1\nnode3 slots=2\n"

@@ -64,8 +64,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.extra = extra
     args.runs = args.runs or benchmark_meta.get_result_file_counts("training")[args.benchmark]
     args.seed_base = int(time.time()) % 1_000_000 if args.seed_base is None else args.seed_base
-    args.np = args.np or (sum(int(h.rsplit(":", 1)[1]) for h in args.hosts.split(",") if ":" in h)
-                          if args.hosts else 1) or 1
+    args.np = args.np or (sum(slots for _, slots in host_slots(args.hosts)) if args.hosts else 1)
     for name in ("flagfile", "results_dir", "work_dir"):  # runs may start in another directory
         setattr(args, name, getattr(args, name).resolve())
     return args
@@ -105,13 +104,18 @@ def local_command(args, k: int, seed: int) -> list[str]:
     return ["horovodrun", "-np", str(args.np), "-H", args.hosts or f"localhost:{args.np}", *trainer]
 
 
-def hostfile_text(hosts: str) -> str:
-    """horovodrun --hostfile format: one `host slots=N` per line."""
-    lines = []
+def host_slots(hosts: str) -> list[tuple[str, int]]:
+    """`a:4,b` -> [('a', 4), ('b', 1)]: a host without `:N` has one slot, as horovodrun counts it."""
+    pairs = []
     for host in hosts.split(","):
         name, _, slots = host.partition(":")
-        lines.append(f"{name} slots={slots or 1}")
-    return "\n".join(lines) + "\n"
+        pairs.append((name, int(slots or 1)))
+    return pairs
+
+
+def hostfile_text(hosts: str) -> str:
+    """horovodrun --hostfile format: one `host slots=N` per line."""
+    return "".join(f"{name} slots={slots}\n" for name, slots in host_slots(hosts))
 
 
 def slurm_script(args) -> str:
