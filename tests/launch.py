@@ -1,7 +1,9 @@
-"""Launching real multi-process jobs for tests: horovodrun (Gloo or MPI) and TF_CONFIG worker pairs."""
+"""Launching real jobs for tests (horovodrun with Gloo or MPI, TF_CONFIG worker pairs) and reading what they
+leave: :::MLLOG events, the compliance checker's verdict, the latest checkpoint."""
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -55,3 +57,33 @@ def tf_config_workers(args, n=2, timeout=600):
         if p.returncode != 0:
             raise AssertionError(f"worker exited {p.returncode}:\n{out[-6000:]}")
     return outputs
+
+
+def read_mllog(path):
+    """The :::MLLOG events of a log file (non-empty)."""
+    path = pathlib.Path(path)
+    events = [json.loads(line.split(":::MLLOG ", 1)[1]) for line in path.read_text().splitlines()
+              if ":::MLLOG " in line]
+    assert events, f"no :::MLLOG lines in {path}"
+    return events
+
+
+def compliance_check(log_path, ruleset):
+    """Runs the official compliance checker on one log; returns the CompletedProcess."""
+    log_path = pathlib.Path(log_path)
+    return subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
+                           "--ruleset", ruleset, str(log_path)], cwd=log_path.parent, env=env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def latest_checkpoint_step(checkpoint_dir):
+    """Step of the checkpoint the CheckpointManager's state file names (0 when there is none yet).
+
+    The state file is written after the checkpoint's own files: only a checkpoint it names is one a restart
+    can find, so tests that kill a run wait for it rather than for `ckpt-N.index`.
+    """
+    state = pathlib.Path(checkpoint_dir) / "checkpoint"
+    if not state.exists():
+        return 0
+    match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.M)
+    return int(match.group(1)) if match else 0

@@ -3,7 +3,6 @@
 MLPerf compliance checker (ruleset 5.0.0)."""
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import signal
@@ -13,9 +12,8 @@ import time
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from launch import BIN, REPO, compliance_check, env, latest_checkpoint_step, read_mllog
 
-BIN = pathlib.Path(sys.executable).parent
 NUM_EXAMPLES = 64        # train = eval set: small enough for the tiny model to fit in minutes
 
 
@@ -26,7 +24,7 @@ def smoke_records(fixtures_dir, tmp_path_factory) -> pathlib.Path:
                     "--text_files", str(fixtures_dir / "bert_golden" / "sentences_wiki_00.txt"),
                     "--vocab_file", str(fixtures_dir / "bert" / "vocab_uncased.txt"),
                     "--max_seq_length", "128", "--max_predictions_per_seq", "20", "--dupe_factor", "1"],
-                   check=True, cwd=REPO_ROOT, timeout=300)
+                   check=True, cwd=REPO, timeout=300)
     import tensorflow as tf
     records = list(tf.data.TFRecordDataset(str(out / "tfrecords" / "sentences_wiki_00.txt"))
                    .take(NUM_EXAMPLES).as_numpy_iterator())
@@ -45,38 +43,28 @@ def _train_cmd(data: pathlib.Path, model_dir: pathlib.Path, mllog: pathlib.Path)
             f"--mllog_path={mllog}", "--notensorboard"]
 
 
-def _mllog(path: pathlib.Path) -> list[dict]:
-    return [json.loads(line.split(":::MLLOG ", 1)[1]) for line in path.read_text().splitlines() if ":::MLLOG" in line]
-
-
-def _latest_step(model_dir: pathlib.Path) -> int:
-    steps = [int(p.name.split("-")[1].split(".")[0]) for p in (model_dir / "checkpoints").glob("ckpt-*.index")]
-    return max(steps, default=0)
-
-
 @pytest.mark.slow
 def test_smoke_horovod_kill_resume_reaches_target_and_complies(smoke_records, tmp_path):
     model_dir = tmp_path / "run"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     # 1) Start, let it checkpoint past step 25, then kill the whole horovodrun process group.
-    first = subprocess.Popen(_train_cmd(smoke_records, model_dir, tmp_path / "first.log"), cwd=REPO_ROOT, env=env,
+    first = subprocess.Popen(_train_cmd(smoke_records, model_dir, tmp_path / "first.log"), cwd=REPO, env=env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    while _latest_step(model_dir) < 25 and first.poll() is None and time.time() < deadline:
+    while latest_checkpoint_step(model_dir / "checkpoints") < 25 and first.poll() is None and time.time() < deadline:
         time.sleep(1)
-    killed_at = _latest_step(model_dir)
+    killed_at = latest_checkpoint_step(model_dir / "checkpoints")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert killed_at >= 25, "no mid-way checkpoint before the kill"
-    assert not any(e["key"] == "run_stop" for e in _mllog(tmp_path / "first.log"))
+    assert not any(e["key"] == "run_stop" for e in read_mllog(tmp_path / "first.log"))
 
     # 2) Rerun: resumes from the checkpoint, keeps the sample schedule, reaches the target and stops.
     log = tmp_path / "resumed.log"
-    done = subprocess.run(_train_cmd(smoke_records, model_dir, log), cwd=REPO_ROOT, env=env, timeout=900,
+    done = subprocess.run(_train_cmd(smoke_records, model_dir, log), cwd=REPO, env=env(), timeout=900,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"at step {killed_at}" in done.stdout + done.stderr          # "resumed from ... at step N"
-    events = _mllog(log)
+    events = read_mllog(log)
     evals = [e for e in events if e["key"] == "eval_accuracy"]
     assert evals and evals[-1]["value"] >= 0.72
     assert all(e["metadata"]["epoch_num"] % 1600 == 0 for e in evals)  # same cadence as an uninterrupted run
@@ -84,6 +72,5 @@ def test_smoke_horovod_kill_resume_reaches_target_and_complies(smoke_records, tm
     assert first_block["metadata"]["first_epoch_num"] == killed_at * 32  # continues at the killed sample count
     stop = next(e for e in events if e["key"] == "run_stop")
     assert stop["metadata"]["status"] == "success"
-    checker = subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
-                              "--ruleset", "5.0.0", str(log)], cwd=tmp_path, capture_output=True, text=True)
+    checker = compliance_check(log, "5.0.0")
     assert checker.returncode == 0 and "SUCCESS" in checker.stdout + checker.stderr, checker.stdout + checker.stderr

@@ -1,6 +1,5 @@
 """The shared run-to-target loop, end to end on a tiny real task: target stop, budget abort, kill+resume,
 mllog content, and the same under horovodrun -np 2."""
-import json
 import signal
 import subprocess
 import sys
@@ -8,18 +7,9 @@ import time
 
 import pytest
 
-from launch import REPO, env, horovodrun
+from launch import REPO, env, horovodrun, latest_checkpoint_step, read_mllog
 
 TOY = REPO / "tests" / "toy_task.py"
-
-
-def mllog_events(path):
-    events = []
-    for line in path.read_text().splitlines():
-        if line.startswith(":::MLLOG "):
-            events.append(json.loads(line[len(":::MLLOG "):]))
-    assert events, f"no :::MLLOG lines in {path}"
-    return events
 
 
 def keys(events):
@@ -36,7 +26,7 @@ def run_toy(tmp_path, *flags, check=True):
 
 def test_loop_stops_at_target_and_logs_the_mllog_keys(tmp_path):
     run_toy(tmp_path)
-    events = mllog_events(tmp_path / "mlperf_log.txt")
+    events = read_mllog(tmp_path / "mlperf_log.txt")
     names = keys(events)
     for key in ("cache_clear", "init_start", "init_stop", "run_start", "run_stop", "submission_benchmark",
                 "submission_org", "submission_division", "submission_status", "submission_platform",
@@ -57,7 +47,7 @@ def test_loop_stops_at_target_and_logs_the_mllog_keys(tmp_path):
 def test_loop_aborts_when_the_budget_is_spent(tmp_path):
     proc = run_toy(tmp_path, "--toy_separation=0.0", "--toy_max_epochs=2", check=False)
     assert proc.returncode == 1
-    events = mllog_events(tmp_path / "mlperf_log.txt")
+    events = read_mllog(tmp_path / "mlperf_log.txt")
     assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "aborted"
     assert len([e for e in events if e["key"] == "eval_accuracy"]) == 2
 
@@ -69,24 +59,23 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt_dir = tmp_path / "checkpoints"
     deadline = time.time() + 240
-    while time.time() < deadline and not list(ckpt_dir.glob("ckpt-*.index")):
+    while time.time() < deadline and not latest_checkpoint_step(ckpt_dir):
         time.sleep(0.2)
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    saved = sorted(int(p.name.split("-")[1].split(".")[0]) for p in ckpt_dir.glob("ckpt-*.index"))
-    assert saved and saved[-1] < 6 * 16, "killed too late to test resuming"
+    saved = latest_checkpoint_step(ckpt_dir)
+    assert 0 < saved < 6 * 16, "killed too late to test resuming"
     second = run_toy(tmp_path, *flags, check=False)
     assert second.returncode == 1                         # budget spent (unlearnable data), not a crash
-    assert f"resumed from" in second.stderr and f"at step {saved[-1]}" in second.stderr
-    final = sorted(int(p.name.split("-")[1].split(".")[0]) for p in ckpt_dir.glob("ckpt-*.index"))
-    assert final[-1] == 6 * 16                            # 6 epochs x 16 steps, no more, no less
+    assert "resumed from" in second.stderr and f"at step {saved}" in second.stderr
+    assert latest_checkpoint_step(ckpt_dir) == 6 * 16     # 6 epochs x 16 steps, no more, no less
 
 
 @pytest.mark.slow
 def test_loop_under_horovodrun_two_processes(tmp_path):
     horovodrun([TOY, f"--model_dir={tmp_path}", "--log_every_steps=4"])
-    events = mllog_events(tmp_path / "mlperf_log.txt")
+    events = read_mllog(tmp_path / "mlperf_log.txt")
     assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "success"
     assert keys(events).count("run_start") == 1           # rank 0 only
 
@@ -95,7 +84,7 @@ def test_loop_under_horovodrun_two_processes(tmp_path):
                                     "--num_accumulation_steps=2"])
 def test_loop_options_still_reach_the_target(tmp_path, option):
     run_toy(tmp_path, option)
-    events = mllog_events(tmp_path / "mlperf_log.txt")
+    events = read_mllog(tmp_path / "mlperf_log.txt")
     assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "success"
     if option.startswith("--num_accumulation_steps"):
         assert [e["value"] for e in events if e["key"] == "gradient_accumulation_steps"] == [2]

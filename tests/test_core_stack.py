@@ -1,6 +1,5 @@
 """The installed stack: Horovod really built with TensorFlow, Gloo and MPI; Keras 2 everywhere; only the
 distribution layer imports horovod."""
-import pathlib
 import re
 import subprocess
 

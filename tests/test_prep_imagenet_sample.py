@@ -97,7 +97,7 @@ def test_classes_are_learnable(default_sample):
 
 
 def test_sample_from_installed_packages(tmp_path):
-    pytest.importorskip("skimage")
+    import skimage  # noqa: F401  (a dependency: its photos are the sample's source)
     info = sample.generate(tmp_path, None, num_classes=12, train_per_class=2, num_val=12, image_size=32)
     assert "scikit-image" in info["sources"] and len(info["classes"]) == 12
     photos = {c["photo"] for c in info["classes"]}

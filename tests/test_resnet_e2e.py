@@ -1,8 +1,6 @@
 """ResNet end to end on the embedded ImageNet sample (data_prep's generator + converter, built here from the
 shared fixtures): the smoke flagfile under `horovodrun -np 2` trains to its target and stops, its log passes
 the official 4.0.0 compliance checker, and a run killed mid-way resumes from its checkpoint."""
-import json
-import re
 import signal
 import subprocess
 import sys
@@ -10,7 +8,7 @@ import time
 
 import pytest
 
-from launch import REPO, env, horovodrun
+from launch import REPO, compliance_check, env, horovodrun, latest_checkpoint_step, read_mllog
 
 SMOKE = REPO / "flags" / "resnet50" / "smoke_cpu.cfg"
 TRAIN = ["-m", "tf_mlperf.resnet.train", f"--flagfile={SMOKE}"]
@@ -33,48 +31,26 @@ def sample_tfrecords(tmp_path_factory, fixtures_dir):
     return root / "tfr"
 
 
-def mllog(path):
-    events = [json.loads(line.split(":::MLLOG ", 1)[1]) for line in path.read_text().splitlines()
-              if ":::MLLOG " in line]
-    assert events, f"no mllog lines in {path}"
-    return events
-
-
 def values(events, key):
     return [e for e in events if e["key"] == key]
-
-
-def compliance_check(log_path):
-    return subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training",
-                           "--ruleset", "4.0.0", str(log_path)], cwd=log_path.parent, env=env(),
-                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.slow
 def test_smoke_under_horovodrun_reaches_target_and_passes_the_compliance_checker(sample_tfrecords, tmp_path):
     horovodrun([*TRAIN, f"--data_dir={sample_tfrecords}", f"--model_dir={tmp_path}"], np_=2, timeout=600)
     log = tmp_path / "mlperf_log.txt"
-    events = mllog(log)
+    events = read_mllog(log)
     accuracies = [e["value"] for e in values(events, "eval_accuracy")]
     assert accuracies[-1] >= 0.759 and all(a < 0.759 for a in accuracies[:-1])   # stopped at first success
     assert values(events, "run_stop")[0]["metadata"]["status"] == "success"
     hparams = {e["key"]: e["value"] for e in events if e["event_type"] == "POINT_IN_TIME"}
     assert hparams["submission_benchmark"] == "resnet" and hparams["global_batch_size"] == 32
     assert hparams["model_bn_span"] == 16 and hparams["train_samples"] == 160 and hparams["eval_samples"] == 50
-    checked = compliance_check(log)
+    checked = compliance_check(log, "4.0.0")
     assert checked.returncode == 0 and "SUCCESS" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
 
 
 @pytest.mark.slow
-def latest_checkpoint_step(checkpoints):
-    """Step of the checkpoint the manager's state file names (0 when there is none yet)."""
-    state = checkpoints / "checkpoint"
-    if not state.exists():
-        return 0
-    match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.M)
-    return int(match.group(1)) if match else 0
-
-
 def test_killed_run_resumes_from_its_checkpoint(sample_tfrecords, tmp_path):
     args = [sys.executable, *TRAIN, f"--data_dir={sample_tfrecords}", f"--model_dir={tmp_path}",
             "--distribution=none", "--checkpoint_every_steps=5"]
@@ -82,8 +58,6 @@ def test_killed_run_resumes_from_its_checkpoint(sample_tfrecords, tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = tmp_path / "checkpoints"
     deadline = time.time() + 240
-    # The CheckpointManager's state file is written after the checkpoint's own files: only a checkpoint it
-    # names is one a restart can find, so wait for it and read the step from it after the kill.
     while time.time() < deadline and first.poll() is None and not latest_checkpoint_step(checkpoints):
         time.sleep(0.05)
     assert first.poll() is None, "the first run ended before it could be killed"
@@ -95,8 +69,8 @@ def test_killed_run_resumes_from_its_checkpoint(sample_tfrecords, tmp_path):
     second = subprocess.run([*args, f"--mllog_path={tmp_path / 'second.txt'}"], cwd=REPO, env=env(),
                             capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-4000:]
-    assert "resumed from" in second.stderr
-    events = mllog(tmp_path / "second.txt")
+    assert "resumed from" in second.stderr and f"at step {saved}" in second.stderr
+    events = read_mllog(tmp_path / "second.txt")
     first_block = values(events, "block_start")[0]["metadata"]
     assert first_block["first_epoch_num"] >= saved // 5 > 0          # 5 steps per epoch: not from scratch
     assert values(events, "run_stop")[0]["metadata"]["status"] == "success"
