@@ -227,13 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--num_eval_examples", type=int, default=records.DEFAULT_NUM_EVAL_EXAMPLES)
     group = parser.add_argument_group("records (create_pretraining_data flags, MLPerf values by default)")
     group.add_argument("--text_files", help="records only: comma-separated files/globs instead of the parts")
-    group.add_argument("--max_seq_length", type=int, default=512)
-    group.add_argument("--max_predictions_per_seq", type=int, default=76)
-    group.add_argument("--masked_lm_prob", type=float, default=0.15)
-    group.add_argument("--short_seq_prob", type=float, default=0.1)
-    group.add_argument("--dupe_factor", type=int, default=10)
-    group.add_argument("--random_seed", type=int, default=12345)
-    group.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=True)
+    mlperf = pretraining.PretrainingParams()   # the defaults are the MLPerf values, defined there once
+    group.add_argument("--max_seq_length", type=int, default=mlperf.max_seq_length)
+    group.add_argument("--max_predictions_per_seq", type=int, default=mlperf.max_predictions_per_seq)
+    group.add_argument("--masked_lm_prob", type=float, default=mlperf.masked_lm_prob)
+    group.add_argument("--short_seq_prob", type=float, default=mlperf.short_seq_prob)
+    group.add_argument("--dupe_factor", type=int, default=mlperf.dupe_factor)
+    group.add_argument("--random_seed", type=int, default=mlperf.random_seed)
+    group.add_argument("--do_lower_case", action=argparse.BooleanOptionalAction, default=mlperf.do_lower_case)
     return parser
 
 

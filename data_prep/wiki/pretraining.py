@@ -17,14 +17,14 @@ import dataclasses
 import random
 import struct
 
-from data_prep.wiki import tokenization
+from data_prep.wiki import features, tokenization
 from data_prep.wiki.tfrecord import ExampleEncoder
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainingParams:
-    max_seq_length: int = 512
-    max_predictions_per_seq: int = 76
+    max_seq_length: int = features.MAX_SEQ_LENGTH
+    max_predictions_per_seq: int = features.MAX_PREDICTIONS_PER_SEQ
     masked_lm_prob: float = 0.15
     short_seq_prob: float = 0.1
     dupe_factor: int = 10
