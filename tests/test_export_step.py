@@ -4,12 +4,16 @@ import collections
 import subprocess
 import sys
 
+import json
+import re
+
+import numpy as np
 import pytest
 
 from launch import REPO, env
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from export_step import entry_parameter_shapes  # noqa: E402
+from export_step import _ChannelPaddedConv2D, entry_parameter_shapes  # noqa: E402
 
 SMALL_RESNET = ["--use_synthetic_data", "--batch_size=4", "--image_size=32", "--model_width=0.25",
                 "--model_blocks=1,1,1,1", "--num_classes=10", "--precision=bf16"]
@@ -17,13 +21,13 @@ SMALL_BERT = ["--use_synthetic_data", "--bert_preset=tiny", "--train_batch_size=
               "--max_predictions_per_seq=3", "--precision=bf16", "--num_eval_examples=4"]
 
 
-def export(tmp_path, benchmark, flags):
-    out = tmp_path / f"{benchmark}.pb"
+def export(tmp_path, benchmark, flags, name=None):
+    out = tmp_path / f"{name or benchmark}.pb"
     proc = subprocess.run([sys.executable, REPO / "benchmarks" / "export_step.py", benchmark, out, *flags],
                           cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert out.stat().st_size > 10_000
-    return entry_parameter_shapes((tmp_path / f"{benchmark}.pb.txt").read_text())
+    return entry_parameter_shapes((tmp_path / f"{name or benchmark}.pb.txt").read_text())
 
 
 def _variable_shapes(build_task_module, flags):
@@ -43,7 +47,6 @@ print(json.dumps([v.shape.as_list() for v in model.variables + optimizer_variabl
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    import json
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -78,3 +81,52 @@ def test_bert_step_exports_with_batch_then_variables(tmp_path):
     variables = _variable_shapes("tf_mlperf.bert.train", SMALL_BERT)
     assert_parameters_are_the_variables(shapes[7:], variables)
     assert any(s.startswith("f32[30522,") for s in shapes[7:])             # the word embeddings
+
+
+# ---- levers (measurement variants for the lever log in docs/PERFORMANCE.md) ----
+
+def test_channel_padded_stem_conv_is_the_same_math():
+    import tf_keras
+    images = np.random.default_rng(0).normal(size=(2, 17, 17, 3)).astype("float32")
+    plain = tf_keras.layers.Conv2D(8, 7, strides=2, padding="valid", use_bias=False)
+    padded = _ChannelPaddedConv2D(8, 7, strides=2, padding="valid", use_bias=False)
+    plain.build(images.shape), padded.build(images.shape)
+    padded.set_weights(plain.get_weights())
+    assert padded.kernel.shape == (7, 7, 3, 8)                             # the variable is unchanged
+    np.testing.assert_allclose(padded(images), plain(images), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_stem_pad_lever_pads_the_stem_conv_only(tmp_path):
+    export(tmp_path, "resnet", SMALL_RESNET, name="plain")
+    shapes = export(tmp_path, "resnet", [*SMALL_RESNET, "--lever=stem_pad4"])
+    assert "f32[7,7,3,16]" in shapes                                       # same variables as the model
+    text = (tmp_path / "resnet.pb.txt").read_text()
+    assert "[7,7,4,16]" in text and "[7,7,4,16]" not in (tmp_path / "plain.pb.txt").read_text()
+
+
+@pytest.mark.slow
+def test_bert_dropout_levers_change_the_random_ops(tmp_path):
+    config = tmp_path / "small_with_dropout.json"
+    config.write_text(json.dumps({"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2,
+                                  "num_attention_heads": 2, "intermediate_size": 64, "hidden_act": "gelu",
+                                  "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+                                  "max_position_embeddings": 512, "type_vocab_size": 2,
+                                  "initializer_range": 0.02}))
+    flags = [f"--bert_config_file={config}", *[f for f in SMALL_BERT if not f.startswith("--bert_preset")]]
+    ops = {}
+    for lever in ("none", "tf_random_generator", "no_dropout"):
+        export(tmp_path, "bert", [*flags, f"--lever={lever}"], name=lever)
+        text = (tmp_path / f"{lever}.pb.txt").read_text()
+        ops[lever] = collections.Counter(re.findall(r" (rng|rng-bit-generator)\(", text))
+    # 2 layers x (attention probs, attention output, FFN output) + the embedding dropout
+    assert ops["none"] == {"rng": 7}
+    assert ops["tf_random_generator"] == {"rng-bit-generator": 7}
+    assert ops["no_dropout"] == {}
+
+
+def test_a_lever_for_the_other_benchmark_is_refused(tmp_path):
+    proc = subprocess.run([sys.executable, REPO / "benchmarks" / "export_step.py", "resnet", tmp_path / "x.pb",
+                           "--lever=no_dropout", *SMALL_RESNET], cwd=REPO, env=env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "--lever=no_dropout applies to bert only" in proc.stderr
