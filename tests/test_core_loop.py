@@ -74,10 +74,16 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_loop_under_horovodrun_two_processes(tmp_path):
-    horovodrun([TOY, f"--model_dir={tmp_path}", "--log_every_steps=4"])
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    horovodrun([TOY, f"--model_dir={tmp_path}", "--log_every_steps=4", f"--toy_random_probe_dir={probes}"])
     events = read_mllog(tmp_path / "mlperf_log.txt")
     assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "success"
     assert keys(events).count("run_start") == 1           # rank 0 only
+    # dropout-like draws differ between the ranks (one global seed would give both the same masks)
+    draws = [p.read_text().splitlines() for p in sorted(probes.glob("probe_*.txt"))]
+    assert len(draws) == 2 and len(draws[0]) == len(draws[1]) > 10
+    assert all(a != b for a, b in zip(*draws))
 
 
 @pytest.mark.parametrize("option", ["--precision=fp16", "--precision=bf16", "--xla",

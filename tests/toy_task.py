@@ -18,6 +18,8 @@ flags.DEFINE_integer("toy_global_batch", 16, "Global batch size.")
 flags.DEFINE_float("toy_max_epochs", 40, "Epoch budget.")
 flags.DEFINE_float("toy_sleep_per_step", 0.0, "Slow steps down (for kill tests).")
 flags.DEFINE_float("toy_separation", 3.0, "Distance between the class means (small: target unreachable).")
+flags.DEFINE_string("toy_random_probe_dir", None, "Each process prints an unseeded random draw of every train "
+                    "step (what dropout draws) to probe_<pid>.txt here.")
 
 NUM_TRAIN, NUM_EVAL, DIM = 256, 100, 4
 
@@ -32,8 +34,9 @@ def blobs(num, seed, separation):
 class ToyTask(Task):
     benchmark = "resnet"
 
-    def __init__(self, global_batch=16, max_epochs=40.0, sleep=0.0, separation=3.0):
+    def __init__(self, global_batch=16, max_epochs=40.0, sleep=0.0, separation=3.0, random_probe_dir=None):
         self.global_batch_size, self.max_epochs, self.sleep, self.sep = global_batch, max_epochs, sleep, separation
+        self.random_probe_dir = random_probe_dir
         self.target = 0.95
 
     def build_model(self):
@@ -56,6 +59,9 @@ class ToyTask(Task):
         if self.sleep:
             tf.py_function(lambda: __import__("time").sleep(self.sleep), [], [])
         x, y = batch
+        if self.random_probe_dir:
+            probe = os.path.join(self.random_probe_dir, f"probe_{os.getpid()}.txt")
+            tf.print(tf.random.uniform([4]), output_stream=f"file://{probe}", summarize=-1)
         logits = model(x, training=True)
         return tf.reduce_mean(tf_keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
 
@@ -77,7 +83,8 @@ class ToyTask(Task):
 
 
 def build_task(f):
-    task = ToyTask(f.toy_global_batch, f.toy_max_epochs, f.toy_sleep_per_step, f.toy_separation)
+    task = ToyTask(f.toy_global_batch, f.toy_max_epochs, f.toy_sleep_per_step, f.toy_separation,
+                   f.toy_random_probe_dir)
     task.num_accumulation_steps = f.num_accumulation_steps
     return task
 

@@ -167,6 +167,9 @@ def run_to_target(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfL
     tf_keras.utils.set_random_seed(cfg.seed)
     _log_init(mlog, task, dist, cfg)
     trainer = _Trainer(task, dist, cfg)
+    # Unseeded random ops (dropout) get their op seeds from the global seed when the step is traced, which
+    # is after this: with one seed every rank would apply the same dropout masks to its own examples.
+    tf.random.set_seed(cfg.seed + dist.rank)
     schedule = task.schedule()
     if trainer.restored_from:
         logging.info("resumed from %s at step %d", trainer.restored_from, trainer.step)
