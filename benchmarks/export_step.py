@@ -55,13 +55,14 @@ def _pad_stem(channels: int):
     def apply(task):
         from tf_mlperf.resnet import model as model_lib
         plain_conv = model_lib._conv
-        _ChannelPaddedConv2D.pad_to = channels
 
-        def conv(filters, kernel, name, strides=1, padding="same"):
-            if name != "conv1":
-                return plain_conv(filters, kernel, name, strides, padding)
-            return _ChannelPaddedConv2D(filters, kernel, strides=strides, padding=padding, use_bias=False,
-                                        kernel_initializer="he_normal", name=name)
+        def conv(*args, **kwargs):
+            layer = plain_conv(*args, **kwargs)
+            if layer.name != "conv1":
+                return layer
+            padded = _ChannelPaddedConv2D.from_config(layer.get_config())    # the model's own settings
+            padded.pad_to = channels
+            return padded
         model_lib._conv = conv      # this process only exports; training never sees it
         return task
     return apply
