@@ -10,6 +10,7 @@ import abc
 import contextlib
 import json
 import os
+import sys
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -18,7 +19,77 @@ import tensorflow as tf
 from tf_mlperf.core.task import InputContext
 
 BACKENDS = ("auto", "horovod", "mirrored", "multi_worker", "none")
-_LAUNCHER_ENV = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+# How each launcher tells a process its place in the job: (launcher, rank variable, size variables, backend
+# that can join it). First match wins; Slurm's own variables come last because mpirun/horovodrun started
+# inside an allocation inherit them from the batch step.
+LAUNCHERS = (
+    ("horovodrun (Gloo)", "HOROVOD_RANK", ("HOROVOD_SIZE",), "gloo"),
+    ("mpirun (Open MPI)", "OMPI_COMM_WORLD_RANK", ("OMPI_COMM_WORLD_SIZE",), "mpi"),
+    ("srun --mpi=pmix", "PMIX_RANK", ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"), "mpi"),
+    ("srun --mpi=pmi2 / mpiexec (PMI)", "PMI_RANK", ("PMI_SIZE", "SLURM_STEP_NUM_TASKS"), "mpi"),
+    ("srun", "SLURM_PROCID", ("SLURM_STEP_NUM_TASKS",), None),
+)
+# Every variable the error messages quote (what the process saw of its launcher).
+LAUNCHER_ENV = tuple(dict.fromkeys(
+    [v for _, rank, sizes, _ in LAUNCHERS for v in (rank, *sizes)]
+    + ["SLURM_NTASKS", "SLURM_STEP_ID", "SLURM_JOB_ID", "PMIX_NAMESPACE", "PMI_FD", "TF_CONFIG"]))
+
+
+class LaunchError(RuntimeError):
+    """The process was started as one of several ranks but cannot join them (raised before any init)."""
+
+
+class Launch:
+    """What the environment says about how this process was started."""
+
+    def __init__(self, launcher: str | None, rank: int, size: int, needs: str | None, seen: dict[str, str]):
+        self.launcher, self.rank, self.size, self.needs, self.seen = launcher, rank, size, needs, seen
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.seen.items()) or "no launcher variables"
+
+    def __repr__(self):
+        return f"Launch({self.launcher!r}, rank={self.rank}, size={self.size}, needs={self.needs!r})"
+
+
+def detect_launch(environ=None) -> Launch:
+    """Reads the launcher's variables; size 1 and launcher None for a process started on its own.
+
+    An unparsable value is an error, not a guess: a wrong rank would make two processes rank 0.
+    """
+    environ = os.environ if environ is None else environ
+    seen = {k: environ[k] for k in LAUNCHER_ENV if k in environ and k != "TF_CONFIG"}
+    for launcher, rank_var, size_vars, needs in LAUNCHERS:
+        if rank_var not in environ:
+            continue
+        size_var = next((v for v in size_vars if v in environ), None)
+        try:
+            rank = int(environ[rank_var])
+            size = int(environ[size_var]) if size_var else 0
+        except ValueError:
+            raise LaunchError(f"launcher variables are not integers ({', '.join(f'{k}={v}' for k, v in seen.items())})"
+                              "; unset them or start the job with horovodrun, mpirun or srun --mpi=pmix") from None
+        if launcher == "srun" and size_var is None:
+            continue   # the batch step itself (SLURM_PROCID=0, no step size): one process
+        # A size the launcher did not give is at least rank + 1 (rank 1 alone proves a second process).
+        return Launch(launcher, rank, max(size, rank + 1), needs, seen)
+    return Launch(None, 0, 1, None, seen)
+
+
+def launched_by_horovodrun() -> bool:
+    """True when a launcher that Horovod can join started this process as one rank of several (or one)."""
+    launch = detect_launch()
+    return launch.needs is not None
+
+
+def _horovod_controllers() -> set[str]:
+    """The controllers this Horovod build has ({'gloo', 'mpi'}); empty when horovod is not importable."""
+    try:
+        import horovod.tensorflow as hvd  # noqa: F401  (only imported here and in HorovodDistribution)
+    except ImportError:
+        return set()
+    return {name for name, built in (("gloo", hvd.gloo_built()), ("mpi", hvd.mpi_built())) if built}
 
 
 def dense_gradients(grads: Sequence[Any]) -> list[tf.Tensor]:
@@ -225,18 +296,49 @@ def _pin_gpu(local_rank: int) -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
-def launched_by_horovodrun() -> bool:
-    return any(k in os.environ for k in _LAUNCHER_ENV)
+def create(backend: str = "auto", environ=None) -> Distribution:
+    """The backend named by --distribution; `auto` = horovod when a launcher started this process (horovodrun,
+    mpirun, srun --mpi=pmix/pmi2), else none.
 
-
-def create(backend: str = "auto") -> Distribution:
-    """The backend named by --distribution; `auto` = horovod under horovodrun/mpirun, else none."""
+    Refuses (LaunchError, before any init) every way of ending up with several independent rank-0 runs: a
+    launcher that says there are N > 1 ranks while the chosen backend cannot join them, and a Horovod job
+    whose size after init is not the size the launcher announced.
+    """
+    launch = detect_launch(environ)
     if backend == "auto":
-        backend = "horovod" if launched_by_horovodrun() else "none"
+        backend = "horovod" if launch.needs else "none"
+    if backend not in BACKENDS:
+        raise ValueError(f"--distribution={backend!r}: expected one of {', '.join(BACKENDS)}")
     if backend == "horovod":
-        return HorovodDistribution()
+        if launch.size > 1 or launch.needs:
+            _check_horovod_can_join(launch)
+        dist = HorovodDistribution()
+        if launch.size > 1 and dist.size != launch.size:
+            raise LaunchError(f"{launch.launcher} started {launch.size} ranks ({launch.describe()}) but Horovod "
+                              f"joined a job of {dist.size}: this MPI cannot talk to the launcher (Open MPI "
+                              "needs PMIx support for srun --mpi=pmix); use horovodrun or mpirun inside the "
+                              "allocation, or the srun --mpi plugin your MPI was built for (srun --mpi=list)")
+        return dist
+    if launch.size > 1 and not (backend == "multi_worker" and (os.environ if environ is None else environ).get("TF_CONFIG")):
+        how = ("srun without an MPI plugin gives each task only SLURM_PROCID: start it with srun --mpi=pmix "
+               "(or pmi2)" if launch.needs is None else "use --distribution=auto or horovod")
+        raise LaunchError(f"{launch.launcher} started this process as rank {launch.rank} of {launch.size} "
+                          f"({launch.describe()}), but --distribution={backend} cannot join the other ranks: every "
+                          f"rank would run alone as rank 0 and write the same log and checkpoints; {how}")
     if backend in ("mirrored", "multi_worker"):
         return TFDistribution(multi_worker=backend == "multi_worker")
-    if backend == "none":
-        return NoDistribution()
-    raise ValueError(f"--distribution={backend!r}: expected one of {', '.join(BACKENDS)}")
+    return NoDistribution()
+
+
+def _check_horovod_can_join(launch: Launch) -> None:
+    controllers = _horovod_controllers()
+    if not controllers:
+        raise LaunchError(f"{launch.launcher or 'the launcher'} started rank {launch.rank} of {launch.size} "
+                          f"({launch.describe()}) but horovod is not importable in {sys.executable}: install "
+                          "it (scripts/setup.sh) or run this interpreter's horovodrun")
+    if launch.needs and launch.needs not in controllers:
+        raise LaunchError(f"{launch.launcher} started rank {launch.rank} of {launch.size} ({launch.describe()}) "
+                          f"but this Horovod has no {launch.needs.upper()} controller (built: "
+                          f"{', '.join(sorted(controllers))}): rebuild Horovod with "
+                          f"HOROVOD_WITH_{launch.needs.upper()}=1 or launch with "
+                          f"{'horovodrun --gloo' if launch.needs == 'mpi' else 'mpirun'}")
