@@ -58,8 +58,9 @@ def test_mllog_hyperparameters_cover_checker_keys():
     task = BertTask(BertTaskConfig(bert=SMALL, lamb=LambConfig(0.00035, 13700), global_batch_size=256,
                                    train_files="x", eval_files="y"))
     hparams = task.mllog_hyperparameters()
-    assert required - logged_by_loop <= set(hparams)
-    assert hparams["eval_samples"] == 10_000 and hparams["train_samples"] == 256 * 13700
+    at_end = task.mllog_run_end(256 * 586)   # train_samples: the samples trained, logged just before run_stop
+    assert required - logged_by_loop <= set(hparams) | set(at_end)
+    assert hparams["eval_samples"] == 10_000 and at_end == {"train_samples": 256 * 586}
     schedule = task.schedule()
     assert schedule.units_per_block == 150_000 and schedule.max_units == 256 * 13700
     assert schedule.step_at(150_000) == 586          # ceil(150,000 / 256)

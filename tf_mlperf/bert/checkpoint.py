@@ -1,5 +1,7 @@
 """`--init_checkpoint`: the MLPerf reference TF1 checkpoint (model.ckpt-28252) read through an explicit
-name map, or the TF2 object-based checkpoint that tf-models' tf2_bert_encoder_checkpoint_converter writes.
+name map, the TF2 object-based checkpoint that tf-models' tf2_bert_encoder_checkpoint_converter writes, or a
+checkpoint our own training wrote (<model_dir>/checkpoints/ckpt-N: model weights only are taken, the optimizer
+state and step are not).
 
 Every model variable must get a value; otherwise loading fails listing the unmatched names. Optimizer state
 the reference checkpoint also holds (adam_m/adam_v, LAMB m/v slots, beta powers, global_step, gradient
@@ -127,7 +129,12 @@ def load_tf2_checkpoint(model, path: str, allow_missing_heads: bool = False) -> 
         raise ValueError(f"--init_checkpoint={path}: not a BertEncoder/BertPretrainerV2 checkpoint "
                          f"(encoder roots found: {sorted(roots)})")
     root = next(iter(roots))
-    if is_pretrainer:   # converted_model=pretrainer: encoder + MLM head, no NSP head
+    has_nsp = any(n.startswith(f"{root}/next_sentence/") for n in names)
+    if is_pretrainer and has_nsp:   # our own training checkpoints (tf.train.Checkpoint(model=...)): all heads
+        target = tf.train.Checkpoint(encoder_network=model.encoder_network, masked_lm=model.masked_lm,
+                                     next_sentence=model.next_sentence)
+        absent = []
+    elif is_pretrainer:   # converted_model=pretrainer: encoder + MLM head, no NSP head
         target = tf.train.Checkpoint(encoder_network=model.encoder_network, masked_lm=model.masked_lm)
         absent = model.next_sentence.variables
     else:               # converted_model=encoder (the converter's default): encoder only

@@ -121,6 +121,10 @@ class BertTask(Task):
             C.START_WARMUP_STEP: lamb.start_warmup_step,
             C.MAX_SEQUENCE_LENGTH: self.cfg.max_seq_length,
             "max_predictions_per_seq": self.cfg.max_predictions_per_seq,
-            C.TRAIN_SAMPLES: self.max_samples,
             C.EVAL_SAMPLES: self.cfg.num_eval_examples,
         }
+
+    def mllog_run_end(self, units: float) -> Mapping[str, Any]:
+        # As the reference: train_samples is the samples actually trained, logged once just before run_stop
+        # (what the RCP checker's --rcp-bert-train-samples reads), not the budget.
+        return {C.TRAIN_SAMPLES: int(round(units))}

@@ -5,6 +5,7 @@ its Task. Everything else (distribution, precision, XLA, logging, checkpoints) i
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
@@ -14,7 +15,7 @@ from absl import app as absl_app
 from absl import flags, logging
 
 from tf_mlperf.core import distribution as distribution_lib
-from tf_mlperf.core.loop import LoopConfig, RunResult, run_to_target
+from tf_mlperf.core.loop import LoopConfig, RunResult, run_to_target, shared_seed
 from tf_mlperf.core.mlperf_log import MLPerfLogger
 from tf_mlperf.core.task import Task
 
@@ -30,7 +31,8 @@ flags.DEFINE_bool("xla", False, "Compile forward+backward with XLA (jit_compile)
 flags.DEFINE_string("model_dir", "/tmp/tf_mlperf", "Checkpoints and TensorBoard events go here.")
 flags.DEFINE_string("mllog_path", None,
                     "MLPerf log file written by rank 0 (default: <model_dir>/mlperf_log.txt).")
-flags.DEFINE_integer("seed", 1, "Random seed (logged as the mllog `seed`).")
+flags.DEFINE_integer("seed", None, "Random seed, logged as the mllog `seed` (default: a fresh one from "
+                     "os.urandom per run, as the rules ask; pass one only to reproduce a run).")
 flags.DEFINE_integer("num_accumulation_steps", 1,
                      "Micro-batches whose gradients are averaged before one optimizer step.")
 flags.DEFINE_float("target_accuracy", None, "Stop when the eval metric reaches this (default: the "
@@ -61,13 +63,16 @@ def train(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool 
     dist = distribution_lib.create(FLAGS.distribution)
     mllog_path = FLAGS.mllog_path or os.path.join(FLAGS.model_dir, "mlperf_log.txt")
     mlog = MLPerfLogger(mllog_path, enabled=dist.is_chief)
+    seed_source = "--seed" if FLAGS.seed is not None else "os.urandom"
+    FLAGS.seed = shared_seed(FLAGS.seed, dist)          # before build_task: every rank builds the same task
     if not dist.is_chief:
         logging.set_verbosity(logging.WARNING)
     try:
         task = build_task(FLAGS)
         if FLAGS.target_accuracy is not None:
             task.target = FLAGS.target_accuracy
-        result = run_to_target(task, dist, loop_config(eval_before_run), mlog)
+        result = run_to_target(task, dist, dataclasses.replace(loop_config(eval_before_run),
+                                                               seed_source=seed_source), mlog)
     finally:
         mlog.close()
     logging.info("run %s: metric %s after %s units, %d steps", result.status, result.metric,

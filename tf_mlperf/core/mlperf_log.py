@@ -69,11 +69,20 @@ class MLPerfLogger:
             self._mllogger = None
 
 
+def draw_seed() -> int:
+    """A fresh seed from the system's source of randomness (os.urandom), one of the sources the training
+    rules allow; 31 bits so every consumer (tf, numpy, int32 seeds) takes it."""
+    return int.from_bytes(os.urandom(4), "little") & 0x7FFF_FFFF
+
+
+DROP_CACHES_FILE = "/proc/sys/vm/drop_caches"
+
+
 def drop_caches() -> bool:
     """Clears the OS page cache as the rules ask before a run (needs root); returns whether it worked."""
     try:
         os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
+        with open(DROP_CACHES_FILE, "w") as f:
             f.write("3\n")
         return True
     except OSError:

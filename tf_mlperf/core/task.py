@@ -103,6 +103,16 @@ class Task(abc.ABC):
         """Value logged as epoch_num metadata for `units` units (ResNet: epochs; BERT: samples)."""
         return units
 
+    def mllog_block_first_epoch_num(self, done_units: float) -> float | int:
+        """block_start/stop first_epoch_num when `done_units` units are already trained (default: the count
+        itself; ResNet numbers epochs from 1 as its reference does)."""
+        return self.mllog_epoch_num(done_units)
+
+    def mllog_run_end(self, units: float) -> Mapping[str, Any]:
+        """mllog key -> value pairs logged just before run_stop, given the units trained (BERT: train_samples,
+        the samples actually trained, as the reference logs it)."""
+        return {}
+
     def replica_gradients(self, grads):
         """Transforms one micro-batch's (unscaled) gradients on this replica, before accumulation and the
         allreduce; e.g. the BERT reference clips to global norm 1.0 here."""

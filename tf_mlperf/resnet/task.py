@@ -83,8 +83,11 @@ class ResNetTask(Task):
                                                cfg.epochs_between_evals)
         self.train_steps = round(self.steps_per_epoch * self.train_epochs)
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
-        self.decay_steps = (cfg.lr_decay_steps
-                            or lars.reference_decay_steps(self.train_steps, self.warmup_steps))
+        # The reference (resnet_runnable.py) sizes the decay from the raw --train_epochs, not the budget
+        # rounded up to whole eval blocks: `if train_epochs > 1: train_epochs = flags_obj.train_epochs`.
+        raw_epochs = cfg.train_epochs if cfg.train_epochs > 1 else self.train_epochs
+        self.decay_steps = (cfg.lr_decay_steps or lars.reference_decay_steps(
+            round(self.steps_per_epoch * raw_epochs), self.warmup_steps))
         self._pipeline = input_pipeline.PipelineConfig(
             data_dir=cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed,
             shuffle_buffer=cfg.shuffle_buffer, private_threads=cfg.datasets_num_private_threads)
@@ -140,6 +143,11 @@ class ResNetTask(Task):
 
     def mllog_epoch_num(self, units: float) -> float | int:
         return int(round(units)) if abs(units - round(units)) < 1e-6 else units
+
+    def mllog_block_first_epoch_num(self, done_units: float) -> float | int:
+        # The reference numbers epochs from 1: its first block_start has first_epoch_num 1, the next ones
+        # (completed epochs) + 1 (resnet_runnable.py eval_end).
+        return self.mllog_epoch_num(done_units + 1)
 
     def mllog_hyperparameters(self, num_replicas: int = 1) -> Mapping[str, Any]:
         cfg = self.cfg

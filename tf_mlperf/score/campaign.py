@@ -23,6 +23,8 @@ import time
 
 from mlperf_logging import benchmark_meta
 
+from tf_mlperf.core.mlperf_log import draw_seed
+
 MODULES = {"resnet": "tf_mlperf.resnet.train", "bert": "tf_mlperf.bert.train"}
 
 
@@ -41,7 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--results_dir", type=pathlib.Path, default=pathlib.Path("results"))
     p.add_argument("--work_dir", type=pathlib.Path, default=pathlib.Path("campaign"),
                    help="model_dir per run, the campaign manifest and the dry-run scripts")
-    p.add_argument("--seed_base", type=int, help="run K gets seed_base+K (default: from the clock, recorded)")
+    p.add_argument("--seed_base", type=int, help="run K gets seed_base+K, to reproduce a campaign (default: a "
+                   "fresh os.urandom seed per run, as the rules ask; recorded in campaign.json and the logs)")
     p.add_argument("--launcher", choices=["horovodrun", "none"], default="horovodrun")
     p.add_argument("--np", type=int, help="horovodrun -np (default: the slots in --hosts, else 1)")
     p.add_argument("--hosts", help="horovodrun -H list, e.g. node1:8,node2:8 (default localhost:NP)")
@@ -63,7 +66,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(own)
     args.extra = extra
     args.runs = args.runs or benchmark_meta.get_result_file_counts("training")[args.benchmark]
-    args.seed_base = int(time.time()) % 1_000_000 if args.seed_base is None else args.seed_base
+    args.seeds = ([draw_seed() for _ in range(args.runs)] if args.seed_base is None
+                  else [args.seed_base + k for k in range(args.runs)])
     args.np = args.np or (sum(slots for _, slots in host_slots(args.hosts)) if args.hosts else 1)
     for name in ("flagfile", "results_dir", "work_dir"):  # runs may start in another directory
         setattr(args, name, getattr(args, name).resolve())
@@ -81,7 +85,7 @@ def campaign_dir(args) -> pathlib.Path:
 
 
 def seeds(args) -> list[int]:
-    return [args.seed_base + k for k in range(args.runs)]
+    return args.seeds
 
 
 def trainer_command(args, k: int, seed: int) -> list[str]:
@@ -127,7 +131,7 @@ def slurm_script(args) -> str:
               "#SBATCH --exclusive", f"#SBATCH --output={campaign_dir(args)}/slurm-%j.out"]
     header += [f"#SBATCH --partition={args.partition}"] * bool(args.partition)
     header += [f"#SBATCH --account={args.account}"] * bool(args.account)
-    body = ["", f"# {args.runs} runs of {args.benchmark} on {ranks} ranks, seeds {args.seed_base}..{args.seed_base + args.runs - 1}.",
+    body = ["", f"# {args.runs} runs of {args.benchmark} on {ranks} ranks, seeds {' '.join(map(str, seeds(args)))}.",
             "# A failed run does not stop the campaign: MLPerf scoring counts it (docs/scoring.md).",
             "set -u", f"mkdir -p {shlex.quote(str(result_dir(args)))}"]
     if args.slurm_launcher == "horovodrun":
