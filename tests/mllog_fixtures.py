@@ -90,11 +90,12 @@ def _file_logger(path: pathlib.Path) -> logging.Logger:
 def write_result_log(path, benchmark: str, minutes: float, *, converge: bool = True,
                      eval_points: list[int] | None = None, accuracies: list[float] | None = None,
                      run_start_ms: int = RUN_START_MS, omit: tuple[str, ...] = (),
-                     hparams: dict | None = None) -> pathlib.Path:
+                     hparams: dict | None = None, seed: int | None = None) -> pathlib.Path:
     """Write one result_N.txt whose run_start -> run_stop lasts exactly `minutes`.
 
     converge=False logs accuracies below target and run_stop status "aborted".
     `omit` drops keys (e.g. "cache_clear") to make a non-compliant log.
+    `seed` (optional) is logged as the `seed` event, from one fixed source line, as trainers do.
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +116,8 @@ def write_result_log(path, benchmark: str, minutes: float, *, converge: bool = T
     emit("event", C.SUBMISSION_DIVISION, "closed", time_ms=t0)
     for key, value in {**HPARAMS[benchmark], **(hparams or {})}.items():
         emit("event", key, value, time_ms=t0)
+    if seed is not None:
+        emit("event", C.SEED, seed, time_ms=t0)
     emit("end", C.INIT_STOP, time_ms=run_start_ms - 1)
     emit("start", C.RUN_START, time_ms=run_start_ms)
 

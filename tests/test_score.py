@@ -1,17 +1,13 @@
-"""tf-mlperf-score and tf-mlperf-campaign on logs written through mlperf_logging.mllog.
+"""tf-mlperf-score on logs written through mlperf_logging.mllog.
 
 Every expected number is worked out by hand from the run times the logs are written with.
 """
 import json
-import pathlib
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
-from mllog_fixtures import write_result_log
-from tf_mlperf.score import campaign, score
+from mllog_fixtures import RUN_START_MS, write_result_log
+from tf_mlperf.score import score
 
 RULESETS = {"resnet": "4.0.0", "bert": "5.0.0"}
 RESNET_MINUTES = [10.0, 12.0, 11.0, 13.5, 9.0]  # sorted 9 | 10 11 12 | 13.5 -> 11.0
@@ -19,10 +15,12 @@ BERT_MINUTES = [20, 22, 21, 25, 19, 23, 24, 18, 26, 22]  # drop 18 and 26 -> 176
 
 
 def write_runs(root, system, benchmark, minutes, **kwargs_by_index):
-    """result_K.txt for each K; kwargs_by_index[f"r{K}"] customizes run K (e.g. converge=False)."""
+    """result_K.txt for each K; kwargs_by_index[f"r{K}"] customizes run K (e.g. converge=False).
+
+    Run K starts K hours after run 0 (distinct runs: two logs of one run are refused as duplicates)."""
     for k, m in enumerate(minutes):
-        write_result_log(root / system / benchmark / f"result_{k}.txt", benchmark, m,
-                         **kwargs_by_index.get(f"r{k}", {}))
+        kwargs = {"run_start_ms": RUN_START_MS + k * 3_600_000, **kwargs_by_index.get(f"r{k}", {})}
+        write_result_log(root / system / benchmark / f"result_{k}.txt", benchmark, m, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -133,79 +131,4 @@ def test_rcp_normalization(tmp_path, last_epoch, passes):
     assert resnet["result_minutes"] == pytest.approx(11.0 * rcp_mean / last_epoch)
 
 
-# --------------------------------------------------------------------------- campaign
-
-def campaign_args(tmp_path, *extra, benchmark="resnet"):
-    flagfile = tmp_path / "resnet.flags"
-    flagfile.write_text("--train_epochs=40\n")
-    return ["--benchmark", benchmark, "--flagfile", str(flagfile), "--system", "sysA",
-            "--results_dir", str(tmp_path / "results"), "--work_dir", str(tmp_path / "work"),
-            "--seed_base", "100", *extra]
-
-
-def test_campaign_dry_run_commands_and_slurm_script(tmp_path, capsys):
-    args = campaign_args(tmp_path, "--dry_run", "--hosts", "n1:4,n2:4", "--nodes", "2",
-                         "--gpus_per_node", "4", "--partition", "gpu", "--", "--log_steps=50")
-    assert campaign.main(args) == 0
-    out_dir = tmp_path / "work" / "sysA" / "resnet"
-    local = (out_dir / "run_local.sh").read_text().splitlines()
-    runs = [line for line in local if line.startswith("horovodrun")]
-    assert len(runs) == 5  # the rules' count for resnet
-    for k, line in enumerate(runs):
-        assert line.startswith("horovodrun -np 8 -H n1:4,n2:4 ")
-        assert f"-m tf_mlperf.resnet.train --flagfile={tmp_path / 'resnet.flags'} --seed={100 + k} " in line
-        assert f"--mllog_path={tmp_path / 'results' / 'sysA' / 'resnet' / f'result_{k}.txt'}" in line
-        assert f"--model_dir={out_dir / f'run_{k}'} --log_steps=50" in line
-    assert (out_dir / "hostfile").read_text() == "n1 slots=4\nn2 slots=4\n"
-    sbatch = (out_dir / "campaign.sbatch").read_text()
-    for directive in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu"):
-        assert f"#SBATCH {directive}\n" in sbatch
-    steps = [line for line in sbatch.splitlines() if line.startswith("srun ")]
-    assert len(steps) == 5 and all("--ntasks=8 " in s and "--seed=" in s for s in steps)
-    assert "sbatch" in capsys.readouterr().out
-    for script in ("run_local.sh", "campaign.sbatch"):
-        subprocess.run(["bash", "-n", str(out_dir / script)], check=True)
-
-
-def test_campaign_defaults_bert_ten_runs_and_horovodrun_in_slurm(tmp_path):
-    args = campaign.parse_args(campaign_args(tmp_path, "--slurm_launcher", "horovodrun", "--launcher", "none",
-                                             benchmark="bert"))
-    assert args.runs == 10 and campaign.seeds(args) == list(range(100, 110))
-    assert campaign.local_command(args, 3, 103)[:3] == [sys.executable, "-m", "tf_mlperf.bert.train"]
-    sbatch = campaign.slurm_script(args)
-    assert "scontrol show hostnames" in sbatch
-    assert sbatch.count('horovodrun -np 8 -H "$HOSTS"') == 10
-
-
-def test_campaign_runs_and_its_logs_score(tmp_path):
-    """End to end with a stand-in trainer: it writes the log it is asked for via mllog."""
-    fake = tmp_path / "fake_python"
-    fake.write_text(textwrap.dedent(f"""\
-        #!{sys.executable}
-        import sys
-        sys.path[:0] = {[str(pathlib.Path(__file__).parent)]!r}
-        from mllog_fixtures import write_result_log
-        opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
-        seed = int(opts["seed"])
-        if seed == 104:
-            sys.exit(3)  # crashes before writing any log
-        write_result_log(opts["mllog_path"], "resnet", 10.0 + seed % 5)
-    """))
-    fake.chmod(0o755)
-    args = campaign_args(tmp_path, "--launcher", "none", "--python", str(fake))
-    assert campaign.main(args) == 1  # one run exited non-zero
-    manifest = json.loads((tmp_path / "work" / "sysA" / "resnet" / "campaign.json").read_text())
-    assert [r["exit_code"] for r in manifest["runs"]] == [0, 0, 0, 0, 3]
-    report = score.score_results(tmp_path / "results", tmp_path / "out", RULESETS)
-    resnet = report["systems"]["sysA"]["benchmarks"]["resnet"]
-    # seeds 100..103 -> 10, 11, 12, 13 minutes; the crashed run left an empty log, which counts
-    # as the non-converging run dropped as the slowest: mean(11, 12, 13) = 12
-    assert resnet["runs"][4]["reason"].endswith("no run_stop") and not resnet["runs"][4]["counted"]
-    assert resnet["olympic"]["minutes"] == 12.0
-    assert campaign.main(args) == 2  # refuses to mix a second campaign into the same folder
-
-
-def test_campaign_counts_one_slot_for_a_host_without_one(tmp_path):
-    args = campaign.parse_args(campaign_args(tmp_path, "--hosts", "node1:4,node2,node3:2"))
-    assert args.np == 7
-    assert campaign.hostfile_text(args.hosts) == "node1 slots=4\nnode2 slots=1\nnode3 slots=2\n"
+# The campaign driver's tests are in tests/test_campaign.py.

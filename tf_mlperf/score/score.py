@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import logging
 import math
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -58,9 +60,14 @@ class ScoreError(Exception):
 def find_result_files(results_dir: pathlib.Path) -> dict[tuple[str, str], list[pathlib.Path]]:
     """{(system, benchmark): [result_0.txt, result_1.txt, ...]} under results_dir."""
     found: dict[tuple[str, str], list[pathlib.Path]] = {}
+    folders: dict[tuple[str, str], pathlib.Path] = {}
     for path in results_dir.rglob("result_*.txt"):
         if RESULT_FILE.search(path.name) and path.parent.name in BENCHMARKS:
-            found.setdefault((path.parent.parent.name, path.parent.name), []).append(path)
+            key = (path.parent.parent.name, path.parent.name)
+            if folders.setdefault(key, path.parent) != path.parent:  # two runs sets, one name: never merge
+                raise ScoreError(f"two folders hold {key[0]}/{key[1]} runs: {folders[key]} and {path.parent}; "
+                                 "score each results folder on its own, or rename one system")
+            found.setdefault(key, []).append(path)
     order = list(BENCHMARKS)  # ResNet before BERT, as in the formula
     return {key: sorted(found[key], key=result_index)
             for key in sorted(found, key=lambda k: (k[0], order.index(k[1])))}
@@ -84,9 +91,10 @@ def run_compliance_checker(path: pathlib.Path, ruleset: str, log_output: pathlib
 
 def read_run(path: pathlib.Path, ruleset: str) -> dict:
     """run_start/run_stop times, status and the eval curve, via mlperf-logging's own parser."""
-    loglines, _errors = mlp_parser.parse_file(str(path), ruleset=ruleset)
+    loglines, errors = mlp_parser.parse_file(str(path), ruleset=ruleset)
     run = {"run_start_ms": None, "run_stop_ms": None, "status": None, "benchmark": None,
-           "global_batch_size": None, "evals": []}
+           "global_batch_size": None, "seeds": [], "evals": [],
+           "parse_errors": [f"{text[:80]!r}: {error}" for text, error in errors]}
     for line in loglines:
         value, metadata = line.value["value"], line.value["metadata"]
         if line.key == "run_start" and run["run_start_ms"] is None:
@@ -98,6 +106,8 @@ def read_run(path: pathlib.Path, ruleset: str) -> dict:
             run["benchmark"] = value
         elif line.key == "global_batch_size":
             run["global_batch_size"] = value
+        elif line.key == "seed":  # the package checker's seed check: (source file, line, value)
+            run["seeds"].append([metadata.get("file"), metadata.get("lineno"), value])
         elif line.key == "eval_accuracy" and "epoch_num" in metadata:
             run["evals"].append([metadata["epoch_num"], value])
     if run["run_start_ms"] is not None and run["run_stop_ms"] is not None:
@@ -112,15 +122,22 @@ def score_run(path: pathlib.Path, bench: Benchmark, ruleset: str, checker_log: p
     compliant, problems = run_compliance_checker(path, ruleset, checker_log)
     run = read_run(path, ruleset)
     reasons = []
+    if path.stat().st_size == 0:
+        reasons.append("empty log: the run crashed before logging (a failed run)")
+    elif run["parse_errors"]:
+        reasons.append(f"log cut or corrupted ({len(run['parse_errors'])} unreadable line(s), "
+                       f"first {run['parse_errors'][0]}): a failed run")
     if not compliant:
         reasons.append("non-compliant: " + ("; ".join(problems[:3]) or "compliance checker failed"))
     if run["status"] != "success":
         reasons.append(f"run_stop status {run['status']!r}" if run["status"] else "no run_stop")
-    if run["benchmark"] not in (None, bench.name):
-        reasons.append(f"log is submission_benchmark {run['benchmark']!r}")
+    # A log of another benchmark is no run of this one: it invalidates the folder (score_benchmark).
+    foreign = run["benchmark"] not in (None, bench.name)
+    if foreign:
+        reasons.append(f"a {run['benchmark']!r} log (submission_benchmark) in the {bench.name} folder")
     return {"file": str(path), "index": result_index(path), "compliant": compliant,
             "compliance_messages": problems, "checker_log": str(checker_log),
-            **run, "counted": not reasons, "reason": "; ".join(reasons)}
+            **run, "foreign": foreign, "counted": not reasons, "reason": "; ".join(reasons)}
 
 
 # --------------------------------------------------------------------------- the rules
@@ -130,9 +147,13 @@ def olympic_mean(minutes: list[float], n_failed: int, n_runs: int) -> dict:
 
     A single non-converging run (here: failed, aborted or non-compliant, as result_summarizer
     treats it) counts as the slowest run and is the one dropped; more than one makes the result
-    invalid. With fewer than 3 runs (only under --allow_fewer) nothing can be dropped.
+    invalid. With fewer than 3 runs (only under --allow_fewer) nothing can be dropped: a plain mean,
+    and a failed run (infinite time) makes the result invalid.
     """
     ordered = sorted(minutes)
+    if n_failed and n_runs < 3:  # a failed run is infinite time, and below 3 runs none is dropped
+        return {"valid": False, "minutes": None, "used": [], "dropped": ordered, "method": "invalid",
+                "reason": f"{n_failed} failed run(s) among {n_runs}: with fewer than 3 runs none can be dropped"}
     if n_failed > MAX_NON_CONVERGED:
         return {"valid": False, "minutes": None, "used": [], "dropped": ordered,
                 "method": "invalid",
@@ -170,24 +191,90 @@ def _silenced():
         logging.disable(previous)
 
 
+# What the RCP checker says when it found an RCP and computed a normalization factor.
+RCP_FACTOR_MESSAGES = ("RCP found", "RCP Interpolation", "RCP not found but slower convergence on smaller batch size")
+
+
+def prepare_rcp_folder(runs: list[dict], bench: Benchmark, ruleset: str, rcp_dir: pathlib.Path) -> tuple[list[str], list[str]]:
+    """Lay out the folder the RCP checker reads; returns (reasons the result is invalid, notes).
+
+    It holds a copy of every log of the benchmark's runs that the checker's own reader
+    (rcp_checker.read_submission_file) can read. A failed run whose log it cannot read (empty:
+    crashed before logging; cut last line) is what the rules make of it, a run that did not
+    converge ("failed runs ... count as infinity time", training_rules.adoc, Scoring), so it gets a
+    stand-in log that says so: the folder's batch size and benchmark, no run_stop. The checker
+    then drops it as the slowest, exactly as it treats an aborted run. Logs of another benchmark,
+    counted runs it cannot read and mixed batch sizes make the result invalid: no factor is guessed.
+    """
+    from mlperf_logging.rcp_checker import rcp_checker
+    rcp_dir.mkdir(parents=True, exist_ok=True)
+    for stale in rcp_dir.glob("result_*.txt"):
+        stale.unlink()
+    invalid, unreadable, by_batch = [], [], {}
+    for r in runs:
+        path = pathlib.Path(r["file"])
+        if r["foreign"]:
+            continue  # score_benchmark reports it
+        try:
+            with _silenced():
+                _, _, batch, name = rcp_checker.read_submission_file(str(path), ruleset, False)
+        except Exception as error:  # its reader raises on a cut JSON line or a missing epoch_num
+            if r["counted"]:
+                invalid.append(f"the RCP checker cannot read {path}, a run that counts "
+                               f"({type(error).__name__}: {error}); fix the log")
+                continue
+            batch, name = -1, None
+        if batch == -1 or name != bench.name:
+            unreadable.append(r)
+        else:
+            by_batch.setdefault(batch, []).append(path.name)
+            shutil.copyfile(path, rcp_dir / path.name)
+    if len(by_batch) > 1:
+        invalid.append(f"the runs in {pathlib.Path(runs[0]['file']).parent} differ in global_batch_size ("
+                       + "; ".join(f"{b}: {', '.join(names)}" for b, names in by_batch.items())
+                       + "): one result is one batch size; move the others out")
+    elif not by_batch and not invalid:
+        invalid.append(f"no log in {pathlib.Path(runs[0]['file']).parent} is readable by the RCP checker")
+    if invalid:
+        return invalid, []
+    (batch,) = by_batch
+    notes = []
+    for r in unreadable:
+        path = pathlib.Path(r["file"])
+        # (the header quotes no log text: the checker's reader takes any line holding its token)
+        lines = [f"stand-in for {path}, a failed run: for the RCP checker a non-converged run"]
+        lines += [":::MLLOG " + json.dumps({"key": key, "value": value, "metadata": {}})
+                  for key, value in (("submission_benchmark", bench.name), ("global_batch_size", batch))]
+        (rcp_dir / path.name).write_text("\n".join(lines) + "\n")
+        notes.append(f"{path.name} taken as a non-converged run (infinite epochs)")
+    return [], notes
+
+
 def check_rcp(folder: pathlib.Path, benchmark: str, ruleset: str) -> dict:
-    """mlperf-logging's RCP checker on the benchmark folder, as result_summarizer runs it."""
+    """mlperf-logging's RCP checker on a benchmark folder, as result_summarizer runs it.
+
+    "factor_ok" is False whenever the checker gives no normalization factor it computed against an
+    RCP (an error, too few runs, no RCP for the batch size, ...): the caller must not score with 1.0.
+    """
     if not has_rcps(benchmark, ruleset):
         return {"available": False, "passed": None, "message": f"no RCPs for {benchmark} in {ruleset}",
-                "norm_factor": 1.0}
+                "norm_factor": 1.0, "factor_ok": True, "error": ""}
     from mlperf_logging.rcp_checker import rcp_checker
     try:
         with _silenced():
             passed, message, factor = rcp_checker.check_directory(
                 str(folder), USAGE, ruleset, False, False, rcp_pass="pruned_rcps", set_scaling=False)
     except Exception as error:  # the checker raises on logs it cannot read
-        return {"available": True, "passed": False, "message": f"RCP checker error: {error}",
-                "norm_factor": 1.0}
+        return {"available": True, "passed": False, "norm_factor": None, "factor_ok": False,
+                "message": f"RCP checker error: {type(error).__name__}: {error}",
+                "error": f"the RCP checker failed on {folder} ({type(error).__name__}: {error})"}
     factor = float(factor)
-    if not math.isfinite(factor):   # e.g. "Missing RCP" for a batch size the table lacks: no factor known
-        return {"available": True, "passed": False, "message": f"{message}; no normalization applied",
-                "norm_factor": 1.0}
-    return {"available": True, "passed": bool(passed), "message": message, "norm_factor": factor}
+    if not math.isfinite(factor) or message not in RCP_FACTOR_MESSAGES:
+        # e.g. "Missing RCP" for a batch size the table lacks, fewer than 3 runs, "Insufficient convergence"
+        return {"available": True, "passed": False, "message": f"{message}; no normalization factor",
+                "norm_factor": None, "factor_ok": False, "error": ""}
+    return {"available": True, "passed": bool(passed), "message": message, "norm_factor": factor,
+            "factor_ok": True, "error": ""}
 
 
 def summarizer_minutes(folder: pathlib.Path, benchmark: str, system: str, ruleset: str) -> float | None:
@@ -203,27 +290,83 @@ def summarizer_minutes(folder: pathlib.Path, benchmark: str, system: str, rulese
 
 
 def score_benchmark(system: str, bench: Benchmark, paths: list[pathlib.Path], ruleset: str,
-                    out_dir: pathlib.Path, use_rcp: bool) -> dict:
+                    out_dir: pathlib.Path, use_rcp: bool, allow_fewer: bool = False) -> dict:
     checker_dir = out_dir / "compliance" / system / bench.name
     checker_dir.mkdir(parents=True, exist_ok=True)
     runs = [score_run(p, bench, ruleset, checker_dir / f"{p.stem}.log") for p in paths]
     counted = [r["minutes"] for r in runs if r["counted"]]
     olympic = olympic_mean(counted, n_failed=len(runs) - len(counted), n_runs=len(runs))
     folder = paths[0].parent
-    rcp = check_rcp(folder, bench.name, ruleset) if use_rcp else {
-        "available": False, "passed": None, "message": "skipped (--no_rcp)", "norm_factor": 1.0}
+    required = benchmark_meta.get_result_file_counts(USAGE)[bench.name]
+    problems = [f"{r['file']} is a {r['benchmark']!r} log (submission_benchmark), not a {bench.name} run: "
+                f"move it to {folder.parent / str(r['benchmark'])}/" for r in runs if r["foreign"]]
+    warnings = []
+    if use_rcp:
+        rcp_dir = out_dir / "rcp" / system / bench.name
+        rcp_problems, stand_ins = prepare_rcp_folder(runs, bench, ruleset, rcp_dir)
+        if rcp_problems:
+            rcp = {"available": True, "passed": False, "message": "not run: " + "; ".join(rcp_problems),
+                   "norm_factor": None, "factor_ok": False, "error": "; ".join(rcp_problems)}
+            problems += rcp_problems
+        else:
+            rcp = check_rcp(rcp_dir, bench.name, ruleset)
+            if rcp["error"]:
+                problems.append(rcp["error"])
+            elif not rcp["factor_ok"]:
+                why = f"{system}/{bench.name}: the RCP checker gives no normalization factor ({rcp['message']})"
+                if allow_fewer and len(runs) < required:  # e.g. 1 or 2 runs: no olympic mean of epochs
+                    warnings.append(f"UNOFFICIAL (--allow_fewer): {why}; the result is not normalized")
+                else:
+                    problems.append(why + "; the rules want a passing RCP check, or the missing RCP "
+                                    "(training_rules.adoc, RCPs); --no_rcp gives an unofficial number")
+        rcp.update(folder=str(rcp_dir), stand_ins=stand_ins)
+    else:
+        rcp = {"available": False, "passed": None, "message": "skipped (--no_rcp)", "norm_factor": None,
+               "factor_ok": False, "error": "", "folder": None, "stand_ins": []}
+        warnings.append(f"UNOFFICIAL (--no_rcp): {system}/{bench.name} neither RCP-checked nor normalized")
+    if not olympic["valid"]:
+        problems.insert(0, f"{folder}: {olympic['reason']}")
+    valid = not problems
     # Rules, "RCPs": a passing submission faster than the RCP mean is normalized:
     # score * (RCP mean / submission epochs). A failing one "may be rejected"; we still apply the
-    # factor so a too-fast convergence never buys a better number, and flag it.
-    result = olympic["minutes"] * rcp["norm_factor"] if olympic["valid"] else None
+    # factor so a too-fast convergence never buys a better number, and flag it. Without a factor
+    # (only under --no_rcp, or --allow_fewer with too few runs; both UNOFFICIAL) it is not normalized.
+    factor = rcp["norm_factor"] if rcp["factor_ok"] else 1.0
+    result = olympic["minutes"] * factor if valid else None
     return {"benchmark": bench.name, "ruleset": ruleset, "target": bench.target,
             "x_label": bench.x_label, "weight": bench.weight,
-            "required_runs": benchmark_meta.get_result_file_counts(USAGE)[bench.name],
-            "n_runs": len(runs), "n_counted": len(counted), "runs": runs, "olympic": olympic,
-            "rcp": rcp, "result_minutes": result,
+            "required_runs": required, "n_runs": len(runs), "n_counted": len(counted), "runs": runs,
+            "olympic": olympic, "rcp": rcp, "result_minutes": result,
             "term": bench.weight / result if result else None,
             "summarizer_minutes": summarizer_minutes(folder, bench.name, system, ruleset),
-            "valid": olympic["valid"]}
+            "valid": valid, "problems": problems, "warnings": warnings}
+
+
+def find_duplicate_runs(found: dict, rulesets: dict[str, str]) -> list[str]:
+    """Runs logged twice: the same bytes, the same run_start and run_stop times, or (as the package
+    checker's seed check has it) the same seed logged on the same source line in two runs of a benchmark.
+    Empty logs (crashed runs) carry nothing to compare."""
+    by_content, by_times, by_seed, found_dups = {}, {}, {}, []
+    for (system, name), paths in found.items():
+        for path in paths:
+            data = path.read_bytes()
+            if not data.strip():
+                continue
+            first = by_content.setdefault(hashlib.sha256(data).hexdigest(), path)
+            if first != path:
+                found_dups.append(f"{path} is a copy of {first} (identical content)")
+                continue
+            run = read_run(path, rulesets[name])
+            if run["run_start_ms"] is not None and run["run_stop_ms"] is not None:
+                first = by_times.setdefault((run["run_start_ms"], run["run_stop_ms"]), path)
+                if first != path:
+                    found_dups.append(f"{path} and {first} log the same run (run_start {run['run_start_ms']} "
+                                      f"and run_stop {run['run_stop_ms']} ms)")
+            for seed in run["seeds"]:
+                first = by_seed.setdefault((system, name, *map(str, seed)), path)
+                if first != path:
+                    found_dups.append(f"{path} and {first} log the same seed {seed[2]} on {seed[0]}:{seed[1]}")
+    return found_dups
 
 
 def refuse_too_few(found: dict, allow_fewer: bool) -> list[str]:
@@ -245,12 +388,17 @@ def score_results(results_dir, out_dir, rulesets: dict[str, str], allow_fewer=Fa
     if not found:
         raise ScoreError(f"no <system>/<benchmark>/result_N.txt files under {results_dir} "
                          f"(benchmarks: {', '.join(BENCHMARKS)})")
+    duplicates = find_duplicate_runs(found, rulesets)
+    if duplicates:
+        raise ScoreError("the same run is in the results more than once:\n  " + "\n  ".join(duplicates)
+                         + "\nEach result_N.txt must be a distinct run (its own seed); remove the copies.")
     warnings = refuse_too_few(found, allow_fewer)
     out_dir.mkdir(parents=True, exist_ok=True)
     systems: dict[str, dict] = {}
     for (system, name), paths in found.items():
-        entry = score_benchmark(system, BENCHMARKS[name], paths, rulesets[name], out_dir, use_rcp)
+        entry = score_benchmark(system, BENCHMARKS[name], paths, rulesets[name], out_dir, use_rcp, allow_fewer)
         systems.setdefault(system, {"benchmarks": {}})["benchmarks"][name] = entry
+        warnings += entry["warnings"]
     for system in systems.values():
         benches = system["benchmarks"].values()
         system["valid"] = all(b["valid"] for b in benches)
@@ -289,8 +437,10 @@ def render_markdown(report: dict) -> str:
                        f"{fmt(b['result_minutes'])} | {fmt(b['term'])} | {fmt(b['summarizer_minutes'])} |")
         for name, b in entry["benchmarks"].items():
             out += ["", f"### {system} / {name}", "", f"Method: {b['olympic']['method']}. "
-                    + (f"**Invalid: {b['olympic']['reason']}.**" if not b["valid"] else ""), "",
-                    "| run | minutes | status | compliant | counted | note |", "|---|---|---|---|---|---|"]
+                    + (f"**Invalid: {'; '.join(b['problems'])}.**" if not b["valid"] else ""), ""]
+            if b["rcp"]["stand_ins"]:
+                out += [f"RCP check (on `{b['rcp']['folder']}`): " + "; ".join(b["rcp"]["stand_ins"]) + ".", ""]
+            out += ["| run | minutes | status | compliant | counted | note |", "|---|---|---|---|---|---|"]
             for r in b["runs"]:
                 out.append(f"| result_{r['index']} | {fmt(r['minutes'])} | {r['status']} | "
                            f"{'yes' if r['compliant'] else 'NO'} | {'yes' if r['counted'] else 'no'} | "
@@ -348,6 +498,11 @@ def main(argv=None) -> int:
         return 2
     for system, entry in report["systems"].items():
         print(f"{system}: score {fmt(entry['score']) if entry['valid'] else 'INVALID'}")
+        for b in entry["benchmarks"].values():
+            for problem in b["problems"]:
+                print(f"  {b['benchmark']} INVALID: {problem}")
+    for warning in report["warnings"]:
+        print(warning)
     print(f"report: {args.out_dir / 'report.md'}  {args.out_dir / 'report.json'}  {report['plot']}")
     return 0 if all(e["valid"] for e in report["systems"].values()) else 1
 
