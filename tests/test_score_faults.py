@@ -166,3 +166,22 @@ def test_one_system_name_in_two_folders_is_refused_not_merged(tmp_path):
                          run_start_ms=RUN_START_MS + (10 + k) * 3_600_000)
     with pytest.raises(score.ScoreError, match="two folders hold sysA/resnet runs"):
         score.score_results(tmp_path / "results", tmp_path / "out", RULESETS)
+
+
+def test_a_counted_run_the_rcp_checker_cannot_read_makes_the_result_invalid(tmp_path, capsys):
+    # A compliant log with an `initial_eval_accuracy` line lacking epoch_num (what our BERT logged
+    # with --init_checkpoint): the RCP checker's reader takes every "eval_accuracy" line and raises
+    # KeyError 'epoch_num'. Before the fix the score fell back to factor 1.0 (here: 1.17 lost), rc 0.
+    folder = write_resnet_runs(tmp_path / "results" / "sysA" / "resnet")
+    log = folder / "result_2.txt"
+    lines = log.read_text().splitlines(True)
+    at = next(k for k, line in enumerate(lines) if '"run_start"' in line) + 1
+    lines.insert(at, ':::MLLOG {"namespace": "", "time_ms": %d, "event_type": "POINT_IN_TIME", '
+                     '"key": "initial_eval_accuracy", "value": 0.001, "metadata": {"file": "loop.py", "lineno": 1}}\n'
+                 % (RUN_START_MS + 2 * 3_600_000))
+    log.write_text("".join(lines))
+    assert score.main([str(tmp_path / "results"), "--out_dir", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert f"resnet INVALID: the RCP checker cannot read {log}, a run that counts (KeyError: 'epoch_num')" in out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["systems"]["sysA"]["benchmarks"]["resnet"]["runs"][2]["counted"]  # compliant
