@@ -23,6 +23,7 @@ import pathlib
 import shutil
 import sys
 
+from data_prep.errors import run_main, warn
 from data_prep.wiki import clean, extract, gather, pretraining, records, sentences, split, tokenization
 from data_prep.wiki.errors import InputError
 from data_prep.wiki.fileio import TMP_MARK, run_parallel, wiki_files, write_text_atomic
@@ -85,7 +86,8 @@ def stage_extract(args, layout):
         return
     if not args.input:
         raise InputError("extract needs --input (the pages-articles .xml.bz2 dump)")
-    extract.extract_dump(pathlib.Path(args.input), layout.extracted, args.num_workers)
+    extract.extract_dump(pathlib.Path(args.input), layout.extracted, args.num_workers,
+                         index=pathlib.Path(args.multistream_index) if args.multistream_index else None)
 
 
 def stage_clean(args, layout):
@@ -171,6 +173,8 @@ def stage_records(args, layout):
     require_inputs([src for src, _ in todo], "split")
     # Largest first, so one big part does not finish last on its own.
     todo.sort(key=lambda job: -job[0].stat().st_size)
+    if todo:
+        check_unk_rate(todo[0][0], vocab_file, args)
     run_parallel(functools.partial(_records_one, vocab_file, pretraining_params(args)), todo, args.num_workers,
                  "records")
 
@@ -182,10 +186,32 @@ def stage_pick_eval(args, layout):
         records.pick_eval(layout.eval_intermediate, layout.eval_picked, args.num_eval_examples)
 
 
+UNK_SAMPLE_LINES = 5000   # lines of the first part tokenized before the records stage starts
+UNK_WARN_RATE = 0.01      # the MLPerf vocab gives ~0.01 % [UNK] on English Wikipedia
+
+
+def check_unk_rate(text_file: pathlib.Path, vocab_file: str, args) -> None:
+    """Tokenize the start of the first part: a wrong vocab or language shows as many [UNK] tokens."""
+    tokenizer = tokenization.FullTokenizer(tokenization.load_vocab(vocab_file), args.do_lower_case)
+    with open(text_file, encoding="utf-8", errors="replace") as f:
+        lines = [line for line, _ in zip(f, range(UNK_SAMPLE_LINES))]
+    rate, count = tokenization.unk_rate(tokenizer, lines)
+    what = f"{text_file}: {rate:.1%} of the first {count} tokens are [UNK] with the vocab {vocab_file}"
+    if rate > args.max_unk_rate:
+        raise InputError(f"{what} (over --max_unk_rate {args.max_unk_rate:g}): wrong vocab or "
+                         "--do_lower_case? Use the MLPerf uncased vocab.txt")
+    if rate > UNK_WARN_RATE:
+        warn(f"{what}; expected well under {UNK_WARN_RATE:.0%} with the MLPerf vocab")
+
+
 def require_vocab(args) -> str:
     if not args.vocab_file:
-        raise InputError("--vocab_file is required (the 30,522-line BERT uncased vocab.txt)")
-    tokenization.check_bert_vocab(args.vocab_file)
+        raise InputError("--vocab_file is required: pass the MLPerf BERT vocab.txt (30,522 lines, uncased, md5 "
+                         f"{tokenization.MLPERF_VOCAB_MD5})")
+    tokenization.check_bert_vocab(args.vocab_file, args.do_lower_case)
+    message = tokenization.vocab_warning(args.vocab_file, args.do_lower_case)
+    if message:
+        warn(message)
     return args.vocab_file
 
 
@@ -212,9 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("stage", choices=STAGES + ["all"])
     parser.add_argument("--output_dir", required=True, help="work and output folder (see the stage list)")
     parser.add_argument("--input", help="the pages-articles .xml.bz2 dump (extract, all)")
+    parser.add_argument("--multistream_index", help="the dump's ...-multistream-index.txt.bz2 (optional): "
+                        "checks before extraction that the dump holds every stream the index lists")
     parser.add_argument("--extracted_dir", help="use this WikiExtractor output instead of extracting")
     parser.add_argument("--vocab_file", help="BERT uncased vocab.txt, 30,522 lines (records, all)")
     parser.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--verbose", action="store_true", help="print the full traceback of an error")
     parser.add_argument("--punkt_cache_dir", type=pathlib.Path,
                         help="where to build punkt_tab if NLTK_DATA lacks it (default ~/.cache/tf_mlperf)")
     group = parser.add_argument_group("split / gather / pick-eval")
@@ -227,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--num_eval_examples", type=int, default=records.DEFAULT_NUM_EVAL_EXAMPLES)
     group = parser.add_argument_group("records (create_pretraining_data flags, MLPerf values by default)")
     group.add_argument("--text_files", help="records only: comma-separated files/globs instead of the parts")
+    group.add_argument("--max_unk_rate", type=float, default=0.05,
+                       help="stop if more than this share of the first part's tokens are [UNK] (wrong vocab)")
     mlperf = pretraining.PretrainingParams()   # the defaults are the MLPerf values, defined there once
     group.add_argument("--max_seq_length", type=int, default=mlperf.max_seq_length)
     group.add_argument("--max_predictions_per_seq", type=int, default=mlperf.max_predictions_per_seq)
@@ -240,12 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except InputError as err:
-        print(f"tf-mlperf-prep-wiki: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main("tf-mlperf-prep-wiki", run, args, args.verbose)
 
 
 if __name__ == "__main__":

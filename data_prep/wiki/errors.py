@@ -1,5 +1,3 @@
-"""The one exception type the wiki pipeline raises for bad inputs (the CLI prints it without a traceback)."""
-
-
-class InputError(Exception):
-    """An input file is unusable; the message always names the file."""
+"""Data prep's one error type (data_prep/errors.py), under the name the wiki stages import: InputError(message),
+where the message names the file; the CLI prints it without a traceback."""
+from data_prep.errors import PrepError as InputError  # noqa: F401

@@ -17,7 +17,7 @@ _WORKER_STATE: dict = {}  # per process: one tokenizer (and its word memo) reuse
 def _maker_and_tokenizer(vocab_file: str, params: pretraining.PretrainingParams):
     key = (vocab_file, params)
     if key not in _WORKER_STATE:
-        vocab = tokenization.check_bert_vocab(vocab_file)
+        vocab = tokenization.check_bert_vocab(vocab_file, params.do_lower_case)
         _WORKER_STATE.clear()
         _WORKER_STATE[key] = (pretraining.InstanceMaker(params, vocab),
                               tokenization.FullTokenizer(vocab, params.do_lower_case))

@@ -10,6 +10,7 @@ whitespace-separated word, so each distinct word is tokenized once and then look
 """
 from __future__ import annotations
 
+import hashlib
 import pathlib
 import unicodedata
 
@@ -17,6 +18,9 @@ from data_prep.wiki.errors import InputError
 
 UNK, CLS, SEP, MASK = "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 BERT_VOCAB_SIZE = 30522
+SPECIAL_IDS = {"[PAD]": 0, UNK: 100, CLS: 101, SEP: 102, MASK: 103}   # their ids in the MLPerf vocab
+MLPERF_VOCAB_MD5 = "64800d5d8528ce344256daf115d4965e"                    # MLPerf BERT vocab.txt
+MAX_CASED_PIECES = 0.01   # share of pieces with capitals above which a vocab counts as cased
 MAX_CHARS_PER_WORD = 200  # reference WordpieceTokenizer: longer words become [UNK]
 
 
@@ -31,16 +35,48 @@ def load_vocab(path: str | pathlib.Path) -> dict[str, int]:
     return vocab
 
 
-def check_bert_vocab(path: str | pathlib.Path) -> dict[str, int]:
-    """Load the vocab and refuse anything that is not the 30,522-line BERT uncased vocab layout."""
+def check_bert_vocab(path: str | pathlib.Path, do_lower_case: bool = True) -> dict[str, int]:
+    """Load the vocab and refuse anything that is not laid out as the 30,522-line BERT uncased vocab: the
+    special tokens at their MLPerf ids, and (when lower-casing) no cased pieces, which could never match."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: vocab file not found; pass --vocab_file with the MLPerf BERT vocab.txt "
+                         f"(30,522 lines, md5 {MLPERF_VOCAB_MD5})")
     lines = read_text_lines(path)
     if len(lines) != BERT_VOCAB_SIZE:
         raise InputError(f"{path}: vocab has {len(lines)} lines, the MLPerf BERT vocab has {BERT_VOCAB_SIZE}")
     vocab = load_vocab(path)
-    missing = [t for t in (CLS, SEP, MASK, UNK) if t not in vocab]
+    missing = [t for t in SPECIAL_IDS if t not in vocab]
     if missing:
         raise InputError(f"{path}: vocab lacks the special tokens {', '.join(missing)}")
+    moved = [f"{t} at id {vocab[t]}" for t, i in SPECIAL_IDS.items() if vocab[t] != i]
+    if moved:
+        expected = ", ".join(f"{t}={i}" for t, i in SPECIAL_IDS.items())
+        raise InputError(f"{path}: not the BERT vocab's order ({', '.join(moved)}; expected {expected}): "
+                         "the ids would be wrong; use the MLPerf BERT vocab.txt")
+    if do_lower_case:
+        cased = [t for t in vocab if t != t.lower() and not (t.startswith("[") and t.endswith("]"))]
+        if len(cased) > MAX_CASED_PIECES * len(vocab):
+            raise InputError(f"{path}: a cased vocab ({len(cased)} pieces with capitals, e.g. {cased[0]!r}) "
+                             "but the text is lower-cased (--do_lower_case), so those pieces never match; "
+                             "use the uncased MLPerf BERT vocab.txt")
     return vocab
+
+
+def vocab_warning(path: str | pathlib.Path, do_lower_case: bool = True) -> str | None:
+    """Why this (layout-checked) vocab may not give MLPerf's records, or None for the MLPerf vocab."""
+    digest = hashlib.md5(pathlib.Path(path).read_bytes()).hexdigest()
+    if digest == MLPERF_VOCAB_MD5:
+        return None if do_lower_case else (f"{path}: the uncased MLPerf vocab, but --no-do_lower_case keeps "
+                                           "capitals, which it has no pieces for")
+    return (f"{path}: not the MLPerf BERT vocab.txt (md5 {digest}, the MLPerf one is {MLPERF_VOCAB_MD5}); "
+            "the records will not be MLPerf's")
+
+
+def unk_rate(tokenizer: "FullTokenizer", lines) -> tuple[float, int]:
+    """(share of [UNK] among the tokens of `lines`, number of tokens)."""
+    ids = [i for line in lines for i in tokenizer.tokenize_ids(line)]
+    return (ids.count(tokenizer.unk_id) / len(ids) if ids else 0.0), len(ids)
 
 
 def read_text_lines(path: str | pathlib.Path) -> list[str]:
