@@ -185,3 +185,35 @@ def test_a_counted_run_the_rcp_checker_cannot_read_makes_the_result_invalid(tmp_
     assert f"resnet INVALID: the RCP checker cannot read {log}, a run that counts (KeyError: 'epoch_num')" in out
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["systems"]["sysA"]["benchmarks"]["resnet"]["runs"][2]["counted"]  # compliant
+
+
+def test_a_run_whose_clock_went_backwards_is_a_failed_run(tmp_path):
+    # run_stop 1 minute before run_start: the compliance checker passes it; counted, it would be the
+    # dropped fastest at -1 min and one more such run would pull the mean down.
+    folder = write_resnet_runs(tmp_path / "results" / "sysA" / "resnet")
+    log = folder / "result_1.txt"
+    lines = log.read_text().splitlines(True)
+    at = next(k for k, line in enumerate(lines) if '"run_stop"' in line)
+    record = json.loads(lines[at].split(":::MLLOG ", 1)[1])
+    record["time_ms"] = RUN_START_MS + 3_600_000 - 60_000
+    lines[at] = ":::MLLOG " + json.dumps(record) + "\n"
+    log.write_text("".join(lines))
+    report = score.score_results(tmp_path / "results", tmp_path / "out", RULESETS)
+    resnet = report["systems"]["sysA"]["benchmarks"]["resnet"]
+    bad = resnet["runs"][1]
+    assert bad["compliant"] and bad["minutes"] == pytest.approx(-1.0)
+    assert not bad["counted"] and "run_stop is not after run_start" in bad["reason"]
+    assert resnet["olympic"]["minutes"] == pytest.approx((10.0 + 11.0 + 13.5) / 3)  # 9 fastest, run 1 slowest
+
+
+def test_runs_of_two_platforms_in_one_system_make_its_score_invalid(tmp_path, capsys):
+    # A resnet term from one machine plus a bert term from another is no system's score.
+    write_resnet_runs(tmp_path / "results" / "sysA" / "resnet")
+    for k, m in enumerate([20, 22, 21, 25, 19, 23, 24, 18, 26, 22]):
+        write_result_log(tmp_path / "results" / "sysA" / "bert" / f"result_{k}.txt", "bert", m,
+                         run_start_ms=RUN_START_MS + (10 + k) * 3_600_000,
+                         hparams={"submission_platform": "other-machine"})
+    assert score.main([str(tmp_path / "results"), "--out_dir", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "sysA: score INVALID" in out and "the runs of sysA name different systems" in out
+    assert "'other-machine' in " + str(tmp_path / "results" / "sysA" / "bert" / "result_0.txt") in out

@@ -93,7 +93,7 @@ def read_run(path: pathlib.Path, ruleset: str) -> dict:
     """run_start/run_stop times, status and the eval curve, via mlperf-logging's own parser."""
     loglines, errors = mlp_parser.parse_file(str(path), ruleset=ruleset)
     run = {"run_start_ms": None, "run_stop_ms": None, "status": None, "benchmark": None,
-           "global_batch_size": None, "seeds": [], "evals": [],
+           "global_batch_size": None, "platform": None, "seeds": [], "evals": [],
            "parse_errors": [f"{text[:80]!r}: {error}" for text, error in errors]}
     for line in loglines:
         value, metadata = line.value["value"], line.value["metadata"]
@@ -106,6 +106,8 @@ def read_run(path: pathlib.Path, ruleset: str) -> dict:
             run["benchmark"] = value
         elif line.key == "global_batch_size":
             run["global_batch_size"] = value
+        elif line.key == "submission_platform":
+            run["platform"] = value
         elif line.key == "seed":  # the package checker's seed check: (source file, line, value)
             run["seeds"].append([metadata.get("file"), metadata.get("lineno"), value])
         elif line.key == "eval_accuracy" and "epoch_num" in metadata:
@@ -131,6 +133,8 @@ def score_run(path: pathlib.Path, bench: Benchmark, ruleset: str, checker_log: p
         reasons.append("non-compliant: " + ("; ".join(problems[:3]) or "compliance checker failed"))
     if run["status"] != "success":
         reasons.append(f"run_stop status {run['status']!r}" if run["status"] else "no run_stop")
+    if run["minutes"] is not None and run["minutes"] <= 0:  # the checker lets a clock jump through
+        reasons.append(f"run_stop is not after run_start ({run['minutes'] * 60:.3f} s)")
     # A log of another benchmark is no run of this one: it invalidates the folder (score_benchmark).
     foreign = run["benchmark"] not in (None, bench.name)
     if foreign:
@@ -399,7 +403,21 @@ def score_results(results_dir, out_dir, rulesets: dict[str, str], allow_fewer=Fa
         entry = score_benchmark(system, BENCHMARKS[name], paths, rulesets[name], out_dir, use_rcp, allow_fewer)
         systems.setdefault(system, {"benchmarks": {}})["benchmarks"][name] = entry
         warnings += entry["warnings"]
-    for system in systems.values():
+    for name, system in systems.items():
+        # One system, one machine: a score must not add up terms of runs on different platforms.
+        platforms = {}
+        for b in system["benchmarks"].values():
+            for r in b["runs"]:
+                if r["platform"] is not None:
+                    platforms.setdefault(r["platform"], []).append(r["file"])
+        if len(platforms) > 1:
+            mixed = (f"the runs of {name} name different systems (submission_platform: "
+                     + "; ".join(f"{p!r} in {files[0]}" + (f" and {len(files) - 1} more" if len(files) > 1 else "")
+                                 for p, files in platforms.items())
+                     + "): one results/<system>/ folder per system")
+            for b in system["benchmarks"].values():
+                b["problems"].append(mixed)
+                b["valid"], b["result_minutes"], b["term"] = False, None, None
         benches = system["benchmarks"].values()
         system["valid"] = all(b["valid"] for b in benches)
         system["score"] = sum(b["term"] for b in benches) if system["valid"] else None
