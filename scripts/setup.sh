@@ -18,6 +18,9 @@ dpkg -s bazel-platforms >/dev/null 2>&1 || need_apt+=(bazel-platforms)
 command -v mpicxx >/dev/null || need_apt+=(openmpi-bin libopenmpi-dev)
 command -v bazel >/dev/null || need_apt+=(bazel-bootstrap)
 command -v cmake >/dev/null || need_apt+=(cmake)
+# The cluster tests (tests/test_cluster_*.py) start a one-node Slurm (srun --mpi=pmix: mpi_pmix is in
+# slurm-wlm-basic-plugins, libpmix2 comes with Open MPI) and an sshd on loopback; docs/cluster.md.
+for pkg in slurm-wlm munge openssh-server openssh-client; do dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg"); done
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     log "apt-get install ${need_apt[*]}"

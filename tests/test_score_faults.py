@@ -217,3 +217,9 @@ def test_runs_of_two_platforms_in_one_system_make_its_score_invalid(tmp_path, ca
     out = capsys.readouterr().out
     assert "sysA: score INVALID" in out and "the runs of sysA name different systems" in out
     assert "'other-machine' in " + str(tmp_path / "results" / "sysA" / "bert" / "result_0.txt") in out
+
+
+def test_more_runs_than_the_rules_count_are_flagged_unofficial(tmp_path, capsys):
+    write_resnet_runs(tmp_path / "results" / "sysA" / "resnet", MINUTES + [10.5, 11.5])
+    assert score.main([str(tmp_path / "results"), "--out_dir", str(tmp_path / "out"), "--no_rcp"]) == 0
+    assert "UNOFFICIAL: sysA/resnet: 7 runs, the rules want exactly 5" in capsys.readouterr().out

@@ -3,19 +3,31 @@
 Run K writes its MLPerf log (rank 0) to RESULTS/<system>/<benchmark>/result_K.txt, K from 0, which is
 what `tf-mlperf-score RESULTS` reads. Locally each run is
 
-    horovodrun -np NP -H HOSTS python -m tf_mlperf.<benchmark>.train --flagfile=F --seed=S \
-        --mllog_path=RESULTS/<system>/<benchmark>/result_K.txt --model_dir=WORK/<system>/<benchmark>/run_K
+    /abs/horovodrun -np NP --hostfile WORK/<system>/<benchmark>/hostfile --gloo /abs/python -m \
+        tf_mlperf.<benchmark>.train --flagfile=F --seed=S --mllog_path=RESULTS/<system>/<benchmark>/result_K.txt \
+        --model_dir=WORK/<system>/<benchmark>/run_K --submission_platform=<system>
 
-(`--launcher=none`: plain `python -m ...`). `--dry_run` runs nothing: it writes and prints the commands,
-a horovodrun hostfile and a Slurm batch script with one job step per run. Trainer flags after `--` are
-passed to every run. A failed run does not stop the campaign: the rules count it (see docs/scoring.md).
+(`--launcher=mpirun`: mpirun with the same hostfile and core binding; `--launcher=none`: plain `python -m`).
+The machine is described once (`--hosts`, or the Slurm allocation, or `--nodes` x `--gpus_per_node`):
+ranks, tasks per node and cores per rank come from it for run_local.sh, the hostfile and campaign.sbatch
+(docs/cluster.md). `--dry_run` runs nothing: it writes and prints those files. Trainer flags after `--` are
+passed to every run. A failed run does not stop the campaign: the rules count it (see docs/scoring.md). The
+launcher and its ranks end with the driver, even when it is killed with kill -9.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import dataclasses
 import json
+import os
 import pathlib
+import re
 import shlex
+import signal
+import socket
 import shutil
 import subprocess
 import sys
@@ -45,32 +57,43 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="model_dir per run, the campaign manifest and the dry-run scripts")
     p.add_argument("--seed_base", type=int, help="run K gets seed_base+K, to reproduce a campaign (default: a "
                    "fresh os.urandom seed per run, as the rules ask; recorded in campaign.json and the logs)")
-    p.add_argument("--launcher", choices=["horovodrun", "none"], default="horovodrun")
-    p.add_argument("--np", type=int, help="horovodrun -np (default: the slots in --hosts, else 1)")
-    p.add_argument("--hosts", help="horovodrun -H list, e.g. node1:8,node2:8 (default localhost:NP)")
+    p.add_argument("--launcher", choices=["horovodrun", "mpirun", "none"], default="horovodrun",
+                   help="how run_local.sh and a direct campaign start the ranks (horovodrun uses Gloo)")
+    p.add_argument("--np", type=int, help="number of ranks (default: every slot of the machine description)")
+    p.add_argument("--hosts", help="the machine as host:slots, e.g. node1:8,node2:8 (default: the Slurm "
+                   "allocation when inside one, else --nodes x --gpus_per_node, else localhost:NP)")
     p.add_argument("--python", default=sys.executable, help="python interpreter the runs use")
     p.add_argument("--pre_run_cmd", help="shell command before every run, e.g. a page-cache drop "
                    "(the rules require a cache flush before benchmarking)")
     p.add_argument("--overwrite", action="store_true", help="replace existing result_K.txt files")
     p.add_argument("--dry_run", action="store_true", help="write and print the commands and the Slurm script only")
+    machine = p.add_argument_group("machine (one description for run_local.sh, the hostfile and campaign.sbatch;"
+                                   " docs/cluster.md)")
+    machine.add_argument("--nodes", type=int, help="number of nodes (must match --hosts or the allocation)")
+    machine.add_argument("--gpus_per_node", type=int, help="ranks per node, one per GPU")
+    machine.add_argument("--cpus_per_task", type=int, help="cores per rank (default: the node's CPUs / ranks "
+                         "per node, SLURM_CPUS_ON_NODE inside Slurm)")
+    machine.add_argument("--cpu_bind", default="cores", help="srun --cpu-bind (mpirun: --bind-to core)")
+    machine.add_argument("--network_interface", help="NIC the ranks talk over: horovodrun --network-interface,"
+                         " HOROVOD_GLOO_IFACE, NCCL_SOCKET_IFNAME and Open MPI's btl_tcp_if_include")
     slurm = p.add_argument_group("Slurm batch script (--dry_run)")
-    slurm.add_argument("--nodes", type=int, default=1)
-    slurm.add_argument("--gpus_per_node", type=int, default=8, help="one Horovod rank per GPU")
     slurm.add_argument("--time", default="08:00:00", help="wall time for the whole campaign")
     slurm.add_argument("--partition")
     slurm.add_argument("--account")
-    slurm.add_argument("--slurm_launcher", choices=["srun", "horovodrun"], default="srun",
-                       help="srun: one job step per run (Horovod built with MPI); "
-                            "horovodrun: host list from SLURM_JOB_NODELIST (Gloo over ssh)")
+    slurm.add_argument("--slurm_launcher", choices=["srun", "horovodrun", "mpirun"], default="srun",
+                       help="srun: one job step per run, one task per GPU (Horovod's MPI joins through "
+                            "--srun_mpi); horovodrun (Gloo over ssh) or mpirun: a hostfile made from "
+                            "SLURM_JOB_NODELIST when the job starts")
     slurm.add_argument("--srun_mpi", default="pmix", help="srun --mpi plugin")
     args = p.parse_args(own)
     args.extra = extra
     args.runs = args.runs or benchmark_meta.get_result_file_counts("training")[args.benchmark]
     args.seeds = ([draw_seed() for _ in range(args.runs)] if args.seed_base is None
                   else [args.seed_base + k for k in range(args.runs)])
-    args.np = args.np or (sum(slots for _, slots in host_slots(args.hosts)) if args.hosts else 1)
     for name in ("flagfile", "results_dir", "work_dir"):  # runs may start in another directory
         setattr(args, name, getattr(args, name).resolve())
+    args.python = str(pathlib.Path(shutil.which(args.python) or args.python).absolute())
+    args.topology = None
     return args
 
 
@@ -92,84 +115,271 @@ def trainer_command(args, k: int, seed: int) -> list[str]:
     """`python -m tf_mlperf.<benchmark>.train ...` for run k."""
     return [args.python, "-m", MODULES[args.benchmark], f"--flagfile={args.flagfile}", f"--seed={seed}",
             f"--mllog_path={result_dir(args) / f'result_{k}.txt'}",
-            f"--model_dir={campaign_dir(args) / f'run_{k}'}", *args.extra]
+            f"--model_dir={campaign_dir(args) / f'run_{k}'}", f"--submission_platform={args.system}", *args.extra]
 
 
-def horovodrun_path(args) -> str | None:
-    """The horovodrun beside --python (an unactivated venv), else the one on PATH."""
-    beside = pathlib.Path(args.python).parent / "horovodrun"
-    return str(beside) if beside.is_file() else shutil.which("horovodrun")
+# --------------------------------------------------------------------------- the machine
+
+LOCAL_NAMES = ("localhost", "127.0.0.1", socket.gethostname())
+# Variables a rank needs from the shell that starts it; srun and horovodrun pass the whole environment,
+# mpirun only what -x names.
+PASSED_ENV_PREFIXES = ("HOROVOD_", "NCCL_", "TF_", "OMPI_MCA_", "CUDA_", "XLA_")
 
 
-def local_command(args, k: int, seed: int) -> list[str]:
-    trainer = trainer_command(args, k, seed)
-    if args.launcher == "none":
-        return trainer
-    return ["horovodrun", "-np", str(args.np), "-H", args.hosts or f"localhost:{args.np}", *trainer]
+@dataclasses.dataclass
+class Topology:
+    """One description of the machine: every script and the direct run use these numbers."""
+    hosts: list[tuple[str, int]] | None   # None: the nodes of the Slurm allocation, known when the job starts
+    nodes: int
+    tasks_per_node: int
+    ranks: int
+    cpus_per_task: int | None             # None: SLURM_CPUS_ON_NODE / tasks_per_node when the job starts
+    source: str
+
+    @property
+    def host_list(self) -> str:
+        return ",".join(f"{h}:{n}" for h, n in self.hosts)
+
+
+@dataclasses.dataclass
+class Allocation:
+    hosts: list[str]
+    tasks_per_node: int | None
+    cpus_on_node: int | None
+    nodelist: str
+
+
+def slurm_allocation(environ=None) -> Allocation | None:
+    """The allocation this process runs in (salloc, sbatch), from SLURM_JOB_NODELIST, SLURM_NTASKS_PER_NODE /
+    SLURM_TASKS_PER_NODE and SLURM_CPUS_ON_NODE; None outside Slurm."""
+    environ = os.environ if environ is None else environ
+    nodelist = environ.get("SLURM_JOB_NODELIST")
+    if not nodelist:
+        return None
+    scontrol = shutil.which("scontrol")
+    if not scontrol:
+        raise CampaignError(f"SLURM_JOB_NODELIST={nodelist} is set but scontrol is not on PATH: cannot expand it")
+    proc = subprocess.run([scontrol, "show", "hostnames", nodelist], capture_output=True, text=True, env=dict(environ))
+    if proc.returncode or not proc.stdout.split():
+        raise CampaignError(f"scontrol show hostnames {nodelist} failed: {proc.stderr.strip() or 'no hosts'}")
+    per_node = environ.get("SLURM_NTASKS_PER_NODE") or environ.get("SLURM_TASKS_PER_NODE", "")
+    match = re.match(r"\d+", per_node)
+    cpus = re.match(r"\d+", environ.get("SLURM_CPUS_ON_NODE", ""))
+    return Allocation(proc.stdout.split(), int(match.group()) if match else None,
+                      int(cpus.group()) if cpus else None, nodelist)
 
 
 def host_slots(hosts: str) -> list[tuple[str, int]]:
     """`a:4,b` -> [('a', 4), ('b', 1)]: a host without `:N` has one slot, as horovodrun counts it."""
     pairs = []
     for host in hosts.split(","):
-        name, _, slots = host.partition(":")
+        name, _, slots = host.strip().partition(":")
+        if not name or (slots and not slots.isdigit()) or slots == "0":
+            raise CampaignError(f"--hosts {hosts}: {host!r} is not host or host:slots")
         pairs.append((name, int(slots or 1)))
     return pairs
 
 
-def hostfile_text(hosts: str) -> str:
-    """horovodrun --hostfile format: one `host slots=N` per line."""
-    return "".join(f"{name} slots={slots}\n" for name, slots in host_slots(hosts))
+def topology(args, environ=None) -> Topology:
+    """Ranks, nodes, tasks per node and cores per rank from --hosts, else the Slurm allocation, else
+    --nodes x --gpus_per_node; contradictions are refused here, before anything is written."""
+    if args.topology is not None:
+        return args.topology
+    environ = os.environ if environ is None else environ
+    alloc = slurm_allocation(environ)
+    if args.hosts:
+        hosts, source = host_slots(args.hosts), f"--hosts {args.hosts}"
+        if alloc:
+            outside = [h for h, _ in hosts if h not in alloc.hosts and h not in LOCAL_NAMES]
+            if outside:
+                raise CampaignError(f"--hosts names {', '.join(outside)}, not in this job's allocation "
+                                    f"(SLURM_JOB_NODELIST={alloc.nodelist}): leave out --hosts inside Slurm")
+    elif alloc:
+        per_node = args.gpus_per_node or alloc.tasks_per_node or 1
+        hosts = [(h, per_node) for h in alloc.hosts]
+        source = f"the Slurm allocation (SLURM_JOB_NODELIST={alloc.nodelist})"
+    else:
+        hosts, source = None, f"--nodes {args.nodes or 1} --gpus_per_node {args.gpus_per_node or args.np or 1}"
+    if hosts:
+        nodes, per_node = len(hosts), max(n for _, n in hosts)
+        if args.nodes and args.nodes != nodes:
+            raise CampaignError(f"--nodes={args.nodes} but {source} has {nodes} node(s)")
+        if args.gpus_per_node and any(n != args.gpus_per_node for _, n in hosts):
+            raise CampaignError(f"--gpus_per_node={args.gpus_per_node} but {source} gives "
+                                f"{', '.join(f'{h}:{n}' for h, n in hosts)}")
+        capacity = sum(n for _, n in hosts)
+    else:
+        nodes = args.nodes or 1
+        per_node = args.gpus_per_node or (args.np if nodes == 1 and args.np else 1)
+        capacity = nodes * per_node
+        hosts = [("localhost", per_node)] if nodes == 1 else None
+    ranks = args.np or capacity
+    if ranks > capacity:
+        raise CampaignError(f"--np={ranks} is more ranks than the {capacity} slots of {source}")
+    cpus = args.cpus_per_task
+    if cpus is None and alloc and alloc.cpus_on_node:
+        cpus = max(1, alloc.cpus_on_node // per_node)
+    elif cpus is None and hosts and all(h in LOCAL_NAMES for h, _ in hosts):
+        cpus = max(1, len(os.sched_getaffinity(0)) // per_node)
+    args.topology = Topology(hosts, nodes, per_node, ranks, cpus, source)
+    return args.topology
+
+
+def hostfile_text(hosts) -> str:
+    """One `host slots=N` per line: horovodrun --hostfile and Open MPI's mpirun --hostfile read the same."""
+    pairs = host_slots(hosts) if isinstance(hosts, str) else hosts
+    return "".join(f"{name} slots={slots}\n" for name, slots in pairs)
+
+
+# --------------------------------------------------------------------------- commands
+
+def launcher_path(args, name: str) -> str:
+    """Absolute path of horovodrun / mpirun: the one beside --python (an unactivated venv), else PATH."""
+    beside = pathlib.Path(args.python).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if not found:
+        raise CampaignError(f"{name} is not beside {args.python} nor on PATH: install it "
+                            f"(scripts/setup.sh) or choose another --launcher")
+    return found
+
+
+def horovodrun_path(args) -> str | None:
+    try:
+        return launcher_path(args, "horovodrun")
+    except CampaignError:
+        return None
+
+
+def launch_prefix(args, launcher: str, hostfile: str, cpus: str) -> list[str]:
+    """The launcher part of one run: `horovodrun ...` or `mpirun ...` (hostfile and cpus may be shell words)."""
+    topo = topology(args)
+    nic = args.network_interface
+    if launcher == "horovodrun":
+        return [launcher_path(args, "horovodrun"), "-np", str(topo.ranks), "--hostfile", hostfile, "--gloo",
+                *(["--network-interface", nic] if nic else [])]
+    return [launcher_path(args, "mpirun"), "-np", str(topo.ranks), "--hostfile", hostfile,
+            "--map-by", f"ppr:{topo.tasks_per_node}:node:PE={cpus}", "--bind-to", "core",
+            *(["--mca", "btl_tcp_if_include", nic, "--mca", "oob_tcp_if_include", nic] if nic else []),
+            "-x", "PATH", "-x", "PYTHONPATH", "-x", "LD_LIBRARY_PATH"]
+
+
+def passed_env_flags(environ=None) -> list[str]:
+    """mpirun -x for every HOROVOD_*/NCCL_*/TF_*/... variable set now (srun and horovodrun pass them all)."""
+    environ = os.environ if environ is None else environ
+    return [w for k in sorted(environ) if k.startswith(PASSED_ENV_PREFIXES) for w in ("-x", k)]
+
+
+def local_command(args, k: int, seed: int) -> list[str]:
+    """Run k as started by run_local.sh and by a direct campaign (hostfile in the campaign dir)."""
+    trainer = trainer_command(args, k, seed)
+    if args.launcher == "none":
+        return trainer
+    topo = topology(args)
+    if topo.hosts is None:
+        raise CampaignError(f"{topo.source} names no hosts: give --hosts node1:G,node2:G,... "
+                            "or run inside a Slurm allocation")
+    cpus = str(topo.cpus_per_task or 1)
+    extra = passed_env_flags() if args.launcher == "mpirun" else []
+    return [*launch_prefix(args, args.launcher, str(campaign_dir(args) / "hostfile"), cpus), *extra, *trainer]
+
+
+def _nic_exports(args) -> list[str]:
+    nic = args.network_interface
+    return [f"export NCCL_SOCKET_IFNAME={shlex.quote(nic)} HOROVOD_GLOO_IFACE={shlex.quote(nic)}"] if nic else []
+
+
+def _env_exports() -> list[str]:
+    """The PYTHONPATH the campaign was made with, so every rank imports the same tf_mlperf."""
+    path = os.environ.get("PYTHONPATH")
+    return [f"export PYTHONPATH={shlex.quote(path)}"] if path else []
 
 
 def slurm_script(args) -> str:
-    """A batch script: the whole campaign in one allocation, one job step per run, in order."""
-    ranks = args.nodes * args.gpus_per_node
+    """A batch script: the whole campaign in one allocation, one job step (srun) or one horovodrun/mpirun per
+    run, in order; the same ranks, tasks per node and cores per rank as run_local.sh."""
+    topo = topology(args)
+    n, per_node, ranks = topo.nodes, topo.tasks_per_node, topo.ranks
     header = ["#!/bin/bash", f"#SBATCH --job-name=tf-mlperf-{args.benchmark}",
-              f"#SBATCH --nodes={args.nodes}", f"#SBATCH --ntasks-per-node={args.gpus_per_node}",
-              f"#SBATCH --gpus-per-node={args.gpus_per_node}", f"#SBATCH --time={args.time}",
+              f"#SBATCH --nodes={n}", f"#SBATCH --ntasks-per-node={per_node}",
+              f"#SBATCH --gpus-per-node={per_node}", f"#SBATCH --time={args.time}",
               "#SBATCH --exclusive", f"#SBATCH --output={campaign_dir(args)}/slurm-%j.out"]
+    header += [f"#SBATCH --cpus-per-task={args.cpus_per_task}"] * bool(args.cpus_per_task)
     header += [f"#SBATCH --partition={args.partition}"] * bool(args.partition)
     header += [f"#SBATCH --account={args.account}"] * bool(args.account)
-    body = ["", f"# {args.runs} runs of {args.benchmark} on {ranks} ranks, seeds {' '.join(map(str, seeds(args)))}.",
-            "# A failed run does not stop the campaign: MLPerf scoring counts it (docs/scoring.md).",
-            "set -u", f"mkdir -p {shlex.quote(str(result_dir(args)))}"]
-    if args.slurm_launcher == "horovodrun":
-        body.append('HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | '
-                    f'sed "s/$/:{args.gpus_per_node}/" | paste -sd, -)')
+    quoted_dir = shlex.quote(str(campaign_dir(args)))
+    body = ["", f"# {args.runs} runs of {args.benchmark} on {n} node(s) x {per_node} ranks = {ranks} ranks "
+                f"({args.slurm_launcher}), seeds {' '.join(map(str, seeds(args)))}.",
+            "# A failed run does not stop the campaign (MLPerf scoring counts it, docs/scoring.md); the job's exit",
+            "# status says whether any run failed.",
+            "set -u", "FAILED=0",
+            f'if [ "${{SLURM_JOB_NUM_NODES:-0}}" != {n} ]; then',
+            f'  echo "campaign.sbatch: written for {n} node(s), the allocation has ${{SLURM_JOB_NUM_NODES:-none}} '
+            f'(SLURM_JOB_NODELIST=${{SLURM_JOB_NODELIST:-unset}}): submit it with sbatch as written" >&2; exit 2',
+            "fi",
+            f"TASKS_PER_NODE={per_node}",
+            # cores per rank: given, or from the allocation this script was written in, else the node's
+            f"CPUS_PER_TASK={args.cpus_per_task or (topo.cpus_per_task if slurm_allocation() else '') or ''}",
+            'NODE_CPUS=${SLURM_CPUS_ON_NODE:-1}; NODE_CPUS=${NODE_CPUS%%[!0-9]*}',
+            '[ -n "$CPUS_PER_TASK" ] || CPUS_PER_TASK=$(( NODE_CPUS / TASKS_PER_NODE ))',
+            '[ "$CPUS_PER_TASK" -ge 1 ] || CPUS_PER_TASK=1',
+            "export OMP_NUM_THREADS=$CPUS_PER_TASK",
+            *_env_exports(), *_nic_exports(args),
+            f"mkdir -p {shlex.quote(str(result_dir(args)))}"]
+    if args.slurm_launcher != "srun":
+        body += [f"HOSTFILE={quoted_dir}/hostfile.$SLURM_JOB_ID",
+                 f'scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/\\$/ slots=$TASKS_PER_NODE/" > "$HOSTFILE"']
     for k, seed in enumerate(seeds(args)):
         body.append(f"\n# run {k}, seed {seed}")
         if args.pre_run_cmd:
-            body.append(f"srun --nodes={args.nodes} --ntasks={args.nodes} --ntasks-per-node=1 "
+            body.append(f"srun --nodes={n} --ntasks={n} --ntasks-per-node=1 "
                         f"bash -c {shlex.quote(args.pre_run_cmd)}")
         trainer = shlex.join(trainer_command(args, k, seed))
         if args.slurm_launcher == "srun":
-            launch = f"srun --ntasks={ranks} --ntasks-per-node={args.gpus_per_node} --mpi={args.srun_mpi} --kill-on-bad-exit=1 {trainer}"
+            launch = (f"srun --nodes={n} --ntasks={ranks} --ntasks-per-node={per_node} "
+                      f'--cpus-per-task="$CPUS_PER_TASK" --cpu-bind={args.cpu_bind} --mpi={args.srun_mpi} '
+                      f"--kill-on-bad-exit=1 {trainer}")
         else:
-            launch = f'horovodrun -np {ranks} -H "$HOSTS" {trainer}'
-        body.append(f'{launch} || echo "run {k} failed with exit code $?" >&2')
-    body.append(f"\necho \"campaign done; score with: tf-mlperf-score {shlex.quote(str(args.results_dir))}\"")
+            prefix = launch_prefix(args, args.slurm_launcher, "HOSTFILE_", "CPUS_")
+            words = shlex.join(prefix).replace("HOSTFILE_", '"$HOSTFILE"').replace("CPUS_", "$CPUS_PER_TASK")
+            if args.slurm_launcher == "mpirun":   # the HOROVOD_*/NCCL_*/... set when the job runs
+                words += (" $(env | sed -n 's/^\\(\\(" + "\\|".join(p.rstrip("_") for p in PASSED_ENV_PREFIXES)
+                          + "\\)_[A-Za-z0-9_]*\\)=.*/-x \\1/p')")
+            launch = f"{words} {trainer}"
+        body.append(f'{launch} || {{ echo "run {k} failed with exit code $?" >&2; FAILED=$((FAILED + 1)); }}')
+    body.append(f"\necho \"campaign done ($FAILED failed run(s)); score with: tf-mlperf-score "
+                f"{shlex.quote(str(args.results_dir))}\"")
+    body.append('[ "$FAILED" = 0 ]')
     return "\n".join(header + body) + "\n"
 
 
 def local_script(args) -> str:
-    lines = ["#!/bin/bash", f"# {args.runs} runs of {args.benchmark}; a failed run does not stop the campaign.", "set -u"]
+    lines = ["#!/bin/bash", f"# {args.runs} runs of {args.benchmark}; a failed run does not stop the campaign.",
+             "set -u", "FAILED=0", *_env_exports(), *_nic_exports(args)]
     for k, seed in enumerate(seeds(args)):
         if args.pre_run_cmd:
             lines.append(args.pre_run_cmd)
-        lines.append(f"{shlex.join(local_command(args, k, seed))} || echo \"run {k} failed\" >&2")
+        lines.append(f"{shlex.join(local_command(args, k, seed))} || "
+                     f"{{ echo \"run {k} failed with exit code $?\" >&2; FAILED=$((FAILED + 1)); }}")
+    lines.append('[ "$FAILED" = 0 ]')
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- actions
 
 def dry_run(args) -> dict[str, pathlib.Path]:
-    """Write run_local.sh, campaign.sbatch (and hostfile) into the campaign dir; print them."""
+    """Write run_local.sh (when the hosts are known), hostfile and campaign.sbatch into the campaign dir;
+    print them. Everything is derived before anything is written."""
+    topo = topology(args)
+    if not args.flagfile.is_file():
+        raise CampaignError(f"flagfile {args.flagfile} does not exist")
+    check_results_folder(args)
+    files = {}
+    if topo.hosts is not None:
+        files["hostfile"] = hostfile_text(topo.hosts)
+        files["run_local.sh"] = local_script(args)
+    files["campaign.sbatch"] = slurm_script(args)
     out = campaign_dir(args)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"run_local.sh": local_script(args), "campaign.sbatch": slurm_script(args)}
-    if args.hosts:
-        files["hostfile"] = hostfile_text(args.hosts)
     written = {}
     for name, text in files.items():
         path = out / name
@@ -181,16 +391,127 @@ def dry_run(args) -> dict[str, pathlib.Path]:
     return written
 
 
-def check_can_run(args) -> None:
-    existing = [p for p in (result_dir(args) / f"result_{k}.txt" for k in range(args.runs)) if p.exists()]
+def _log_value(path: pathlib.Path, key: str) -> str | None:
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines():
+            if f'"key": "{key}"' in line and ":::MLLOG " in line:
+                with contextlib.suppress(ValueError, IndexError):
+                    return str(json.loads(line.split(":::MLLOG ", 1)[1])["value"])
+    return None
+
+
+def check_results_folder(args) -> None:
+    """Refuse a results folder that holds another system's or another benchmark's runs (even with
+    --overwrite: they would be scored as this system's), and existing runs without --overwrite."""
+    folder = result_dir(args)
+    logs = sorted(folder.glob("result_*.txt")) if folder.is_dir() else []
+    for log in logs:
+        platform, benchmark = _log_value(log, "submission_platform"), _log_value(log, "submission_benchmark")
+        if (platform and platform != args.system) or (benchmark and benchmark != args.benchmark):
+            raise CampaignError(f"{log} holds a run of {benchmark or '?'} on system {platform or '?'}, not "
+                                f"{args.benchmark} on {args.system}: use another --results_dir or --system")
+    existing = [p for p in (folder / f"result_{k}.txt" for k in range(args.runs)) if p.exists()]
     if existing and not args.overwrite:
         # Mixing logs of two campaigns would be choosing runs; start clean or say so.
-        raise CampaignError(f"{len(existing)} result file(s) already in {result_dir(args)} "
+        raise CampaignError(f"{len(existing)} result file(s) already in {folder} "
                             f"(e.g. {existing[0].name}); use another --system/--results_dir or --overwrite")
-    if args.launcher == "horovodrun" and not horovodrun_path(args):
-        raise CampaignError("horovodrun is not on PATH: install Horovod, or use --launcher=none for one process")
+
+
+def check_hosts_answer(topo: Topology) -> None:
+    """Every remote host must take a non-interactive ssh login now, not after the first run has started."""
+    for host in sorted({h for h, _ in topo.hosts or [] if h not in LOCAL_NAMES}):
+        proc = subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", host, "true"],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        if proc.returncode:
+            raise CampaignError(f"host {host} does not answer `ssh {host} true` (exit {proc.returncode}: "
+                                f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'no message'}); "
+                                "fix --hosts or the ssh keys (docs/cluster.md)")
+
+
+def check_can_run(args) -> None:
     if not args.flagfile.is_file():
         raise CampaignError(f"flagfile {args.flagfile} does not exist")
+    check_results_folder(args)
+    topo = topology(args)
+    if args.launcher != "none":
+        launcher_path(args, args.launcher)
+        local_command(args, 0, seeds(args)[0])      # names the hosts, or says how
+        check_hosts_answer(topo)
+    elif topo.ranks > 1:
+        raise CampaignError(f"--launcher=none starts one process, but {topo.source} gives {topo.ranks} ranks")
+
+
+# A process that outlives the driver only to end the run it started: it reads a pipe the driver holds and,
+# when the pipe closes (the driver ended, even by kill -9), signals the launcher and every process below it
+# (ranks that horovodrun put in sessions of their own included), SIGKILL after a grace period.
+_GUARD = r"""
+import os, select, signal, sys, time
+root, grace = int(sys.argv[1]), float(sys.argv[2])
+def children():
+    kids = {}
+    for pid in os.listdir('/proc'):
+        if pid.isdigit():
+            try:
+                with open(f'/proc/{pid}/stat') as f:
+                    stat = f.read()
+                kids.setdefault(int(stat.rsplit(')', 1)[1].split()[1]), []).append(int(pid))
+            except OSError:
+                pass
+    return kids
+def start_time(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[19]
+    except OSError:
+        return None
+tree = {}
+while True:
+    kids, todo = children(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree and start_time(pid):
+            tree[pid] = start_time(pid)
+        todo += kids.get(pid, [])
+    ready, _, _ = select.select([0], [], [], 0.5)
+    if ready and not os.read(0, 1):
+        break
+alive = lambda: [p for p, t in tree.items() if start_time(p) == t]
+for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0)):
+    for pid in alive():
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    deadline = time.time() + wait
+    while alive() and time.time() < deadline:
+        time.sleep(0.2)
+"""
+
+
+def _die_with_parent():
+    """preexec_fn: the launcher gets SIGTERM when the driver dies (PR_SET_PDEATHSIG), in a group of its own."""
+    os.setpgid(0, 0)
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG = 1
+    if os.getppid() == 1:           # the driver died before prctl took effect
+        os._exit(1)
+
+
+def run_tied_to_driver(cmd: list[str], grace_s: float = 10.0) -> int:
+    """Runs cmd; if this driver dies (even kill -9), the launcher and every rank below it end too."""
+    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+    read_end, write_end = os.pipe()
+    guard = subprocess.Popen([sys.executable, "-c", _GUARD, str(proc.pid), str(grace_s)], stdin=read_end,
+                             start_new_session=True)   # not in the driver's group: a Ctrl-C must not kill it
+    os.close(read_end)
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.terminate()
+        raise
+    finally:
+        os.close(write_end)     # the guard ends the leftovers (none when the launcher cleaned up) and exits
+        guard.wait()
 
 
 def run_campaign(args) -> list[dict]:
@@ -198,16 +519,17 @@ def run_campaign(args) -> list[dict]:
     check_can_run(args)
     result_dir(args).mkdir(parents=True, exist_ok=True)
     campaign_dir(args).mkdir(parents=True, exist_ok=True)
+    topo = topology(args)
+    if args.launcher != "none":
+        (campaign_dir(args) / "hostfile").write_text(hostfile_text(topo.hosts))
     records = []
     for k, seed in enumerate(seeds(args)):
         if args.pre_run_cmd:
             subprocess.run(args.pre_run_cmd, shell=True, check=False)
         cmd = local_command(args, k, seed)
-        if args.launcher == "horovodrun":
-            cmd[0] = horovodrun_path(args)   # written scripts say `horovodrun`; here we know which one
         print(f"[campaign] run {k + 1}/{args.runs} seed {seed}: {shlex.join(cmd)}", flush=True)
         started = time.time()
-        code = subprocess.run(cmd, check=False).returncode
+        code = run_tied_to_driver(cmd)
         records.append({"run": k, "seed": seed, "command": cmd, "exit_code": code,
                         "wall_s": round(time.time() - started, 1),
                         "log": str(result_dir(args) / f"result_{k}.txt")})
@@ -226,10 +548,10 @@ def run_campaign(args) -> list[dict]:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.dry_run:
-        dry_run(args)
-        return 0
     try:
+        if args.dry_run:
+            dry_run(args)
+            return 0
         records = run_campaign(args)
     except CampaignError as error:
         print(f"tf-mlperf-campaign: {error}", file=sys.stderr)

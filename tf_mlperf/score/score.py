@@ -382,7 +382,12 @@ def refuse_too_few(found: dict, allow_fewer: bool) -> list[str]:
         raise ScoreError("too few runs to score:\n  " + "\n  ".join(short)
                          + "\nRun the full campaign (tf-mlperf-campaign), or pass --allow_fewer"
                            " for an unofficial number.")
-    return [f"UNOFFICIAL (--allow_fewer): {s}" for s in short]
+    # More runs than the count: the package checker wants exactly N result files; M > N runs are the
+    # rules' M-of-N method (training_rules.adoc, Scoring: N consecutive runs closest to the median).
+    extra = [f"UNOFFICIAL: {system}/{name}: {len(paths)} runs, the rules want exactly {required[name]} "
+             f"(or {required[name]} consecutive runs chosen by the M-of-N median rule); all {len(paths)} are scored"
+             for (system, name), paths in found.items() if len(paths) > required[name]]
+    return [f"UNOFFICIAL (--allow_fewer): {s}" for s in short] + extra
 
 
 def score_results(results_dir, out_dir, rulesets: dict[str, str], allow_fewer=False, use_rcp=True) -> dict:

@@ -1,0 +1,223 @@
+"""tf-mlperf-campaign: one machine description (--hosts, --nodes x --gpus_per_node, or the Slurm allocation)
+turned into run_local.sh, the hostfile and campaign.sbatch; refusals before anything is written; runs tied to
+the driver (kill -9 of the driver ends the launcher and its ranks)."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from launch import BIN, REPO, env
+from tf_mlperf.score import campaign, score
+
+RULESETS = {"resnet": "4.0.0", "bert": "5.0.0"}
+HOROVODRUN = str(BIN / "horovodrun")
+
+
+def campaign_args(tmp_path, *extra, benchmark="resnet"):
+    flagfile = tmp_path / "resnet.flags"
+    flagfile.write_text("--train_epochs=40\n")
+    return ["--benchmark", benchmark, "--flagfile", str(flagfile), "--system", "sysA",
+            "--results_dir", str(tmp_path / "results"), "--work_dir", str(tmp_path / "work"),
+            "--seed_base", "100", *extra]
+
+
+@pytest.fixture
+def slurm_conf(tmp_path, monkeypatch):
+    """A configuration file is all `scontrol show hostnames` needs (no daemon)."""
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=t\nSlurmctldHost=localhost\nNodeName=gpu[01-04]\nPartitionName=p Nodes=ALL\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    return conf
+
+
+def test_hosts_give_the_same_ranks_to_run_local_the_hostfile_and_the_sbatch_script(tmp_path, capsys):
+    args = campaign_args(tmp_path, "--dry_run", "--hosts", "n1:4,n2:4", "--nodes", "2", "--gpus_per_node", "4",
+                         "--partition", "gpu", "--network_interface", "ib0", "--", "--log_steps=50")
+    assert campaign.main(args) == 0
+    out_dir = tmp_path / "work" / "sysA" / "resnet"
+    assert (out_dir / "hostfile").read_text() == "n1 slots=4\nn2 slots=4\n"
+    local = (out_dir / "run_local.sh").read_text()
+    runs = [line for line in local.splitlines() if line.startswith(HOROVODRUN)]
+    assert len(runs) == 5  # the rules' count for resnet
+    for k, line in enumerate(runs):
+        assert line.startswith(f"{HOROVODRUN} -np 8 --hostfile {out_dir / 'hostfile'} --gloo "
+                               f"--network-interface ib0 {sys.executable} -m tf_mlperf.resnet.train ")
+        assert f"--flagfile={tmp_path / 'resnet.flags'} --seed={100 + k} " in line
+        assert f"--mllog_path={tmp_path / 'results' / 'sysA' / 'resnet' / f'result_{k}.txt'}" in line
+        assert f"--model_dir={out_dir / f'run_{k}'} --submission_platform=sysA --log_steps=50" in line
+    assert "export NCCL_SOCKET_IFNAME=ib0 HOROVOD_GLOO_IFACE=ib0" in local
+    sbatch = (out_dir / "campaign.sbatch").read_text()
+    for directive in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu"):
+        assert f"#SBATCH {directive}\n" in sbatch
+    steps = [line for line in sbatch.splitlines() if line.startswith("srun ")]
+    assert len(steps) == 5
+    assert all(s.startswith('srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task="$CPUS_PER_TASK" '
+                            f"--cpu-bind=cores --mpi=pmix --kill-on-bad-exit=1 {sys.executable} -m ") for s in steps)
+    assert "sbatch" in capsys.readouterr().out
+    for script in ("run_local.sh", "campaign.sbatch"):
+        subprocess.run(["bash", "-n", str(out_dir / script)], check=True)
+
+
+@pytest.mark.parametrize("style", ["horovodrun", "mpirun"])
+def test_nodes_and_gpus_per_node_make_the_sbatch_script_and_its_hostfile_from_the_allocation(tmp_path, style):
+    args = campaign.parse_args(campaign_args(tmp_path, "--nodes", "4", "--gpus_per_node", "8", "--slurm_launcher",
+                                             style, benchmark="bert"))
+    assert args.runs == 10 and campaign.seeds(args) == list(range(100, 110))
+    topo = campaign.topology(args, environ={})
+    assert (topo.nodes, topo.tasks_per_node, topo.ranks, topo.hosts) == (4, 8, 32, None)
+    sbatch = campaign.slurm_script(args)
+    assert "#SBATCH --nodes=4\n#SBATCH --ntasks-per-node=8\n" in sbatch
+    assert 'scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/\\$/ slots=$TASKS_PER_NODE/" > "$HOSTFILE"' in sbatch
+    launcher = str(BIN / style) if style == "horovodrun" else shutil.which("mpirun")
+    runs = [line for line in sbatch.splitlines() if line.startswith(launcher)]
+    assert len(runs) == 10 and all(f'{launcher} -np 32 --hostfile "$HOSTFILE" ' in r for r in runs)
+    if style == "mpirun":
+        assert all("--map-by ppr:8:node:PE=$CPUS_PER_TASK --bind-to core -x PATH -x PYTHONPATH" in r for r in runs)
+    else:
+        assert all('--hostfile "$HOSTFILE" --gloo ' in r for r in runs)
+    # a multi-node machine without host names has no run_local.sh: the direct run says what to give
+    with pytest.raises(campaign.CampaignError, match="give --hosts"):
+        campaign.local_command(args, 0, 100)
+
+
+def test_the_slurm_allocation_is_the_machine_inside_a_job(tmp_path, slurm_conf):
+    job = {"SLURM_JOB_NODELIST": "gpu[01-04]", "SLURM_TASKS_PER_NODE": "8(x4)", "SLURM_CPUS_ON_NODE": "64",
+           "SLURM_CONF": str(slurm_conf)}
+    args = campaign.parse_args(campaign_args(tmp_path))
+    topo = campaign.topology(args, environ=job)
+    assert topo.hosts == [("gpu01", 8), ("gpu02", 8), ("gpu03", 8), ("gpu04", 8)]
+    assert (topo.nodes, topo.tasks_per_node, topo.ranks, topo.cpus_per_task) == (4, 8, 32, 8)
+    args = campaign.parse_args(campaign_args(tmp_path, "--nodes", "2"))
+    with pytest.raises(campaign.CampaignError, match="--nodes=2 but the Slurm allocation .*has 4 node"):
+        campaign.topology(args, environ=job)
+    args = campaign.parse_args(campaign_args(tmp_path, "--hosts", "gpu01:8,other:8"))
+    with pytest.raises(campaign.CampaignError, match="other, not in this job's allocation"):
+        campaign.topology(args, environ=job)
+
+
+@pytest.mark.parametrize("machine, message", [
+    (["--hosts", "n1:4,n2:4", "--nodes", "3"], "--nodes=3 but --hosts n1:4,n2:4 has 2 node"),
+    (["--hosts", "n1:4,n2:4", "--np", "9"], "--np=9 is more ranks than the 8 slots"),
+    (["--hosts", "n1:4,n2:2", "--gpus_per_node", "4"], "--gpus_per_node=4 but --hosts"),
+    (["--hosts", "n1:x"], "is not host or host:slots"),
+], ids=["nodes_vs_hosts", "np_over_slots", "gpus_vs_slots", "bad_slots"])
+@pytest.mark.parametrize("dry", [True, False], ids=["dry_run", "run"])
+def test_contradictory_machine_is_refused_before_anything_is_written(tmp_path, capsys, machine, message, dry):
+    assert campaign.main(campaign_args(tmp_path, *machine, *["--dry_run"] * dry)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
+
+
+def test_host_that_does_not_answer_is_refused_before_the_first_run(tmp_path, capsys):
+    args = campaign_args(tmp_path, "--hosts", "localhost:1,no-such-node.invalid:1")
+    assert campaign.main(args) == 2
+    assert "host no-such-node.invalid does not answer" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
+
+
+def test_results_folder_of_another_system_is_refused_even_with_overwrite(tmp_path, capsys):
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from mllog_fixtures import write_result_log
+    foreign = tmp_path / "results" / "sysA" / "resnet" / "result_7.txt"
+    foreign.parent.mkdir(parents=True)
+    write_result_log(foreign, "resnet", 10.0)     # platform of the fixture, not sysA
+    before = foreign.read_bytes()
+    for dry in ([], ["--dry_run"]):
+        assert campaign.main(campaign_args(tmp_path, "--launcher", "none", "--overwrite", *dry)) == 2
+        assert f"{foreign} holds a run of resnet on system" in capsys.readouterr().err
+    assert foreign.read_bytes() == before and sorted(foreign.parent.iterdir()) == [foreign]
+    assert not (tmp_path / "work").exists()
+
+
+def test_campaign_runs_and_its_logs_score(tmp_path):
+    """End to end with a stand-in trainer: it writes the log it is asked for via mllog."""
+    fake = tmp_path / "fake_python"
+    fake.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import sys
+        sys.path[:0] = {[str(pathlib.Path(__file__).parent)]!r}
+        from mllog_fixtures import write_result_log
+        opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+        seed = int(opts["seed"])
+        if seed == 104:
+            sys.exit(3)  # crashes before writing any log
+        write_result_log(opts["mllog_path"], "resnet", 10.0 + seed % 5)
+    """))
+    fake.chmod(0o755)
+    args = campaign_args(tmp_path, "--launcher", "none", "--python", str(fake))
+    assert campaign.main(args) == 1  # one run exited non-zero
+    manifest = json.loads((tmp_path / "work" / "sysA" / "resnet" / "campaign.json").read_text())
+    assert [r["exit_code"] for r in manifest["runs"]] == [0, 0, 0, 0, 3]
+    report = score.score_results(tmp_path / "results", tmp_path / "out", RULESETS)
+    resnet = report["systems"]["sysA"]["benchmarks"]["resnet"]
+    # seeds 100..103 -> 10, 11, 12, 13 minutes; the crashed run left an empty log, which counts
+    # as the non-converging run dropped as the slowest: mean(11, 12, 13) = 12
+    assert resnet["runs"][4]["reason"].endswith("no run_stop") and not resnet["runs"][4]["counted"]
+    assert resnet["olympic"]["minutes"] == 12.0
+    assert campaign.main(args) == 2  # refuses to mix a second campaign into the same folder
+
+
+def test_campaign_counts_one_slot_for_a_host_without_one(tmp_path):
+    args = campaign.parse_args(campaign_args(tmp_path, "--hosts", "node1:4,node2,node3:2"))
+    assert campaign.topology(args, environ={}).ranks == 7
+    assert campaign.hostfile_text(args.hosts) == "node1 slots=4\nnode2 slots=1\nnode3 slots=2\n"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["horovodrun", "none"])
+def test_kill_9_of_the_driver_ends_the_launcher_and_every_rank(tmp_path, launcher):
+    """The ranks (a stand-in trainer under the real horovodrun) would write a success log after 40 s; the
+    driver is killed with SIGKILL once they run: they must be gone within 20 s and write nothing."""
+    fake = tmp_path / "fake_python"
+    fake.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import os, sys, time
+        opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+        rank = os.environ.get("HOROVOD_RANK", "0")
+        signal_free = __import__("signal")
+        signal_free.signal(signal_free.SIGTERM, signal_free.SIG_IGN)   # a rank deaf to SIGTERM: SIGKILL follows
+        open(os.path.join({str(tmp_path)!r}, "rank" + rank + ".pid"), "w").write(str(os.getpid()))
+        time.sleep(40)
+        open(opts["mllog_path"], "w").write("success\\n")
+    """))
+    fake.chmod(0o755)
+    machine = ["--hosts", "localhost:2"] if launcher == "horovodrun" else []
+    driver = subprocess.Popen([sys.executable, "-m", "tf_mlperf.score.campaign",
+                               *campaign_args(tmp_path, "--launcher", launcher, "--python", str(fake), *machine)],
+                              cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ranks = ["rank0.pid", "rank1.pid"] if launcher == "horovodrun" else ["rank0.pid"]
+    deadline = time.time() + 60
+    while time.time() < deadline and not all((tmp_path / r).exists() for r in ranks):
+        assert driver.poll() is None, "the driver ended before its ranks started"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    pids = [int((tmp_path / r).read_text()) for r in ranks]
+    launcher_pids = [int(p) for p in subprocess.run(["pgrep", "-P", str(driver.pid)], capture_output=True,
+                                                    text=True).stdout.split()]
+    assert all(map(_alive, pids)) and launcher_pids
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(map(_alive, pids + launcher_pids)):
+        time.sleep(0.2)
+    survivors = [p for p in pids + launcher_pids if _alive(p)]
+    for pid in survivors:      # do not leave them behind when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, "processes outlived the driver"
+    assert not list((tmp_path / "results").rglob("result_*.txt"))
