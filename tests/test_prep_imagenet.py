@@ -13,18 +13,18 @@ import time
 import pytest
 from PIL import Image
 
-from data_prep.imagenet import cli, images, sample, writer
+from data_prep.imagenet import cli, images, sample, synsets, writer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARDS = ["--train_shards", "4", "--validation_shards", "2"]
 
 
 @pytest.fixture(scope="module")
-def raw(fixtures_dir, tmp_path_factory):
+def raw(extra_photos_dir, tmp_path_factory):
     """A small raw download: 4 classes x 6 train images, 12 val images, boxes, tars and Kaggle tree."""
     path = tmp_path_factory.mktemp("raw")
-    info = sample.generate(path, fixtures_dir, num_classes=4, train_per_class=6, num_val=12, image_size=64,
-                           seed=3, bboxes=True)
+    info = sample.generate(path, None, num_classes=4, train_per_class=6, num_val=12, image_size=64,
+                           seed=3, bboxes=True, photos_dir=extra_photos_dir)
     return path, info
 
 
@@ -94,11 +94,11 @@ def test_class_tar_folder_and_val_class_folders_give_identical_records(raw, refe
     assert read_records(tmp_path / "out") == read_records(reference)
 
 
-def test_records_follow_the_tfrecord_convention(raw, reference, fixtures_dir):
+def test_records_follow_the_tfrecord_convention(raw, reference):
     import tensorflow as tf
     raw_dir, info = raw
-    wnids = (fixtures_dir / "imagenet_meta/imagenet2012_synsets.txt").read_text().split()
-    names = dict(line.split("\t") for line in (fixtures_dir / "imagenet_meta/imagenet2012_synset_names.txt").read_text().splitlines())
+    wnids = synsets.DEFAULT_SYNSETS.read_text().split()  # = tensorflow-datasets' imagenet2012 labels.txt
+    names = dict(line.split("\t") for line in synsets.DEFAULT_SYNSET_NAMES.read_text().splitlines())
     truth = dict(zip((f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, 13)), (raw_dir / "synset_labels.txt").read_text().split()))
     found = examples_by_filename(reference)
     assert len(found) == info["num_train"] + info["num_val"]
@@ -170,8 +170,8 @@ def test_quirks_are_detected_by_content(image_format, mode, fixed):
 
 @pytest.mark.parametrize("check", images.CHECKS)
 @pytest.mark.parametrize("damage", ["truncated", "zero_filled_tail"])
-def test_every_check_rejects_what_tf_cannot_decode(fixtures_dir, check, damage):
-    data = (fixtures_dir / "images/china.jpg").read_bytes()
+def test_every_check_rejects_what_tf_cannot_decode(photo_paths, check, damage):
+    data = next(p for p in photo_paths if p.name == "china.jpg").read_bytes()
     half = len(data) // 2
     broken = data[:half] if damage == "truncated" else data[:half] + bytes(len(data) - half)
     assert images.to_rgb_jpeg(data, "china.jpg", check)[1:] == (427, 640, None)

@@ -21,17 +21,17 @@ def tree_digest(root):
 
 
 @pytest.fixture(scope="module")
-def default_sample(fixtures_dir, tmp_path_factory):
+def default_sample(extra_photos_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("sample")
-    return path, sample.generate(path, fixtures_dir, bboxes=True)
+    return path, sample.generate(path, bboxes=True, photos_dir=extra_photos_dir)
 
 
-def test_generator_is_deterministic(fixtures_dir, default_sample, tmp_path):
+def test_generator_is_deterministic(extra_photos_dir, default_sample, tmp_path):
     path, _ = default_sample
-    assert sample.main(["--output_dir", str(tmp_path), "--fixtures_dir", str(fixtures_dir), "--bboxes"]) == 0
+    assert sample.main(["--output_dir", str(tmp_path), "--photos_dir", str(extra_photos_dir), "--bboxes"]) == 0
     assert tree_digest(tmp_path) == tree_digest(path)
     other = tmp_path / "seed1"
-    sample.generate(other, fixtures_dir, seed=1, bboxes=True)
+    sample.generate(other, seed=1, bboxes=True, photos_dir=extra_photos_dir)
     assert tree_digest(other)["ILSVRC2012_img_train.tar"] != tree_digest(path)["ILSVRC2012_img_train.tar"]
 
 

@@ -28,9 +28,8 @@ def tree_digest(folder: pathlib.Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def inputs(fixtures_dir):
-    return (fixtures_dir / "wikipedia_dump" / "enwiki-sample-pages-articles.xml.bz2",
-            fixtures_dir / "bert" / "vocab_uncased.txt")
+def inputs(wiki_dump_sample, mlperf_vocab):
+    return wiki_dump_sample, mlperf_vocab
 
 
 @pytest.fixture(scope="module")
@@ -139,10 +138,10 @@ def test_empty_inputs(capsys, tmp_path, inputs):
     assert code == 2 and "no wiki_NN files" in err
 
 
-def test_non_utf8_line_is_named(capsys, tmp_path, fixtures_dir):
+def test_non_utf8_line_is_named(capsys, tmp_path, wiki_extracted_dir):
     extracted = tmp_path / "extracted" / "AA"
     extracted.mkdir(parents=True)
-    good = (fixtures_dir / "wikipedia_extracted" / "wiki_00").read_bytes()[:5000].rsplit(b"\n", 1)[0]
+    good = (wiki_extracted_dir / "wiki_00").read_bytes()[:5000].rsplit(b"\n", 1)[0]
     (extracted / "wiki_00").write_bytes(good + b"\nbad \xff\xfe byte\n")
     code, err = run_cli(capsys, "clean", "--output_dir", str(tmp_path), "--num_workers", "1")
     bad_line = good.count(b"\n") + 2

@@ -11,8 +11,8 @@ from data_prep.wiki.tfrecord import read_records
 
 
 @pytest.fixture(scope="module")
-def vocab_file(fixtures_dir):
-    return fixtures_dir / "bert" / "vocab_uncased.txt"
+def vocab_file(mlperf_vocab):
+    return mlperf_vocab
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,11 @@ def tokenizer(vocab_file):
 
 
 @pytest.fixture(scope="module")
-def golden_run(fixtures_dir, vocab_file, tmp_path_factory):
-    golden = json.loads((fixtures_dir / "bert_golden" / "golden.json").read_text())
+def golden_run(bert_golden_dir, vocab_file, tmp_path_factory):
+    golden = json.loads((bert_golden_dir / "golden.json").read_text())
     out = tmp_path_factory.mktemp("golden") / "golden.tfrecord"
     params = pretraining.PretrainingParams(**golden["params"])
-    count = records.make_records(fixtures_dir / "bert_golden" / golden["input"], out, vocab_file, params)
+    count = records.make_records(bert_golden_dir / golden["input"], out, vocab_file, params)
     return golden, out, count
 
 
@@ -128,8 +128,8 @@ def test_tokenizer_matches_reference_rules(tokenizer, text):
     assert tokenizer.tokenize(text) == oracle_tokenize(text, tokenizer.vocab)
 
 
-def test_tokenizer_on_fixture_text(tokenizer, fixtures_dir):
-    lines = (fixtures_dir / "bert_golden" / "sentences_wiki_00.txt").read_text(encoding="utf-8").split("\n")
+def test_tokenizer_on_fixture_text(tokenizer, bert_golden_dir):
+    lines = (bert_golden_dir / "sentences_wiki_00.txt").read_text(encoding="utf-8").split("\n")
     for line in lines[::7]:
         assert tokenizer.tokenize(line) == oracle_tokenize(line, tokenizer.vocab), line
 

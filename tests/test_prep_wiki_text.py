@@ -1,4 +1,4 @@
-"""clean / sentences / split / gather on the MLPerf sample text (fixtures wikipedia_extracted/wiki_00..03).
+"""clean / sentences / split / gather on the MLPerf sample text (tests/data/wikipedia_extracted/wiki_00..03).
 
 Two kinds of oracle: small ones written in this file from the reference scripts' rules, and the sha256 of
 what the reference scripts themselves (cleanup_file.py + clean.sh, do_sentence_segmentation.py with the
@@ -38,10 +38,10 @@ NUM_TEST_ARTICLES = 20
 
 
 @pytest.fixture(scope="module")
-def prepared(fixtures_dir, tmp_path_factory):
+def prepared(wiki_extracted_dir, tmp_path_factory):
     """Our clean, sentences, split and gather stages run on the sample, two workers."""
     out = tmp_path_factory.mktemp("wiki_text")
-    base = ["--output_dir", str(out), "--extracted_dir", str(fixtures_dir / "wikipedia_extracted"),
+    base = ["--output_dir", str(out), "--extracted_dir", str(wiki_extracted_dir),
             "--num_workers", "2", "--num_test_articles", str(NUM_TEST_ARTICLES), "--block_size", "1.5",
             "--punkt_cache_dir", str(out / "cache")]
     for stage in ("clean", "sentences", "split", "gather"):
@@ -59,10 +59,10 @@ def test_outputs_equal_reference_scripts(prepared, stage):
         assert sha256(prepared / stage / name) == digest, f"{stage}/{name}"
 
 
-def test_doc_tags_oracle(fixtures_dir):
+def test_doc_tags_oracle(wiki_extracted_dir):
     """cleanup_file.py rule: per <doc>, an empty line, then the body's non-empty lines (title dropped)."""
     for name in FILES:
-        text = (fixtures_dir / "wikipedia_extracted" / name).read_text(encoding="utf-8")
+        text = (wiki_extracted_dir / name).read_text(encoding="utf-8")
         docs = re.findall(r"<doc [^\n]*>\n[^\n]*\n(.*?)</doc>\n", text, flags=re.S)
         assert len(docs) == text.count("<doc ")
         expected = "".join("\n" + "".join(line + "\n" for line in body.split("\n") if line) for body in docs)

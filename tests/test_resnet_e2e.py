@@ -1,5 +1,5 @@
 """ResNet end to end on the embedded ImageNet sample (data_prep's generator + converter, built here from the
-shared fixtures): the smoke flagfile under `horovodrun -np 2` trains to its target and stops, its log passes
+packaged photos, as the demo does): the smoke flagfile under `horovodrun -np 2` trains to its target and stops, its log passes
 the official 4.0.0 compliance checker, and a run killed mid-way resumes from its checkpoint."""
 import signal
 import subprocess
@@ -22,10 +22,9 @@ def run(args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def sample_tfrecords(tmp_path_factory, fixtures_dir):
+def sample_tfrecords(tmp_path_factory):
     root = tmp_path_factory.mktemp("imagenet_sample")
-    run(["-m", "data_prep.imagenet.sample", f"--output_dir={root / 'raw'}", f"--fixtures_dir={fixtures_dir}",
-         "--bboxes", "--no_kaggle_tree"])
+    run(["-m", "data_prep.imagenet.sample", f"--output_dir={root / 'raw'}", "--bboxes", "--no_kaggle_tree"])
     run(["-m", "data_prep.imagenet.cli", "convert", f"--raw_dir={root / 'raw'}", f"--output_dir={root / 'tfr'}",
          "--train_shards=8", "--validation_shards=4", "--no_progress"])
     return root / "tfr"

@@ -1,5 +1,5 @@
-"""Preprocessing against a NumPy oracle written from the reference's imagenet_preprocessing.py, on the shared
-real photos. JPEG decoding itself is not under test: the oracle decodes with the same TF ops (decode_jpeg for
+"""Preprocessing against a NumPy oracle written from the reference's imagenet_preprocessing.py, on the real
+test photos (packaged + tests/data/images). JPEG decoding itself is not under test: the oracle decodes with the same TF ops (decode_jpeg for
 eval, the reference's fused decode_and_crop_jpeg for train) and does every later step (TF1 bilinear resize, aspect-preserving resize, central crop, crop, flip, mean) in NumPy."""
 import io
 
@@ -65,10 +65,10 @@ def reference_window(jpeg, bbox, crop_seed):
 
 # ---------------- fixtures ----------------
 @pytest.fixture(scope="module")
-def photos(fixtures_dir):
-    """Every shared photo as JPEG bytes (PNG, CMYK and greyscale converted to RGB first, as data_prep does)."""
+def photos(photo_paths):
+    """Every test photo as JPEG bytes (PNG, CMYK and greyscale converted to RGB first, as data_prep does)."""
     out = {}
-    for path in sorted((fixtures_dir / "images").iterdir()):
+    for path in photo_paths:
         with Image.open(path) as image:
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="JPEG", quality=95)

@@ -15,7 +15,8 @@ images are a PNG named .JPEG, a CMYK JPEG and a greyscale JPEG, as in the real a
 
 Photos, the sorted wnid list and class names come from --fixtures_dir (images/, imagenet_meta/) or,
 without it, from installed packages: scikit-image and scikit-learn photos, tensorflow-datasets' wnid
-list, timm's names (data files only; neither package is imported).
+list, timm's names (data files only; neither package is imported). --photos_dir adds the photos of a
+folder to the packaged ones (the tests add tests/data/images, which holds a real CMYK JPEG).
 """
 import argparse
 import collections
@@ -64,8 +65,7 @@ def _load_photos(paths):
 
 def sources_from_dir(fixtures_dir):
     fixtures_dir = pathlib.Path(fixtures_dir)
-    images = [p for p in (fixtures_dir / "images").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
-    photos, cmyk = _load_photos(images)
+    photos, cmyk = _load_photos(photo_paths_in(fixtures_dir / "images"))
     meta = fixtures_dir / "imagenet_meta"
     return Sources(photos, cmyk, synsets_lib.read_wnid_list(meta / "imagenet2012_synsets.txt"),
                    synsets_lib.read_names(meta / "imagenet2012_synset_names.txt"), f"fixtures {fixtures_dir}")
@@ -80,19 +80,30 @@ def _first_existing(base, candidates):
     return next((base / c for c in candidates if base and (base / c).is_file()), None)
 
 
-def sources_from_packages():
+def packaged_photo_paths():
+    """The real photos installed packages ship: scikit-image's data/ (SKIMAGE_PHOTOS), scikit-learn's sample images."""
     skimage_dir, sklearn_dir = _package_dir("skimage"), _package_dir("sklearn")
     paths = [skimage_dir / "data" / n for n in SKIMAGE_PHOTOS if skimage_dir and (skimage_dir / "data" / n).is_file()]
     if sklearn_dir:
         paths += sorted((sklearn_dir / "datasets" / "images").glob("*.jpg"))
-    photos, cmyk = _load_photos(paths)
+    return paths
+
+
+def photo_paths_in(folder):
+    return sorted(p for p in pathlib.Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def sources_from_packages(photos_dir=None):
+    """Packaged photos (plus those in photos_dir, if given), wnids and names."""
+    extra = photo_paths_in(photos_dir) if photos_dir else []
+    photos, cmyk = _load_photos(packaged_photo_paths() + extra)
     tfds_list = _first_existing(_package_dir("tensorflow_datasets"),
                                 ["datasets/imagenet2012/labels.txt", "image_classification/imagenet2012_labels.txt"])
     timm_names = _first_existing(_package_dir("timm"), ["data/_info/imagenet_synset_to_lemma.txt"])
     wnids = synsets_lib.read_wnid_list(tfds_list or synsets_lib.DEFAULT_SYNSETS)
     names = synsets_lib.read_names(timm_names or synsets_lib.DEFAULT_SYNSET_NAMES)
-    origin = (f"packages: photos from scikit-image/scikit-learn, wnids from {tfds_list or 'shipped copy'}, "
-              f"names from {timm_names or 'shipped copy'}")
+    origin = (f"packages: photos from scikit-image/scikit-learn{f' and {photos_dir}' if photos_dir else ''}, "
+              f"wnids from {tfds_list or 'shipped copy'}, names from {timm_names or 'shipped copy'}")
     return Sources(photos, cmyk, wnids, names, origin)
 
 
@@ -245,9 +256,11 @@ def _write_file(path, data):
 
 
 def generate(output_dir, fixtures_dir=None, num_classes=10, train_per_class=16, num_val=50, image_size=96,
-             seed=0, bboxes=False, kaggle_tree=True):
+             seed=0, bboxes=False, kaggle_tree=True, photos_dir=None):
     """Write the sample into `output_dir`; return the content of sample_info.json."""
-    sources = sources_from_dir(fixtures_dir) if fixtures_dir else sources_from_packages()
+    if fixtures_dir and photos_dir:
+        raise ValueError("give --fixtures_dir or --photos_dir, not both")
+    sources = sources_from_dir(fixtures_dir) if fixtures_dir else sources_from_packages(photos_dir)
     classes = choose_classes(sources, num_classes)
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -308,7 +321,9 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", required=True, help="folder to write the raw sample into")
     p.add_argument("--fixtures_dir", help="take photos (images/) and wnids/names (imagenet_meta/) from here "
-                   "instead of installed packages, e.g. ../shared/fixtures")
+                   "instead of installed packages")
+    p.add_argument("--photos_dir", help="add the photos (.jpg/.jpeg/.png) in this folder to the packaged ones, "
+                   "e.g. tests/data/images (a real CMYK JPEG among them)")
     p.add_argument("--num_classes", type=int, default=10, help="number of classes (default 10)")
     p.add_argument("--train_per_class", type=int, default=16, help="train images per class (default 16)")
     p.add_argument("--num_val", type=int, default=50, help="validation images (default 50)")
@@ -325,7 +340,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         info = generate(args.output_dir, args.fixtures_dir, args.num_classes, args.train_per_class,
-                        args.num_val, args.image_size, args.seed, args.bboxes, not args.no_kaggle_tree)
+                        args.num_val, args.image_size, args.seed, args.bboxes, not args.no_kaggle_tree,
+                        args.photos_dir)
     except (ValueError, OSError, PrepError) as e:
         print(f"tf-mlperf-imagenet-sample: error: {e}", file=sys.stderr)
         return 1
