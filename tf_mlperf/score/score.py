@@ -199,7 +199,8 @@ def _silenced():
 RCP_FACTOR_MESSAGES = ("RCP found", "RCP Interpolation", "RCP not found but slower convergence on smaller batch size")
 
 
-def prepare_rcp_folder(runs: list[dict], bench: Benchmark, ruleset: str, rcp_dir: pathlib.Path) -> tuple[list[str], list[str]]:
+def prepare_rcp_folder(runs: list[dict], bench: Benchmark, ruleset: str,
+                       rcp_dir: pathlib.Path) -> tuple[list[str], list[str]]:
     """Lay out the folder the RCP checker reads; returns (reasons the result is invalid, notes).
 
     It holds a copy of every log of the benchmark's runs that the checker's own reader
