@@ -1,0 +1,174 @@
+"""tf-mlperf-package: bad input is refused naming the file and the rule, leaving the results folder as it was and
+no package or partial tarball behind; and end to end, a campaign of real smoke runs (ResNet, and BERT started
+from a --init_checkpoint this test writes) packages into a tree the real mlperf-logging package checker passes
+(ResNet under 4.0.0, BERT under 5.0.0), with result_summarizer's table and the score report beside it.
+
+Checker switches used by the end-to-end test, and why: only `--rcp-bypass`. The smoke configurations (global
+batch 32 on a 160-image / 64-sequence fixture) converge in far fewer epochs/samples than any RCP, which the RCP
+checker rejects ("Missing RCP, please submit RCP with BS = 32"); the run counts (5 ResNet, 10 BERT), the
+compliance checks, the seed check and the system description check all run unbypassed.
+`--rcp-bert-train-samples` is passed too: BERT's RCP stage then reads our train_samples line."""
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from launch import REPO, env, read_mllog
+from mllog_fixtures import write_result_log
+from test_bert_smoke import smoke_records  # noqa: F401  (fixture: BERT smoke TFRecords)
+from test_resnet_e2e import sample_tfrecords  # noqa: F401  (fixture: ImageNet-sample TFRecords)
+
+# What a site states about its machine: the fields no machine can tell about itself.
+SITE_FIELDS = {
+    "host_processor_interconnect": "N/A (one socket)", "host_storage_type": "NVMe SSD",
+    "host_storage_capacity": "1 TB", "host_networking": "N/A (one node)", "host_networking_topology": "N/A",
+    "host_memory_configuration": "test machine", "cooling": "air",
+}
+
+
+def package(*args):
+    proc = subprocess.run([sys.executable, "-m", "tf_mlperf.score.package", *map(str, args)], cwd=REPO,
+                          env=env(), capture_output=True, text=True, timeout=1200)
+    return proc
+
+
+def snapshot(folder: pathlib.Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def fixture_results(root: pathlib.Path, seeds=(1, 2, 3, 4, 5), system="sys-a") -> pathlib.Path:
+    for k, seed in enumerate(seeds):
+        write_result_log(root / system / "resnet" / f"result_{k}.txt", "resnet", minutes=10 + k,
+                         hparams={"seed": seed})
+    return root
+
+
+def assert_refused(tmp_path, results, *words, extra=()):
+    before = snapshot(results)
+    out = tmp_path / "pkg" / "submission"
+    proc = package(results, "--out", out, "--work_dir", tmp_path / "campaign", *extra)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = proc.stderr.strip()
+    assert message.startswith("tf-mlperf-package: "), message
+    for word in words:
+        assert word in message, (word, message)
+    assert snapshot(results) == before                        # the results folder is only read
+    leftovers = list(out.parent.iterdir()) if out.parent.exists() else []
+    assert leftovers == [], leftovers                          # no package, no (partial) tarball
+    return message
+
+
+def test_results_of_two_systems_are_refused(tmp_path):
+    results = fixture_results(tmp_path / "results")
+    fixture_results(tmp_path / "results", system="sys-b", seeds=(6, 7, 8, 9, 10))
+    assert_refused(tmp_path, results, str(results), "2 systems", "--system")
+
+
+def test_log_of_another_benchmark_is_refused(tmp_path):
+    results = fixture_results(tmp_path / "results")
+    wrong = results / "sys-a" / "resnet" / "result_2.txt"
+    write_result_log(wrong, "bert", minutes=20, hparams={"seed": 3})
+    assert_refused(tmp_path, results, str(wrong), "'bert'", "submission_benchmark")
+
+
+def test_two_runs_with_one_seed_are_refused(tmp_path):
+    results = fixture_results(tmp_path / "results", seeds=(1, 2, 3, 2, 5))
+    assert_refused(tmp_path, results, "result_3.txt", "seed 2", "result_1.txt", "seed check")
+
+
+def test_truncated_log_is_refused(tmp_path):
+    results = fixture_results(tmp_path / "results")
+    log = results / "sys-a" / "resnet" / "result_4.txt"
+    log.write_text(log.read_text()[:-60])                      # cut inside the last (run_stop) line
+    assert_refused(tmp_path, results, str(log), "truncated")
+
+
+def test_wrong_number_of_runs_is_refused(tmp_path):
+    results = fixture_results(tmp_path / "results", seeds=(1, 2, 3, 4))
+    assert_refused(tmp_path, results, "4 result files", "exactly 5")
+
+
+def test_missing_system_fields_are_listed(tmp_path):
+    results = fixture_results(tmp_path / "results")
+    message = assert_refused(tmp_path, results, "missing field(s)", "cooling", "host_storage_type",
+                             "--system_template")
+    assert "host_processor_model_name" not in message          # prefilled from this machine
+
+
+# --------------------------------------------------------------------------- end to end
+
+def campaign(benchmark, flagfile, results, work, *trainer_flags):
+    proc = subprocess.run([sys.executable, "-m", "tf_mlperf.score.campaign", f"--benchmark={benchmark}",
+                           f"--flagfile={flagfile}", "--system=cpu-smoke", f"--results_dir={results}",
+                           f"--work_dir={work}", "--launcher=none", "--", *map(str, trainer_flags)],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+
+def write_bert_init_checkpoint(folder: pathlib.Path) -> str:
+    """A checkpoint as our trainer writes it (tf.train.Checkpoint(model=...)) of the smoke model."""
+    import tensorflow as tf
+    from tf_mlperf.bert import config as config_lib, model as model_lib
+    model = model_lib.build_model(config_lib.PRESETS["tiny"], 128, 20)
+    return tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(folder), 1).save(checkpoint_number=1)
+
+
+@pytest.mark.slow
+def test_campaign_of_smoke_runs_packages_and_the_package_checker_passes(tmp_path, sample_tfrecords,  # noqa: F811
+                                                                         smoke_records):  # noqa: F811
+    results, work = tmp_path / "results", tmp_path / "campaign"
+    platform = "--submission_platform=cpu-smoke"
+    campaign("resnet", REPO / "flags/resnet50/smoke_cpu.cfg", results, work, f"--data_dir={sample_tfrecords}",
+             "--notensorboard", platform)
+    init = write_bert_init_checkpoint(tmp_path / "init")
+    campaign("bert", REPO / "flags/bert/smoke_cpu.cfg", results, work, f"--train_file_pattern={smoke_records}",
+             f"--eval_file_pattern={smoke_records}", f"--init_checkpoint={init}", "--notensorboard", platform)
+    template = tmp_path / "system.json"
+    template.write_text(json.dumps(SITE_FIELDS))
+    before = snapshot(results)
+
+    out = tmp_path / "out" / "submission"
+    proc = package(results, "--out", out, "--work_dir", work, "--system_template", template,
+                   "--rcp-bypass", "--rcp-bert-train-samples")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert snapshot(results) == before
+    assert (out.parent / "submission.tar.gz").is_file()
+    tree = out / "closed" / "tf_mlperf"
+    system = json.loads((tree / "systems" / "cpu-smoke.json").read_text())
+    assert system["status"] == "Available on-premise" and system["cooling"] == "air"
+    for benchmark, runs in (("resnet", 5), ("bert", 10)):
+        assert sorted(p.name for p in (tree / "results" / "cpu-smoke" / benchmark).iterdir()) == \
+            [f"result_{k}.txt" for k in range(runs)]
+        code = tree / "benchmarks" / benchmark / "implementations" / "tf_mlperf"
+        for name in ("README.md", "launch_commands.sh", "campaign.json", "SOURCE.txt", "tf_mlperf/core/loop.py"):
+            assert (code / name).is_file(), name
+        assert (code / "launch_commands.sh").read_text().count("--seed=") == runs
+    for ruleset in ("4.0.0", "5.0.0"):
+        log = (out / "checks" / ruleset / "package_checker.log").read_text()
+        assert "PACKAGE CHECKER FOUND NO ERRORS, SUCCESS !" in log
+        assert "Seed checker failed" not in log and "System description checker passed" in log
+        assert "Bypassing Seed Checker" not in log
+        assert (out / "checks" / ruleset / "result_summarizer.txt").is_file()
+    assert (out / "score" / "report.md").is_file()
+
+    # BERT: every run started from the checkpoint, logged its initial eval with an epoch_num, and its
+    # train_samples line (what --rcp-bert-train-samples reads) is the sample count of its last eval.
+    from mlperf_logging.rcp_checker import rcp_checker
+    for log in sorted((tree / "results" / "cpu-smoke" / "bert").iterdir()):
+        events = read_mllog(log)
+        assert [e for e in events if e["key"] == "initial_eval_accuracy"][0]["metadata"]["epoch_num"] == 0
+        last_eval = [e for e in events if e["key"] == "eval_accuracy"][-1]["metadata"]["epoch_num"]
+        assert rcp_checker.read_submission_file(str(log), "5.0.0", True)[1] == last_eval
+
+    # The same results with a field missing: refused, nothing written.
+    template.write_text(json.dumps({k: v for k, v in SITE_FIELDS.items() if k != "cooling"}))
+    again = package(results, "--out", tmp_path / "out2" / "submission", "--work_dir", work,
+                    "--system_template", template, "--rcp-bypass")
+    assert again.returncode == 2 and "cooling" in again.stderr
+    assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
