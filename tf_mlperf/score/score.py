@@ -276,7 +276,8 @@ def check_rcp(folder: pathlib.Path, benchmark: str, ruleset: str) -> dict:
     factor = float(factor)
     if not math.isfinite(factor) or message not in RCP_FACTOR_MESSAGES:
         # e.g. "Missing RCP" for a batch size the table lacks, fewer than 3 runs, "Insufficient convergence"
-        return {"available": True, "passed": False, "message": f"{message}; no normalization factor",
+        why = "" if math.isfinite(factor) else " (NaN: its olympic mean of epochs needs 3 or more runs)"
+        return {"available": True, "passed": False, "message": f"{message}; no normalization factor{why}",
                 "norm_factor": None, "factor_ok": False, "error": ""}
     return {"available": True, "passed": bool(passed), "message": message, "norm_factor": factor,
             "factor_ok": True, "error": ""}
