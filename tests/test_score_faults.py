@@ -223,3 +223,12 @@ def test_more_runs_than_the_rules_count_are_flagged_unofficial(tmp_path, capsys)
     write_resnet_runs(tmp_path / "results" / "sysA" / "resnet", MINUTES + [10.5, 11.5])
     assert score.main([str(tmp_path / "results"), "--out_dir", str(tmp_path / "out"), "--no_rcp"]) == 0
     assert "UNOFFICIAL: sysA/resnet: 7 runs, the rules want exactly 5" in capsys.readouterr().out
+
+
+def test_a_folder_named_like_a_log_is_one_line_naming_it(tmp_path, capsys):
+    folder = write_resnet_runs(tmp_path / "results" / "sysA" / "resnet")
+    (folder / "result_3.txt").unlink()
+    (folder / "result_3.txt").mkdir()  # a folder where a log should be
+    assert score.main([str(tmp_path / "results"), "--out_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'result_3.txt'} is not a file" in err and "Traceback" not in err

@@ -63,6 +63,8 @@ def find_result_files(results_dir: pathlib.Path) -> dict[tuple[str, str], list[p
     folders: dict[tuple[str, str], pathlib.Path] = {}
     for path in results_dir.rglob("result_*.txt"):
         if RESULT_FILE.search(path.name) and path.parent.name in BENCHMARKS:
+            if not path.is_file():
+                raise ScoreError(f"{path} is not a file: a result_N.txt must be a run's log")
             key = (path.parent.parent.name, path.parent.name)
             if folders.setdefault(key, path.parent) != path.parent:  # two runs sets, one name: never merge
                 raise ScoreError(f"two folders hold {key[0]}/{key[1]} runs: {folders[key]} and {path.parent}; "
@@ -520,6 +522,10 @@ def main(argv=None) -> int:
         report = score_results(args.results_dir, args.out_dir, rulesets, args.allow_fewer, not args.no_rcp)
     except ScoreError as error:
         print(f"tf-mlperf-score: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # an unreadable log, a folder named result_N.txt, an out_dir we cannot write
+        print(f"tf-mlperf-score: {error.filename or args.results_dir}: {error.strerror or error}; "
+              "fix the file's permissions or path and score again", file=sys.stderr)
         return 2
     for system, entry in report["systems"].items():
         print(f"{system}: score {fmt(entry['score']) if entry['valid'] else 'INVALID'}")
