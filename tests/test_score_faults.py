@@ -232,3 +232,12 @@ def test_a_folder_named_like_a_log_is_one_line_naming_it(tmp_path, capsys):
     assert score.main([str(tmp_path / "results"), "--out_dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"{folder / 'result_3.txt'} is not a file" in err and "Traceback" not in err
+
+
+def test_an_out_dir_that_is_a_file_is_one_line_naming_it(tmp_path, capsys):
+    write_resnet_runs(tmp_path / "results" / "sysA" / "resnet")
+    (tmp_path / "out").write_text("not a folder")
+    assert score.main([str(tmp_path / "results"), "--out_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tf-mlperf-score: {tmp_path / 'out'}: File exists") and "Traceback" not in err
+    assert (tmp_path / "out").read_text() == "not a folder"
