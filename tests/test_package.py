@@ -82,11 +82,17 @@ def test_two_runs_with_one_seed_are_refused(tmp_path):
     assert_refused(tmp_path, results, "result_3.txt", "seed 2", "result_1.txt", "seed check")
 
 
-def test_truncated_log_is_refused(tmp_path):
+@pytest.mark.parametrize("cut", ["mid_line", "last_line"])
+def test_truncated_log_is_refused(tmp_path, cut):
     results = fixture_results(tmp_path / "results")
     log = results / "sys-a" / "resnet" / "result_4.txt"
-    log.write_text(log.read_text()[:-60])                      # cut inside the last (run_stop) line
-    assert_refused(tmp_path, results, str(log), "truncated")
+    lines = log.read_text().splitlines(keepends=True)
+    if cut == "mid_line":                                      # cut inside the last (run_stop) line
+        log.write_text("".join(lines)[:-60])
+        assert_refused(tmp_path, results, f"{log}:{len(lines)}: truncated")
+    else:                                                      # whole lines, the run_stop one missing
+        log.write_text("".join(lines[:-1]))
+        assert_refused(tmp_path, results, str(log), "truncated", "no run_stop")
 
 
 def test_wrong_number_of_runs_is_refused(tmp_path):
@@ -128,7 +134,8 @@ def test_campaign_of_smoke_runs_packages_and_the_package_checker_passes(tmp_path
              "--notensorboard", platform)
     init = write_bert_init_checkpoint(tmp_path / "init")
     campaign("bert", REPO / "flags/bert/smoke_cpu.cfg", results, work, f"--train_file_pattern={smoke_records}",
-             f"--eval_file_pattern={smoke_records}", f"--init_checkpoint={init}", "--notensorboard", platform)
+             f"--eval_file_pattern={smoke_records}", "--num_eval_examples=64", f"--init_checkpoint={init}",
+             "--notensorboard", platform)
     template = tmp_path / "system.json"
     template.write_text(json.dumps(SITE_FIELDS))
     before = snapshot(results)
