@@ -18,6 +18,7 @@ flags.DEFINE_integer("toy_global_batch", 16, "Global batch size.")
 flags.DEFINE_float("toy_max_epochs", 40, "Epoch budget.")
 flags.DEFINE_float("toy_sleep_per_step", 0.0, "Slow steps down (for kill tests).")
 flags.DEFINE_float("toy_separation", 3.0, "Distance between the class means (small: target unreachable).")
+flags.DEFINE_integer("toy_hidden", 0, "Width of a hidden layer (0: none): bigger checkpoints.")
 flags.DEFINE_string("toy_random_probe_dir", None, "Each process prints an unseeded random draw of every train "
                     "step (what dropout draws) to probe_<pid>.txt here.")
 
@@ -34,12 +35,17 @@ def blobs(num, seed, separation):
 class ToyTask(Task):
     benchmark = "resnet"
 
-    def __init__(self, global_batch=16, max_epochs=40.0, sleep=0.0, separation=3.0, random_probe_dir=None):
+    def __init__(self, global_batch=16, max_epochs=40.0, sleep=0.0, separation=3.0, random_probe_dir=None,
+                 hidden=0):
         self.global_batch_size, self.max_epochs, self.sleep, self.sep = global_batch, max_epochs, sleep, separation
+        self.hidden = hidden
         self.random_probe_dir = random_probe_dir
         self.target = 0.95
 
     def build_model(self):
+        if self.hidden:
+            return tf_keras.Sequential([tf_keras.layers.Dense(self.hidden, input_shape=(DIM,)),
+                                        tf_keras.layers.Dense(2)])
         return tf_keras.Sequential([tf_keras.layers.Dense(2, input_shape=(DIM,))])
 
     def build_optimizer(self, model):
@@ -84,7 +90,7 @@ class ToyTask(Task):
 
 def build_task(f):
     task = ToyTask(f.toy_global_batch, f.toy_max_epochs, f.toy_sleep_per_step, f.toy_separation,
-                   f.toy_random_probe_dir)
+                   f.toy_random_probe_dir, f.toy_hidden)
     task.num_accumulation_steps = f.num_accumulation_steps
     return task
 

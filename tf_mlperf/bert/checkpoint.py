@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tf_mlperf.core.task import RunError
+
 # Checkpoint entries that are optimizer or bookkeeping state, never model weights.
 _OPTIMIZER_STATE = re.compile(
     r"(/adam_[mv]$|/LAMB(_\d+)?$|/Momentum$|/GradientAccumulator(_\d+)?$|/grad_accum$|"
@@ -90,10 +92,17 @@ def is_object_based(path: str) -> bool:
 
 def load_init_checkpoint(model, path: str, allow_missing_heads: bool = False) -> None:
     """Loads `path` (TF1 reference or TF2 converted) into `model`; raises listing anything left unset."""
-    if is_object_based(path):
-        load_tf2_checkpoint(model, path, allow_missing_heads)
-    else:
-        load_tf1_checkpoint(model, path)
+    try:
+        if is_object_based(path):
+            load_tf2_checkpoint(model, path, allow_missing_heads)
+        else:
+            load_tf1_checkpoint(model, path)
+    except (IndexError, tf.errors.OpError) as e:   # a truncated or damaged .index / .data file
+        data = sorted(tf.io.gfile.glob(path + ".data-*"))
+        where = data[0] if len(data) == 1 else path
+        reason = str(getattr(e, "message", e)).splitlines()[0]
+        raise RunError(where, f"--init_checkpoint cannot be read ({type(e).__name__}: {reason}): the file is "
+                       "truncated or damaged; copy the checkpoint again") from e
 
 
 def load_tf1_checkpoint(model, path: str) -> None:
@@ -105,10 +114,15 @@ def load_tf1_checkpoint(model, path: str) -> None:
         raise ValueError(f"--init_checkpoint={path}: {len(unmatched)} of {len(mappings)} model variables have no "
                          "tensor in the checkpoint:\n  " + "\n  ".join(unmatched))
     for m in mappings:
-        value = m.to_variable(reader.get_tensor(m.reference_name))
+        stored = reader.get_tensor(m.reference_name)
+        try:
+            value = m.to_variable(stored)
+        except ValueError:   # a reshape that cannot fit: another model size
+            value = stored
         if tuple(value.shape) != tuple(m.variable.shape):
-            raise ValueError(f"{m.reference_name}: checkpoint shape {shapes[m.reference_name]} does not fit "
-                             f"{m.variable.name} {tuple(m.variable.shape)}")
+            raise RunError(f"--init_checkpoint={path}", f"{m.reference_name} has shape {list(stored.shape)} there "
+                           f"but the model's {m.variable.name} is {list(m.variable.shape)}: the checkpoint is of "
+                           "another model size; pass the --bert_config_file (or --bert_preset) it was trained with")
         m.variable.assign(value.astype(m.variable.dtype.as_numpy_dtype))
     used = {m.reference_name for m in mappings}
     leftover = sorted(n for n in shapes if n not in used and not _OPTIMIZER_STATE.search(n))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from data_prep.wiki import features
-from tf_mlperf.core.task import InputContext
+from tf_mlperf.core.task import InputContext, RunError
 
 # The records' layout is defined once, in data prep (the writer), and read here with the same spec.
 MAX_SEQ_LENGTH = features.MAX_SEQ_LENGTH
@@ -18,12 +18,39 @@ MAX_PREDICTIONS_PER_SEQ = features.MAX_PREDICTIONS_PER_SEQ
 SHUFFLE_BUFFER = 1000   # records, as the reference
 
 
-def list_files(patterns: str) -> list[str]:
-    """Comma-separated globs -> sorted file list (sorted so every rank shards the same list)."""
-    files = sorted({f for p in patterns.split(",") if p for f in tf.io.gfile.glob(p)})
+def list_files(patterns: str, flag: str = "file pattern") -> list[str]:
+    """Comma-separated globs -> sorted file list (sorted so every rank shards the same list); RunError naming
+    `flag` when nothing matches."""
+    files = sorted({f for p in (patterns or "").split(",") if p for f in tf.io.gfile.glob(p)})
     if not files:
-        raise FileNotFoundError(f"no TFRecord files match {patterns!r}")
+        raise RunError(f"{flag}={patterns}", "matches no file: pass the TFRecords tf-mlperf-prep-wiki wrote "
+                       "(comma-separated globs)")
     return files
+
+
+def count_records(files: list[str]) -> int:
+    return int(tf.data.TFRecordDataset(files).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+
+def check_record_layout(path: str, max_seq_length: int, max_predictions_per_seq: int) -> None:
+    """RunError when the first record of `path` was written for another --max_seq_length or
+    --max_predictions_per_seq (otherwise a shape error deep in the model)."""
+    try:
+        first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+    except tf.errors.OpError as e:
+        raise RunError(path, f"unreadable TFRecord file ({e.message.splitlines()[0]}): rewrite it with "
+                       "tf-mlperf-prep-wiki") from e
+    if first is None:
+        raise RunError(path, "holds no records: rewrite it with tf-mlperf-prep-wiki, or leave it out of the pattern")
+    feature = tf.train.Example.FromString(first.numpy()).features.feature
+    for key, flag, want in (("input_ids", "max_seq_length", max_seq_length),
+                            ("masked_lm_positions", "max_predictions_per_seq", max_predictions_per_seq)):
+        if key not in feature:
+            raise RunError(path, f"records have no {key!r} feature: not BERT pretraining records")
+        have = len(feature[key].int64_list.value)
+        if have != want:
+            raise RunError(path, f"records hold {key} of length {have} but --{flag}={want}: pass --{flag}={have}, "
+                           f"or write records with --{flag}={want} (tf-mlperf-prep-wiki)")
 
 
 def _decoder(max_seq_length: int, max_predictions_per_seq: int):

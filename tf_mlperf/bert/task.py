@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Mapping
 
 import tensorflow as tf
@@ -12,7 +13,7 @@ from tf_mlperf.bert import input_pipeline
 from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert import optimizer as optimizer_lib
 from tf_mlperf.bert.config import BertConfig, eval_interval_samples
-from tf_mlperf.core.task import InputContext, Schedule, Task
+from tf_mlperf.core.task import InputContext, RunError, Schedule, Task
 
 TARGET_MLM_ACCURACY = 0.720
 EVAL_SAMPLES = 10_000
@@ -38,6 +39,16 @@ class BertTaskConfig:
     use_synthetic_data: bool = False      # random batches instead of files (throughput, step export)
 
 
+def _check_checkpoint_exists(path: str) -> None:
+    """RunError unless `path` is a checkpoint prefix (<path>.index) or a folder holding one."""
+    if os.path.isdir(path) and tf.train.latest_checkpoint(path):
+        return
+    if tf.io.gfile.exists(path + ".index"):
+        return
+    raise RunError(f"--init_checkpoint={path}", "no such checkpoint (neither <path>.index nor a folder with a "
+                   "checkpoint state file): pass the prefix, e.g. .../model.ckpt-28252 for model.ckpt-28252.index")
+
+
 class BertTask(Task):
     benchmark = "bert"
 
@@ -46,6 +57,32 @@ class BertTask(Task):
         self.target = cfg.target
         self.global_batch_size = cfg.global_batch_size
         self.num_accumulation_steps = cfg.num_accumulation_steps
+
+    # ---- checks before anything is built ----
+    def check_inputs(self) -> None:
+        """--init_checkpoint exists; both patterns match files whose records have the flags' lengths; the eval
+        files hold at least --num_eval_examples records (else eval_samples would be logged for records that
+        were never evaluated)."""
+        cfg = self.cfg
+        if cfg.init_checkpoint:
+            _check_checkpoint_exists(cfg.init_checkpoint)
+        if cfg.use_synthetic_data:
+            return
+        train = input_pipeline.list_files(cfg.train_files, "--train_file_pattern")
+        evals = input_pipeline.list_files(cfg.eval_files, "--eval_file_pattern")
+        for path in (train[0], evals[0]):
+            input_pipeline.check_record_layout(path, cfg.max_seq_length, cfg.max_predictions_per_seq)
+        count = input_pipeline.count_records(evals)
+        if count < cfg.num_eval_examples:
+            raise RunError(f"--eval_file_pattern={cfg.eval_files}", f"{count} records in {len(evals)} files, "
+                           f"--num_eval_examples={cfg.num_eval_examples}: pass the whole eval set (closed: "
+                           f"10,000 records), or --num_eval_examples={count}")
+
+    def input_files(self) -> list[str]:
+        if self.cfg.use_synthetic_data:
+            return []
+        return (input_pipeline.list_files(self.cfg.train_files, "--train_file_pattern")
+                + input_pipeline.list_files(self.cfg.eval_files, "--eval_file_pattern"))
 
     # ---- model and optimizer ----
     def build_model(self):

@@ -83,12 +83,12 @@ def _run(argv) -> None:
     eval_before_run = FLAGS.eval_before_run
     if eval_before_run is None:
         eval_before_run = bool(FLAGS.init_checkpoint)
-    result = app.train(build_task, eval_before_run=eval_before_run)
-    sys.exit(0 if result.status == "success" else 1)
+    sys.exit(app.exit_code(lambda: app.train(build_task, eval_before_run=eval_before_run)))
 
 
 def main() -> None:
-    """Console script `tf-mlperf-bert-train`: exit 0 when the target was reached, 1 when the budget ran out."""
+    """Console script `tf-mlperf-bert-train`: exit 0 when the target was reached, 1 when the budget ran out,
+    2 on an error (one line naming the file or flag and the fix)."""
     absl_app.run(_run)
 
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import struct
 import sys
 from typing import Callable
 
+import tensorflow as tf
 from absl import app as absl_app
 from absl import flags, logging
 
 from tf_mlperf.core import distribution as distribution_lib
 from tf_mlperf.core.loop import LoopConfig, RunResult, run_to_target, shared_seed
 from tf_mlperf.core.mlperf_log import MLPerfLogger
-from tf_mlperf.core.task import Task
+from tf_mlperf.core.task import RunError, Task
+from tf_mlperf.core.watchdog import Watchdog
 
 FLAGS = flags.FLAGS
 
@@ -47,6 +50,16 @@ flags.DEFINE_string("submission_platform", socket.gethostname(), "mllog submissi
 flags.DEFINE_enum("submission_division", "closed", ["closed", "open"], "mllog submission_division.")
 flags.DEFINE_enum("submission_status", "onprem", ["onprem", "cloud", "preview", "research"],
                   "mllog submission_status.")
+flags.DEFINE_bool("verbose", False, "On an error, print its full traceback instead of the one-line message "
+                  "(`error: <file or flag>: <problem and what to do>`).")
+flags.DEFINE_integer("stall_timeout_s", 300,
+                     "Horovod runs: when a rank makes no progress (frozen, hung) while the others wait for it, "
+                     "Horovod names the missing ranks after half of this and ends the job with exit code 2 after "
+                     "this many seconds (its stall check: HOROVOD_STALL_CHECK_TIME_SECONDS / "
+                     "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS). 0: Horovod's own settings (warn after 60 s, never end).")
+
+EXIT_ERROR = 2            # exit code of a run stopped by an error (1: the budget ran out, 0: success)
+_HOROVOD_SHUT_DOWN = "Horovod has been shut down"
 
 
 def loop_config(eval_before_run: bool = False) -> LoopConfig:
@@ -58,9 +71,61 @@ def loop_config(eval_before_run: bool = False) -> LoopConfig:
         submission_division=FLAGS.submission_division, submission_status=FLAGS.submission_status)
 
 
+def configure_stall_check(timeout_s: int) -> None:
+    """Horovod's stall check, read by hvd.init(): warn (naming the missing ranks) after timeout/2, shut down
+    after timeout. Shut down, the waiting ranks' collectives fail and `train` reports the stall."""
+    if timeout_s > 0:
+        os.environ["HOROVOD_STALL_CHECK_TIME_SECONDS"] = str(max(1, timeout_s // 2))
+        os.environ["HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"] = str(timeout_s)
+
+
+def _tfrecord_damage(path: str) -> str | None:
+    """How a TFRecord file's framing is broken (a record running past the end of the file), else None.
+    Reads only the 12-byte headers: cheap even for large files."""
+    size, offset = os.path.getsize(path), 0
+    with open(path, "rb") as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(12)
+            if len(header) < 12:
+                return f"truncated: a record header at byte {offset} is cut off ({size} bytes in all)"
+            (length,) = struct.unpack("<Q", header[:8])
+            if offset + 16 + length > size:
+                return f"truncated: the record at byte {offset} needs {16 + length} bytes, {size - offset} are left"
+            offset += 16 + length
+    return None
+
+
+def damaged_input_error(files: list[str], err: Exception) -> RunError:
+    """The RunError for a DataLossError from tf.data: finds the damaged file among `files` (framing first,
+    then checksums: tf.data's own message names no file)."""
+    reason = str(getattr(err, "message", err)).splitlines()[0]
+    fix = "rewrite it (rerun the data-prep command that made it; it resumes) or restore it from a copy"
+    for path in files:
+        damage = _tfrecord_damage(path) if os.path.exists(path) else "missing"
+        if damage:
+            return RunError(path, f"{damage} ({reason}): {fix}")
+    from data_prep.wiki.tfrecord import read_records   # checks both CRCs of every record
+    for path in files:
+        try:
+            for _ in read_records(path):
+                pass
+        except Exception as e:   # pylint: disable=broad-except
+            return RunError(path, f"corrupt ({e}; {reason}): {fix}")
+    return RunError(f"one of {len(files)} input files", f"{reason}: check them with the data-prep verify command")
+
+
 def train(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool = False) -> RunResult:
-    """Builds the distribution and the task from FLAGS and runs to target. Exit code 0 = success."""
+    """Builds the distribution and the task from FLAGS and runs to target. Exit code 0 = success.
+
+    Raises RunError for problems the user can fix (bad input files, flags that disagree with them, a full disk,
+    a stalled rank); `main` prints those as one line."""
+    configure_stall_check(FLAGS.stall_timeout_s)
     dist = distribution_lib.create(FLAGS.distribution)
+    watchdog = None
+    if dist.size > 1 and FLAGS.stall_timeout_s > 0:
+        watchdog = Watchdog(os.path.join(FLAGS.model_dir, "heartbeat"), dist.rank, dist.size,
+                            FLAGS.stall_timeout_s).start()
     mllog_path = FLAGS.mllog_path or os.path.join(FLAGS.model_dir, "mlperf_log.txt")
     mlog = MLPerfLogger(mllog_path, enabled=dist.is_chief)
     seed_source = "--seed" if FLAGS.seed is not None else "os.urandom"
@@ -71,20 +136,52 @@ def train(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool 
         task = build_task(FLAGS)
         if FLAGS.target_accuracy is not None:
             task.target = FLAGS.target_accuracy
-        result = run_to_target(task, dist, dataclasses.replace(loop_config(eval_before_run),
-                                                               seed_source=seed_source), mlog)
+        try:
+            result = run_to_target(task, dist, dataclasses.replace(loop_config(eval_before_run),
+                                                                   seed_source=seed_source), mlog)
+        except tf.errors.DataLossError as e:
+            raise damaged_input_error(task.input_files(), e) from e
+        except Exception as e:   # pylint: disable=broad-except
+            if _HOROVOD_SHUT_DOWN not in str(e):
+                raise
+            frozen = watchdog.frozen(min_age_s=5 * watchdog.beat_s) if watchdog else []
+            if frozen:   # e.g. Gloo's own 30 s receive timeout came before --stall_timeout_s
+                raise RunError(f"rank {dist.rank}", "Horovod shut down while this rank waited for the others: "
+                               + watchdog.describe(frozen)) from e
+            raise RunError(f"rank {dist.rank}", "Horovod shut down while this rank waited for the others: a rank "
+                           f"made no progress for --stall_timeout_s={FLAGS.stall_timeout_s} s (Horovod's warning "
+                           "above names it under 'Missing ranks') or failed (its error is above); check that "
+                           "host, then rerun: the run resumes from its last checkpoint") from e
     finally:
+        if watchdog:
+            watchdog.stop()
         mlog.close()
     logging.info("run %s: metric %s after %s units, %d steps", result.status, result.metric,
                  result.units, result.steps)
     return result
 
 
+def exit_code(run: Callable[[], RunResult]) -> int:
+    """Runs `run()`: 0 on success, 1 when the budget ran out; a RunError is printed as one line
+    (`error: <where>: <problem>`) and gives EXIT_ERROR, with the full traceback only under --verbose."""
+    try:
+        result = run()
+    except distribution_lib.LaunchError as error:   # before any init or file: one line, what to do
+        sys.exit(f"{os.path.basename(sys.argv[0])}: {error}")
+    except RunError as error:
+        if FLAGS.verbose:
+            raise
+        logging.flush()
+        print(f"error: {error} (--verbose: full traceback)", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    return 0 if result.status == "success" else 1
+
+
 def main(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool = False) -> None:
-    """Console-script entry: parses flags (incl. --flagfile) and exits 0 on success, 1 if aborted."""
+    """Console-script entry: parses flags (incl. --flagfile) and exits 0 on success, 1 if aborted, 2 on an
+    error (one line naming the file or flag at fault and the fix; the traceback with --verbose)."""
     def _run(argv):
         if len(argv) > 1:
             raise absl_app.UsageError(f"unexpected arguments: {argv[1:]}")
-        result = train(build_task, eval_before_run)
-        sys.exit(0 if result.status == "success" else 1)
+        sys.exit(exit_code(lambda: train(build_task, eval_before_run)))
     absl_app.run(_run)

@@ -7,7 +7,10 @@ unit budget is spent. Checkpoints every N steps (chief writes) and resumes from 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
+import re
+import shutil
 import time
 
 import numpy as np
@@ -19,7 +22,7 @@ from tf_mlperf.core import precision as precision_lib
 from tf_mlperf.core import train_step as train_step_lib
 from tf_mlperf.core.distribution import Distribution
 from tf_mlperf.core.mlperf_log import MLPerfLogger, constants, draw_seed, drop_caches
-from tf_mlperf.core.task import Task
+from tf_mlperf.core.task import RunError, Task
 
 
 @dataclasses.dataclass
@@ -59,6 +62,82 @@ def build_model_and_optimizer(task: Task, dist: Distribution, precision: str):
     return model, optimizer
 
 
+def micro_batch_size(task: Task, num_replicas: int) -> int:
+    """Per-replica micro-batch; RunError unless the global batch splits evenly over replicas x accumulation."""
+    parts = num_replicas * task.num_accumulation_steps
+    if task.global_batch_size % parts:
+        raise RunError("global batch size", f"{task.global_batch_size} is not divisible by {num_replicas} replicas x "
+                       f"{task.num_accumulation_steps} accumulation steps: pass a multiple of {parts}, or change "
+                       "the number of ranks or --num_accumulation_steps")
+    return task.global_batch_size // parts
+
+
+# ---- checkpoints: <model_dir>/checkpoints/ckpt-N.{index,data-*} and the CheckpointManager's state file
+
+def _checkpoints_on_disk(ckpt_dir: str) -> dict[int, str]:
+    """step -> prefix of every ckpt-N whose index file exists."""
+    found = {}
+    for index in glob.glob(os.path.join(glob.escape(ckpt_dir), "ckpt-*.index")):
+        match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
+        if match:
+            found[int(match.group(1))] = index[:-len(".index")]
+    return found
+
+
+def _readable(prefix: str) -> bool:
+    """Whether every tensor of the checkpoint reads back (index and data complete)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+        return True
+    except Exception:   # pylint: disable=broad-except
+        return False
+
+
+def resume_checkpoint(ckpt_dir: str) -> str | None:
+    """The checkpoint a restart resumes from: the one the state file names; when that file is unreadable or
+    names files that are gone, the latest complete ckpt-N on disk (the state file is rewritten to name it, the
+    unreadable one kept as checkpoint.unreadable). RunError when checkpoints exist but none reads back:
+    starting over would overwrite them with earlier steps."""
+    state_path = os.path.join(ckpt_dir, "checkpoint")
+    on_disk = _checkpoints_on_disk(ckpt_dir)
+    state = None
+    if os.path.exists(state_path):
+        try:
+            state = tf.train.get_checkpoint_state(ckpt_dir)    # None (and a warning) on a ParseError
+        except ValueError:                                     # parsed, but names no checkpoint
+            state = None
+    if state is not None and os.path.exists(state.model_checkpoint_path + ".index"):
+        return state.model_checkpoint_path
+    if not on_disk:
+        if os.path.exists(state_path):
+            logging.warning("%s names no checkpoint that exists: starting from step 0", state_path)
+        return None
+    for step in sorted(on_disk, reverse=True):
+        if _readable(on_disk[step]):
+            why = "is unreadable" if state is None and os.path.exists(state_path) else (
+                "is missing" if not os.path.exists(state_path) else "names a checkpoint that is gone")
+            logging.warning("%s %s: resuming from %s, the latest complete checkpoint beside it", state_path,
+                            why, on_disk[step])
+            if os.path.exists(state_path):
+                os.replace(state_path, state_path + ".unreadable")
+            tf.compat.v1.train.update_checkpoint_state(
+                ckpt_dir, on_disk[step], [on_disk[s] for s in sorted(on_disk) if s <= step])
+            return on_disk[step]
+    raise RunError(ckpt_dir, f"holds checkpoints {sorted(on_disk)} but none reads back completely (and the "
+                   f"state file {state_path} names none of them): move the folder away to start over, or restore "
+                   "a checkpoint from a copy")
+
+
+def _damaged_checkpoint_error(prefix: str, err: Exception) -> RunError:
+    data = sorted(glob.glob(glob.escape(prefix) + ".data-*")) or [prefix + ".data-00000-of-00001"]
+    reason = str(getattr(err, "message", err)).splitlines()[0] if str(err) else type(err).__name__
+    return RunError(data[0] if len(data) == 1 else prefix, f"checkpoint cannot be read ({type(err).__name__}: "
+                    f"{reason}); it is truncated or damaged: move {os.path.basename(prefix)}.* out of "
+                    f"{os.path.dirname(prefix)} to resume from an earlier checkpoint there, or restore it from a copy")
+
+
 class _Trainer:
     """Holds the built state of one run: model, optimizer, steps, datasets, checkpoint."""
 
@@ -69,19 +148,22 @@ class _Trainer:
         ckpt_dir = os.path.join(cfg.model_dir, "checkpoints")
         if not dist.is_chief and dist.every_worker_saves:
             ckpt_dir = os.path.join(cfg.model_dir, f"checkpoints_worker{dist.rank}")  # written, then ignored
-        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, cfg.keep_checkpoints)
         # Every process reads the chief's checkpoints (shared file system), then the chief's values win.
-        self.restored_from = tf.train.latest_checkpoint(os.path.join(cfg.model_dir, "checkpoints"))
+        # (The chief may rewrite an unreadable state file; a rank that then finds nothing gets the chief's
+        # values from the broadcast below all the same.)
+        self.restored_from = (resume_checkpoint if dist.is_chief else tf.train.latest_checkpoint)(
+            os.path.join(cfg.model_dir, "checkpoints"))
+        self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, cfg.keep_checkpoints)
         if self.restored_from:
-            self.checkpoint.restore(self.restored_from).expect_partial()
+            try:
+                self.checkpoint.restore(self.restored_from).expect_partial()
+            except (IndexError, ValueError, tf.errors.OpError) as e:
+                raise _damaged_checkpoint_error(self.restored_from, e) from e
         self.saved_step = self.step if self.restored_from else None
         dist.broadcast_variables(self.model.variables + train_step_lib.optimizer_variables(self.optimizer))
         self.train_steps = train_step_lib.make_train_step(task, self.model, self.optimizer, dist, xla=cfg.xla)
         self.eval_step = train_step_lib.make_eval_step(task, self.model, dist, xla=cfg.xla)
-        micro = task.global_batch_size // (dist.num_replicas * task.num_accumulation_steps)
-        if micro * dist.num_replicas * task.num_accumulation_steps != task.global_batch_size:
-            raise ValueError(f"global batch {task.global_batch_size} is not divisible by "
-                             f"{dist.num_replicas} replicas x {task.num_accumulation_steps} accumulation steps")
+        micro = micro_batch_size(task, dist.num_replicas)
         self.per_replica_batch = micro * task.num_accumulation_steps
         self.train_iter = iter(dist.make_dataset(task.train_dataset, self.per_replica_batch))
         self.eval_data = dist.make_dataset(task.eval_dataset, micro)
@@ -97,7 +179,19 @@ class _Trainer:
         if self.step == self.saved_step:
             return
         if self.dist.is_chief or self.dist.every_worker_saves:
-            self.manager.save(checkpoint_number=self.step)
+            prefix = os.path.join(self.manager.directory, f"ckpt-{self.step}")
+            try:
+                self.manager.save(checkpoint_number=self.step)
+            except (OSError, tf.errors.OpError) as e:
+                # Disk full, quota, permissions: drop this step's partial files (ckpt-N_temp/, a partial
+                # ckpt-N.*); the earlier checkpoints and the state file naming them stay as they were.
+                shutil.rmtree(prefix + "_temp", ignore_errors=True)
+                for path in glob.glob(glob.escape(prefix) + ".*"):
+                    os.remove(path)
+                reason = str(getattr(e, "message", e)).splitlines()[0]
+                raise RunError(prefix, f"cannot write the checkpoint ({type(e).__name__}: {reason}): free space "
+                               f"in {self.manager.directory} (or pass another --model_dir) and rerun; it resumes "
+                               f"from {self.manager.latest_checkpoint or 'step 0'}") from e
         self.saved_step = self.step
 
     def evaluate(self) -> float:
@@ -176,6 +270,8 @@ def _log_init(mlog: MLPerfLogger, task: Task, dist: Distribution, cfg: LoopConfi
 def run_to_target(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfLogger) -> RunResult:
     # Same seed everywhere for weight init (rank 0's weights are broadcast anyway); input pipelines add
     # their pipeline id to it so ranks see different shuffles.
+    micro_batch_size(task, dist.num_replicas)     # bad sizes and inputs fail before anything is built
+    task.check_inputs()
     tf_keras.utils.set_random_seed(cfg.seed)
     _log_init(mlog, task, dist, cfg)
     trainer = _Trainer(task, dist, cfg)

@@ -7,6 +7,10 @@ eval:  this pipeline's own files, in order -> parse + eval preprocessing -> batc
        padded to full size with weight 0, so shapes stay static (one XLA compilation) and, summed over all
        pipelines, every validation image counts exactly once.
 
+Which files: those <data_dir>/<split>-manifest.json lists (written by tf-mlperf-prep-imagenet), checked
+against it up front (present, of the listed size, sha256 on request), never other shards the glob would
+also match; without a manifest (e.g. imagenet_to_gcs.py output), the train-*-of-* / validation-*-of-* glob.
+
 Files are sharded per pipeline when there are at least as many files as pipelines; otherwise (tiny sample
 sets) records are sharded instead, from a fixed file order, which keeps them disjoint too.
 """
@@ -14,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import os
 
 import tensorflow as tf
 from absl import logging
 
-from tf_mlperf.core.task import InputContext
+from tf_mlperf.core.task import InputContext, RunError
 from tf_mlperf.resnet import preprocessing
 
 TRAIN_PATTERN = "train-*-of-*"
@@ -39,13 +44,65 @@ class PipelineConfig:
     shuffle_buffer: int = SHUFFLE_BUFFER
     private_threads: int = 0           # 0: share TF's global pool
     prefetch_batches: int = tf.data.AUTOTUNE
+    train_files: tuple[str, ...] = ()  # () : the TRAIN_PATTERN glob in data_dir
+    eval_files: tuple[str, ...] = ()   # () : the EVAL_PATTERN glob in data_dir
+
+
+PATTERNS = {"train": TRAIN_PATTERN, "validation": EVAL_PATTERN}
+CONVERT_HINT = "rerun the tf-mlperf-prep-imagenet convert command that wrote it (it resumes and rewrites it)"
 
 
 def list_files(data_dir: str, pattern: str) -> list[str]:
-    files = sorted(glob.glob(os.path.join(data_dir, pattern)))
+    if not os.path.isdir(data_dir):
+        raise RunError(data_dir, "--data_dir does not exist or is not a folder: pass the folder "
+                       "tf-mlperf-prep-imagenet convert wrote (train-*-of-*, validation-*-of-*)")
+    files = sorted(glob.glob(os.path.join(glob.escape(data_dir), pattern)))
     if not files:
-        raise FileNotFoundError(f"no TFRecord files {pattern!r} in {data_dir!r}")
+        raise RunError(data_dir, f"no TFRecord files {pattern!r} in --data_dir: convert ImageNet into it with "
+                       "tf-mlperf-prep-imagenet convert, or pass the folder that holds them")
     return files
+
+
+def split_files(data_dir: str, split: str, verify_checksums: bool = False) -> tuple[list[str], int | None]:
+    """(the split's files, its record count from the manifest, or None without one).
+
+    With <split>-manifest.json: exactly the shards it lists, each checked to exist with the listed size (and
+    sha256 with verify_checksums); other files the glob matches (another conversion's shards) are ignored with a
+    warning. RunError names the first file that fails and how to fix it."""
+    from data_prep.imagenet import writer   # the manifest's writer (lazy: it pulls in image libraries)
+    manifest_path = writer.manifest_path(data_dir, split)
+    if not os.path.exists(manifest_path):
+        progress = os.path.join(data_dir, f"{split}-progress.json")
+        if os.path.exists(progress):
+            raise RunError(progress, f"the {split} conversion did not finish (no {split}-manifest.json yet): "
+                           f"{CONVERT_HINT}")
+        return list_files(data_dir, PATTERNS[split]), None
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        shards = manifest["shards"]
+        names = [entry["name"] for entry in shards]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(manifest_path, f"unreadable manifest ({e}): {CONVERT_HINT}") from e
+    if not manifest.get("complete", True):
+        raise RunError(manifest_path, f"lists an unfinished conversion ({len(shards)} of "
+                       f"{manifest.get('num_shards')} shards): {CONVERT_HINT}")
+    files = [os.path.join(data_dir, name) for name in names]
+    for path, entry in zip(files, shards):
+        if not os.path.exists(path):
+            raise RunError(path, f"missing: {manifest_path} lists it ({entry['num_records']} records); "
+                           f"{CONVERT_HINT}")
+        size = os.path.getsize(path)
+        if "size_bytes" in entry and size != entry["size_bytes"]:
+            raise RunError(path, f"{size} bytes, {manifest_path} lists {entry['size_bytes']} (truncated or "
+                           f"changed): {CONVERT_HINT}")
+        if verify_checksums and writer.file_sha256(path) != entry["sha256"]:
+            raise RunError(path, f"sha256 differs from {manifest_path} (changed or damaged): {CONVERT_HINT}")
+    foreign = sorted(set(glob.glob(os.path.join(glob.escape(data_dir), PATTERNS[split]))) - set(files))
+    if foreign:
+        logging.warning("%s: ignoring %d %s files it does not list (e.g. %s); only its %d shards are read",
+                        manifest_path, len(foreign), PATTERNS[split], os.path.basename(foreign[0]), len(files))
+    return files, sum(int(entry["num_records"]) for entry in shards)
 
 
 def count_records(files: list[str]) -> int:
@@ -95,7 +152,8 @@ def train_dataset(cfg: PipelineConfig, ctx: InputContext) -> tf.data.Dataset:
     """Infinite (images [B,S,S,3] float32, labels [B] int32) batches of ctx.per_replica_batch_size."""
     # Every pipeline gets its own seeds: different shuffles and crops on every rank.
     seed = cfg.seed * 1_000_003 + ctx.input_pipeline_id
-    dataset = _records(list_files(cfg.data_dir, TRAIN_PATTERN), ctx, shuffle_seed=seed)
+    files = list(cfg.train_files) or list_files(cfg.data_dir, TRAIN_PATTERN)
+    dataset = _records(files, ctx, shuffle_seed=seed)
     dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed).repeat().enumerate()
 
     def preprocess(index, record):
@@ -126,7 +184,8 @@ def pad_batch(batch_size: int):
 
 def eval_dataset(cfg: PipelineConfig, ctx: InputContext) -> tf.data.Dataset:
     """Finite (images, labels, weights) batches; over all pipelines each image has weight 1 exactly once."""
-    dataset = _records(list_files(cfg.data_dir, EVAL_PATTERN), ctx, shuffle_seed=None)
+    files = list(cfg.eval_files) or list_files(cfg.data_dir, EVAL_PATTERN)
+    dataset = _records(files, ctx, shuffle_seed=None)
 
     def preprocess(record):
         jpeg, label, _ = parse_example(record)

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from typing import Any, Mapping
 
 import tensorflow as tf
@@ -42,23 +40,24 @@ class ResNetConfig:
     use_synthetic_data: bool = False
     num_train_images: int = 0           # 0: from <data_dir>/train-manifest.json, else counted
     num_eval_images: int = 0            # 0: likewise for validation
+    verify_checksums: bool = False      # check every shard's sha256 against its manifest before training
     seed: int = 1
     shuffle_buffer: int = input_pipeline.SHUFFLE_BUFFER
     datasets_num_private_threads: int = 0
 
 
-def _split_size(cfg: ResNetConfig, split: str, pattern: str) -> int:
+def _split(cfg: ResNetConfig, split: str, size_flag: int) -> tuple[list[str], int]:
+    """The split's files (checked against its manifest) and its size: --num_*_images if given, else the
+    manifest's count, else the standard ImageNet count for the standard 1024/128 files, else counted."""
     if cfg.use_synthetic_data or not cfg.data_dir:
-        return input_pipeline.NUM_IMAGES[split]
-    manifest = os.path.join(cfg.data_dir, f"{split}-manifest.json")
-    if os.path.exists(manifest):
-        with open(manifest) as f:
-            return int(json.load(f)["num_records"])
-    files = input_pipeline.list_files(cfg.data_dir, pattern)
+        return [], size_flag or input_pipeline.NUM_IMAGES[split]
+    files, listed = input_pipeline.split_files(cfg.data_dir, split, cfg.verify_checksums)
+    if size_flag or listed is not None:
+        return files, size_flag or listed
     if len(files) == input_pipeline.NUM_FILES[split]:
         # The standard full conversion (e.g. imagenet_to_gcs.py, no manifest): counting it would read ~150 GB.
-        return input_pipeline.NUM_IMAGES[split]
-    return input_pipeline.count_records(files)
+        return files, input_pipeline.NUM_IMAGES[split]
+    return files, input_pipeline.count_records(files)
 
 
 def total_train_epochs(train_epochs: float, eval_offset: float, between_evals: float) -> float:
@@ -74,9 +73,8 @@ class ResNetTask(Task):
         self.target = cfg.target_accuracy
         self.global_batch_size = cfg.global_batch_size
         self.num_accumulation_steps = cfg.num_accumulation_steps
-        self.num_train_images = cfg.num_train_images or _split_size(cfg, "train", input_pipeline.TRAIN_PATTERN)
-        self.num_eval_images = cfg.num_eval_images or _split_size(cfg, "validation",
-                                                                  input_pipeline.EVAL_PATTERN)
+        self.train_files, self.num_train_images = _split(cfg, "train", cfg.num_train_images)
+        self.eval_files, self.num_eval_images = _split(cfg, "validation", cfg.num_eval_images)
         # As the reference (drop_train_remainder): an epoch is the whole batches that fit in the train set.
         self.steps_per_epoch = max(1, self.num_train_images // cfg.global_batch_size)
         self.train_epochs = total_train_epochs(cfg.train_epochs, cfg.eval_offset_epochs,
@@ -90,7 +88,8 @@ class ResNetTask(Task):
             round(self.steps_per_epoch * raw_epochs), self.warmup_steps))
         self._pipeline = input_pipeline.PipelineConfig(
             data_dir=cfg.data_dir, image_size=cfg.image_size, seed=cfg.seed,
-            shuffle_buffer=cfg.shuffle_buffer, private_threads=cfg.datasets_num_private_threads)
+            shuffle_buffer=cfg.shuffle_buffer, private_threads=cfg.datasets_num_private_threads,
+            train_files=tuple(self.train_files), eval_files=tuple(self.eval_files))
 
     # ---- model and optimizer ----
     def build_model(self) -> tf_keras.Model:
@@ -107,6 +106,9 @@ class ResNetTask(Task):
                          epsilon=self.cfg.lars_epsilon)
 
     # ---- data ----
+    def input_files(self) -> list[str]:
+        return self.train_files + self.eval_files
+
     def train_dataset(self, ctx: InputContext) -> tf.data.Dataset:
         if self.cfg.use_synthetic_data:
             return input_pipeline.synthetic_train_dataset(ctx, self.cfg.image_size, self.cfg.num_classes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from absl import flags
 
 from tf_mlperf.core import app
+from tf_mlperf.core.task import RunError
 from tf_mlperf.resnet.task import ResNetConfig, ResNetTask
 
 FLAGS = flags.FLAGS
@@ -45,6 +46,9 @@ flags.DEFINE_bool("zero_init_last_gamma", False, "Initialise the last BN gamma o
 flags.DEFINE_integer("num_train_images", 0, "Train-set size (0: read <data_dir>/train-manifest.json, else "
                      "count the records; 1,281,167 with synthetic data).")
 flags.DEFINE_integer("num_eval_images", 0, "Validation-set size (0: as num_train_images; 50,000 synthetic).")
+flags.DEFINE_bool("verify_data_checksums", False, "Before training, check every shard's sha256 against "
+                  "<data_dir>/<split>-manifest.json (reads the whole data set once; names, sizes and counts are "
+                  "always checked).")
 flags.DEFINE_integer("shuffle_buffer", 10_000, "Record shuffle buffer per input pipeline.")
 flags.DEFINE_integer("datasets_num_private_threads", 0, "tf.data private thread-pool size per process "
                      "(0: TF's shared pool).")
@@ -52,7 +56,8 @@ flags.DEFINE_integer("datasets_num_private_threads", 0, "tf.data private thread-
 
 def config_from_flags(f: flags.FlagValues) -> ResNetConfig:
     if not f.use_synthetic_data and not f.data_dir:
-        raise flags.ValidationError("--data_dir is required unless --use_synthetic_data")
+        raise RunError("--data_dir", "required: pass the folder tf-mlperf-prep-imagenet convert wrote (or "
+                       "--use_synthetic_data for a throughput run)")
     return ResNetConfig(
         data_dir=f.data_dir or "", global_batch_size=f.batch_size,
         num_accumulation_steps=f.num_accumulation_steps,
@@ -65,7 +70,7 @@ def config_from_flags(f: flags.FlagValues) -> ResNetConfig:
         num_classes=f.num_classes, image_size=f.image_size, model_width=f.model_width,
         model_blocks=tuple(int(b) for b in f.model_blocks), zero_init_last_gamma=f.zero_init_last_gamma,
         use_synthetic_data=f.use_synthetic_data, num_train_images=f.num_train_images,
-        num_eval_images=f.num_eval_images, seed=f.seed, shuffle_buffer=f.shuffle_buffer,
+        num_eval_images=f.num_eval_images, verify_checksums=f.verify_data_checksums, seed=f.seed, shuffle_buffer=f.shuffle_buffer,
         datasets_num_private_threads=f.datasets_num_private_threads)
 
 
