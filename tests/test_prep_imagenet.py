@@ -13,6 +13,7 @@ import time
 import pytest
 from PIL import Image
 
+from data_prep.errors import EXIT_CODE
 from data_prep.imagenet import cli, images, sample, synsets, writer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -192,7 +193,7 @@ def test_corrupt_image_stops_with_its_name(raw, tmp_path, capsys):
     val = _val_tree_with_truncated_image(raw_dir, tmp_path)
     code = convert(tmp_path / "out", "--splits", "validation", "--validation", val,
                    "--val_labels", raw_dir / "synset_labels.txt")
-    assert code == 1
+    assert code == EXIT_CODE
     error = capsys.readouterr().err
     assert "ILSVRC2012_val_00000005.JPEG" in error and "truncated" in error
     assert not list((tmp_path / "out").glob(".*tmp*"))  # no temporary file left behind
@@ -233,7 +234,7 @@ def test_unsafe_val_tar_members_are_refused(raw, tmp_path, capsys, member, attri
     code = convert(tmp_path / "out", "--splits", "validation", "--validation", evil,
                    "--val_labels", raw_dir / "synset_labels.txt", "--validation_shards", "1")
     error = capsys.readouterr().err
-    assert code == 1 and repr(member) in error and reason in error
+    assert code == EXIT_CODE and repr(member) in error and reason in error
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert not (tmp_path.parent / "evil.JPEG").exists()
 
@@ -247,7 +248,7 @@ def test_unsafe_member_inside_a_class_tar_is_refused(raw, tmp_path, capsys):
     evil = tmp_path / "train.tar"
     with tarfile.open(evil, "w") as tar:
         _add(tar, f"{wnid}.tar", inner.getvalue())
-    assert convert(tmp_path / "out", "--splits", "train", "--train", evil, "--train_shards", "1") == 1
+    assert convert(tmp_path / "out", "--splits", "train", "--train", evil, "--train_shards", "1") == EXIT_CODE
     error = capsys.readouterr().err
     assert f"{wnid}.tar" in error and "'..'" in error
 
@@ -258,7 +259,7 @@ def test_damaged_class_tar_stops_with_its_name(raw, tmp_path, capsys):
     train = tmp_path / "train"
     train.mkdir()
     (train / f"{wnid}.tar").write_bytes(b"this is not a tar archive" * 40)
-    assert convert(tmp_path / "out", "--splits", "train", "--train", train, "--train_shards", "1") == 1
+    assert convert(tmp_path / "out", "--splits", "train", "--train", train, "--train_shards", "1") == EXIT_CODE
     error = capsys.readouterr().err
     assert f"{wnid}.tar" in error and "not a readable uncompressed tar archive" in error
 
@@ -301,7 +302,7 @@ def test_label_errors_name_the_file_before_any_shard(raw, tmp_path, capsys, make
     labels = make_labels(raw_dir, tmp_path)
     code = convert(tmp_path / "out", "--raw_dir", raw_dir, "--val_labels", labels)
     error = capsys.readouterr().err
-    assert code == 1 and str(labels) in error and expected in error, error
+    assert code == EXIT_CODE and str(labels) in error and expected in error, error
     assert not (tmp_path / "out").exists()  # train would have come first: nothing at all was written
 
 
@@ -317,7 +318,7 @@ def test_verify_passes_then_catches_a_truncated_shard(reference, tmp_path, capsy
     assert "train: 24 records, OK" in capsys.readouterr().out
     shard = out / "train-00002-of-00004"
     shard.write_bytes(shard.read_bytes()[:-100])
-    assert run_cli("verify", "--output_dir", out, "--expect", "manifest") == 1
+    assert run_cli("verify", "--output_dir", out, "--expect", "manifest") == EXIT_CODE
     captured = capsys.readouterr()
     assert "train-00002-of-00004: sha256 differs" in captured.out
     assert "train-00002-of-00004: unreadable after 5 records" in captured.out
@@ -325,7 +326,7 @@ def test_verify_passes_then_catches_a_truncated_shard(reference, tmp_path, capsy
 
 
 def test_verify_expects_full_imagenet_counts_by_default(reference, capsys):
-    assert run_cli("verify", "--output_dir", reference, "--splits", "validation") == 1
+    assert run_cli("verify", "--output_dir", reference, "--splits", "validation") == EXIT_CODE
     assert "full ImageNet has 50000" in capsys.readouterr().out
 
 
@@ -338,7 +339,7 @@ def test_rerun_skips_complete_shards_and_refuses_other_flags(raw, reference, tmp
             "--val_labels", raw_dir / "ILSVRC2012_devkit_t12.tar.gz", "--bboxes", raw_dir / "ILSVRC2012_bbox_train_v2.tar.gz"]
     assert convert(out, *args) == 0
     assert all(p.stat().st_mtime_ns == before[p.name] for p in out.glob("*-of-*"))  # nothing rewritten
-    assert convert(out, *args, "--seed", "7") == 1
+    assert convert(out, *args, "--seed", "7") == EXIT_CODE
     assert "pass --overwrite" in capsys.readouterr().err
     assert convert(out, *args, "--seed", "7", "--overwrite") == 0
 
@@ -353,8 +354,8 @@ def test_help_documents_every_flag():
         assert action.help, f"sample {action.option_strings} has no help"
 
 
-def _manifest(out, split):
-    path = out / f"{split}-manifest.json"
+def _manifest(out, split, name="manifest"):
+    path = out / f"{split}-{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -370,12 +371,13 @@ def test_sigkill_mid_way_then_resume_gives_the_uninterrupted_result(raw, referen
     env = dict(os.environ, PYTHONPATH=str(REPO), **{writer.DELAY_ENV: "0.3"})
     process = subprocess.Popen(command, env=env, cwd=REPO, start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not ((_manifest(out, "train") or {}).get("shards")):
+    while time.time() < deadline and not ((_manifest(out, "train", "progress") or {}).get("shards")):
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)  # the main process, its forkserver and workers, mid-way
     process.wait()
-    killed = _manifest(out, "train")
+    killed = _manifest(out, "train", "progress")
     assert killed and 1 <= len(killed["shards"]) < 4 and not killed["complete"]
+    assert _manifest(out, "train") is None  # a partial split has no manifest: nothing reads it as complete
     kept = {s["name"]: (out / s["name"]).stat().st_mtime_ns for s in killed["shards"]}
 
     env.pop(writer.DELAY_ENV)

@@ -9,7 +9,7 @@ from data_prep.imagenet import convert as convert_lib
 from data_prep.imagenet import synsets as synsets_lib
 from data_prep.imagenet import verify as verify_lib
 from data_prep.imagenet import writer
-from data_prep.imagenet.errors import PrepError
+from data_prep.errors import PrepError, run_main, warn
 from data_prep.imagenet.images import CHECKS
 
 PROG = "tf-mlperf-prep-imagenet"
@@ -31,15 +31,23 @@ def _add_convert_parser(subparsers):
     p.add_argument("--raw_dir", help="folder holding the download; the inputs below are looked up there by "
                    "their usual names (ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar, "
                    "ILSVRC2012_devkit_t12.tar.gz / LOC_val_solution.csv / synset_labels.txt, "
-                   "ILSVRC2012_bbox_train_v2.tar.gz, Kaggle ILSVRC/Data/CLS-LOC/{train,val}, train/, val/)")
+                   "Kaggle ILSVRC/Data/CLS-LOC/{train,val}, train/, val/; with --with_bboxes also "
+                   "ILSVRC2012_bbox_train_v2.tar.gz or Kaggle ILSVRC/Annotations/CLS-LOC/train)")
     p.add_argument("--train", help="ILSVRC2012_img_train.tar, or an extracted train folder "
                    "(nXXXXXXXX/*.JPEG or nXXXXXXXX.tar inside); overrides --raw_dir")
     p.add_argument("--validation", help="ILSVRC2012_img_val.tar, or an extracted val folder (flat, or "
                    "nXXXXXXXX/ class folders); overrides --raw_dir")
     p.add_argument("--val_labels", help="validation labels: devkit ILSVRC2012_devkit_t12.tar.gz, "
                    "synset_labels.txt or Kaggle LOC_val_solution.csv (recognised by content)")
+    p.add_argument("--with_bboxes", action="store_true", help="add training bounding boxes "
+                   "(image/object/bbox/*) from --bboxes or the ones found under --raw_dir; the train pipeline "
+                   "then samples crops against them. Default: none, as the MLPerf reference's records")
     p.add_argument("--bboxes", action="append", help="bounding boxes, PASCAL VOC xml: "
-                   "ILSVRC2012_bbox_train_v2.tar.gz or a folder of .xml; repeatable")
+                   "ILSVRC2012_bbox_train_v2.tar.gz or a folder of .xml; repeatable; implies --with_bboxes")
+    p.add_argument("--expect", choices=convert_lib.EXPECT, default="subset",
+                   help="full = refuse to convert unless every split is the full ImageNet (1000 classes, "
+                   "1,281,167 train / 50,000 validation images); subset = convert what is there, with a "
+                   "warning per empty class folder and for missing classes (default)")
     p.add_argument("--splits", type=_splits, default=list(convert_lib.SPLITS),
                    help="comma-separated splits to write (default: train,validation)")
     p.add_argument("--train_shards", type=int, default=1024, help="number of train shards (default 1024)")
@@ -55,7 +63,8 @@ def _add_convert_parser(subparsers):
     p.add_argument("--skip_corrupt", action="store_true", help="skip undecodable images and list them in "
                    "the manifest instead of stopping with an error")
     p.add_argument("--overwrite", action="store_true", help="replace a split converted earlier from other "
-                   "inputs or flags (default: refuse)")
+                   "inputs or flags, and delete shard files of the split this conversion does not write "
+                   "(default: refuse both)")
     p.add_argument("--synsets", help="sorted 1000-wnid list (default: the copy shipped with this package)")
     p.add_argument("--synset_names", help="'wnid<TAB>names' file for image/class/text (default: shipped copy)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -81,6 +90,9 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_convert_parser(subparsers)
     _add_verify_parser(subparsers)
+    for subparser in subparsers.choices.values():
+        subparser.add_argument("--verbose", action="store_true",
+                               help="print the full traceback of an error (default: one line)")
     return parser
 
 
@@ -92,12 +104,24 @@ def run_convert(args):
     for key in ("train", "validation", "val_labels"):
         if getattr(args, key):
             inputs[key] = getattr(args, key)
-    inputs["bboxes"] = args.bboxes or ([inputs["bboxes"]] if inputs.get("bboxes") else [])
+    found_bboxes = inputs.pop("bboxes", None)
+    if args.bboxes:
+        inputs["bboxes"] = args.bboxes
+    elif args.with_bboxes:
+        if not found_bboxes:
+            raise PrepError(args.raw_dir or "--with_bboxes", "no bounding boxes given or found: pass --bboxes "
+                                                             "ILSVRC2012_bbox_train_v2.tar.gz (or a folder of .xml)")
+        inputs["bboxes"] = [found_bboxes]
+    else:
+        inputs["bboxes"] = []
+        if found_bboxes and "train" in args.splits:
+            warn(f"{found_bboxes}: bounding boxes not added (the MLPerf reference's records have none); "
+                 "pass --with_bboxes to add them")
     synsets = synsets_lib.load_synsets(args.synsets, args.synset_names)
     convert_lib.check_output_dir(args.output_dir, inputs)
     shards = {"train": args.train_shards, "validation": args.validation_shards}
     plans = convert_lib.plan_all(inputs, synsets, args.output_dir, args.splits, shards, args.seed,
-                                 args.check, args.skip_corrupt)
+                                 args.check, args.skip_corrupt, args.expect)
     for plan in plans:
         manifest = writer.convert_split(plan, args.num_workers, args.overwrite, not args.no_progress)
         print(f"{plan.split}: {manifest['num_records']} records in {manifest['num_shards']} shards, "
@@ -118,15 +142,7 @@ def run_verify(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        {"convert": run_convert, "verify": run_verify}[args.command](args)
-    except PrepError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    return 0
+    return run_main(PROG, {"convert": run_convert, "verify": run_verify}[args.command], args, args.verbose)
 
 
 if __name__ == "__main__":

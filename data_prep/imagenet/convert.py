@@ -9,9 +9,13 @@ import pathlib
 from data_prep.imagenet import bboxes as bboxes_lib
 from data_prep.imagenet import labels as labels_lib
 from data_prep.imagenet import sources, writer
-from data_prep.imagenet.errors import PrepError
+from data_prep.errors import PrepError, warn
+from data_prep.imagenet.verify import FULL_IMAGENET_COUNTS
 
 SPLITS = ("train", "validation")
+EXPECT = ("subset", "full")   # convert --expect: accept any subset (with warnings), or require full ImageNet
+NUM_CLASSES = 1000
+MAX_MISSING_SHOWN = 20   # name the missing classes of a nearly full split, not the 996 of a small sample
 
 # Where each input lies in a raw download folder, first match wins: the raw archives, Kaggle's
 # extracted ILSVRC/Data/CLS-LOC tree, or plain extracted train/ and val/ folders.
@@ -49,10 +53,28 @@ def image_jobs(raw_images, synsets, val_labels, boxes, source):
     return jobs
 
 
-def plan_all(inputs, synsets, output_dir, splits, num_shards, seed, check, skip_corrupt):
+def check_classes(split, source, jobs, empty, synsets, expect):
+    """Warn per empty class folder/tar; with expect='full', refuse anything but the full ImageNet split."""
+    for wnid, where in empty:
+        warn(f"{where}: class {wnid} holds no images, so the {split} records have none of this class")
+    classes = {job.wnid for job in jobs}
+    full = FULL_IMAGENET_COUNTS[split]
+    if len(classes) == NUM_CLASSES and len(jobs) == full:
+        return
+    missing = sorted(set(synsets.wnids) - classes)
+    what = (f"{len(jobs):,} {split} images in {len(classes)} classes; the full ImageNet has {full:,} in "
+            f"{NUM_CLASSES}" + (f" (no images of {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})"
+                                if 0 < len(missing) <= MAX_MISSING_SHOWN else ""))
+    if expect == "full":
+        raise PrepError(source, f"{what}: fix the download, or pass --expect subset to convert a subset")
+    warn(f"{source}: {what}: converting a subset (--expect full makes this an error)")
+
+
+def plan_all(inputs, synsets, output_dir, splits, num_shards, seed, check, skip_corrupt, expect="subset"):
     """Plans for every requested split; raises PrepError on any input problem, before anything is written.
 
-    `inputs`: dict with 'train', 'validation', 'val_labels' paths (or None) and 'bboxes' (list of paths).
+    `inputs`: dict with 'train', 'validation', 'val_labels' paths (or None) and 'bboxes' (list of paths,
+    empty for the reference's records without boxes). `expect`: one of EXPECT.
     """
     boxes = {}
     for path in inputs.get("bboxes") or []:
@@ -63,11 +85,13 @@ def plan_all(inputs, synsets, output_dir, splits, num_shards, seed, check, skip_
         source = inputs.get(split)
         if not source:
             raise PrepError(f"--{split}", f"no {split} input given or found (see --raw_dir)")
-        raw_images = sources.index_split(source, is_train=split == "train")
+        empty = []
+        raw_images = sources.index_split(source, is_train=split == "train", empty=empty)
         val_labels = None
         if split == "validation" and any(raw.dir_wnid is None for raw in raw_images) and inputs.get("val_labels"):
             val_labels = labels_lib.read_val_labels(inputs["val_labels"], synsets)
         jobs = image_jobs(raw_images, synsets, val_labels, boxes, source)
+        check_classes(split, source, jobs, empty, synsets, expect)
         plans.append(writer.plan_split(split, jobs, str(output_dir), num_shards[split], seed, check,
                                        skip_corrupt, label_map, source))
     return plans

@@ -1,4 +1,7 @@
 """tf.train.Example layout of an ImageNet record (the TF build_imagenet_data / MLPerf convention)."""
+import errno
+import os
+
 import tensorflow as tf
 
 
@@ -33,7 +36,20 @@ def make_example(encoded, height, width, label, synset, text, filename, boxes):
     return tf.train.Example(features=tf.train.Features(feature=features))
 
 
+# TF reports OS failures as OpErrors whose message carries the strerror text; give them their errno back.
+_TF_OS_ERRORS = {"No space left on device": errno.ENOSPC, "File too large": errno.EFBIG,
+                 "Read-only file system": errno.EROFS, "Permission denied": errno.EACCES,
+                 "Disk quota exceeded": errno.EDQUOT}
+
+
 def write_records(path, serialized_records):
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for record in serialized_records:
-            writer.write(record)
+    """Write the records; an OS failure (disk full, read-only) is raised as an OSError naming `path`."""
+    try:
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for record in serialized_records:
+                writer.write(record)
+    except tf.errors.OpError as e:
+        code = next((number for text, number in _TF_OS_ERRORS.items() if text in e.message), None)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from None

@@ -81,18 +81,23 @@ def _wnid_of_class_tar(name, where):
     return wnid
 
 
-def index_train_tar(path):
-    """`ILSVRC2012_img_train.tar`: 1000 member tars, each holding that class's JPEGs."""
+def index_train_tar(path, empty=None):
+    """`ILSVRC2012_img_train.tar`: 1000 member tars, each holding that class's JPEGs. Class tars holding
+    no image are appended to `empty` as (wnid, where)."""
     path = str(path)
     images = []
+    empty = [] if empty is None else empty
     with open_plain_tar(path) as outer:
         for member in outer:
             check_member(member, path)
             if member.isdir():
                 continue
             wnid = _wnid_of_class_tar(member.name, f"{path}: member {member.name!r}")
-            images += _class_tar_images(outer.extractfile(member), f"{path}:{member.name}", path,
-                                        member.offset_data, wnid)
+            found = _class_tar_images(outer.extractfile(member), f"{path}:{member.name}", path,
+                                      member.offset_data, wnid)
+            if not found:
+                empty.append((wnid, f"{path}: member {member.name!r}"))
+            images += found
     return images
 
 
@@ -107,16 +112,24 @@ def _files_in(directory):
     return sorted((e for e in os.scandir(directory) if not e.name.startswith(".")), key=lambda e: e.name)
 
 
-def index_directory(path):
-    """An extracted split: class folders (`nXXXXXXXX/`), class tars (`nXXXXXXXX.tar`) or flat images."""
+def index_directory(path, empty=None):
+    """An extracted split: class folders (`nXXXXXXXX/`), class tars (`nXXXXXXXX.tar`) or flat images.
+    Class folders or tars holding no image are appended to `empty` as (wnid, where)."""
     images = []
+    empty = [] if empty is None else empty
     for entry in _files_in(path):
         if entry.is_dir() and WNID_RE.match(entry.name):
-            images += [RawImage(e.name, e.path, 0, e.stat().st_size, entry.name)
-                       for e in _files_in(entry.path) if e.is_file() and is_image_name(e.name)]
+            found = [RawImage(e.name, e.path, 0, e.stat().st_size, entry.name)
+                     for e in _files_in(entry.path) if e.is_file() and is_image_name(e.name)]
+            if not found:
+                empty.append((entry.name, entry.path))
+            images += found
         elif entry.is_file() and entry.name.endswith(".tar") and WNID_RE.match(entry.name[:-4]):
             with open(entry.path, "rb") as class_tar:
-                images += _class_tar_images(class_tar, entry.path, entry.path, 0, entry.name[:-4])
+                found = _class_tar_images(class_tar, entry.path, entry.path, 0, entry.name[:-4])
+            if not found:
+                empty.append((entry.name[:-4], entry.path))
+            images += found
         elif entry.is_file() and is_image_name(entry.name):
             images.append(RawImage(entry.name, entry.path, 0, entry.stat().st_size, None))
         elif entry.is_dir():
@@ -124,13 +137,14 @@ def index_directory(path):
     return images
 
 
-def index_split(path, is_train):
-    """All images of a split at `path` (tar or folder), checked for duplicate names and class folders."""
+def index_split(path, is_train, empty=None):
+    """All images of a split at `path` (tar or folder), checked for duplicate names and class folders.
+    Class folders or tars without images are appended to `empty` as (wnid, where)."""
     path = pathlib.Path(path)
     if path.is_dir():
-        images = index_directory(path)
+        images = index_directory(path, empty)
     elif path.is_file():
-        images = index_train_tar(path) if is_train else index_flat_tar(path)
+        images = index_train_tar(path, empty) if is_train else index_flat_tar(path)
     else:
         raise PrepError(path, "no such file or folder")
     if not images:

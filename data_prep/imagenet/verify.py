@@ -63,6 +63,10 @@ def verify_split(output_dir, split, sample=10, expect="full", seed=0, progress=N
     """Return (num_records, problems) for one split."""
     import tensorflow as tf
     path = writer.manifest_path(output_dir, split)
+    in_progress = writer.read_state(writer.progress_path(output_dir, split))
+    if not os.path.exists(path) and in_progress is not None:
+        raise PrepError(path, f"missing: the {split} conversion is not complete ({len(in_progress['shards'])} "
+                              f"of {in_progress['num_shards']} shards); rerun the same convert command to resume")
     try:
         with open(path) as f:
             manifest = json.load(f)

@@ -2,10 +2,17 @@
 
 Every shard is independent: its images are fixed by the plan (sorted names, seeded shuffle for train),
 so any worker can write any shard, the output does not depend on --num_workers, and a rerun skips the
-shards the manifest lists as complete. A shard is written under a temporary name and renamed only when
+shards the progress file lists as complete. A shard is written under a temporary name and renamed only when
 complete, so a killed run never leaves a partial file under a final name.
+
+While a split is being converted its state is in `<split>-progress.json`; `<split>-manifest.json` (what
+the trainer and `verify` read: every shard's name, record count, size and sha256) is written only when
+every shard is complete, so a partial output never looks complete. Shard files of the split that the plan
+would not write (another run's `train-*-of-00008`) are refused, or removed with --overwrite: the trainer's
+glob would read them too.
 """
 import collections
+import contextlib
 import glob
 import hashlib
 import json
@@ -16,7 +23,7 @@ import time
 
 import tqdm
 
-from data_prep.imagenet.errors import CorruptImageError, PrepError
+from data_prep.errors import CorruptImageError, PrepError, os_error
 from data_prep.imagenet.images import to_rgb_jpeg
 
 MANIFEST_FORMAT = "tf_mlperf-imagenet-tfrecords/1"
@@ -36,6 +43,16 @@ def shard_name(split, index, num_shards):
 
 def manifest_path(output_dir, split):
     return os.path.join(output_dir, f"{split}-manifest.json")
+
+
+def progress_path(output_dir, split):
+    """The state of a conversion under way (same layout as the manifest, `complete` false)."""
+    return os.path.join(output_dir, f"{split}-progress.json")
+
+
+def shard_files(output_dir, split):
+    """Names of the files in `output_dir` that the trainer's glob takes for shards of `split`."""
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(output_dir, f"{SHARD_PREFIX[split]}-*-of-*")))
 
 
 def describe(job):
@@ -149,8 +166,8 @@ def write_shard(task, report=None):
                  "size_bytes": os.path.getsize(temp_path), "sha256": file_sha256(temp_path),
                  "skipped_corrupt": skipped}
         os.replace(temp_path, final_path)
-    except OSError as e:  # disk full, permissions: name the shard, not a traceback
-        raise PrepError(final_path, f"cannot write ({e})") from e
+    except OSError as e:  # disk full, permissions: name the shard and the fix, not a traceback
+        raise os_error(e, final_path) from None
     finally:
         if os.path.exists(temp_path):
             os.remove(temp_path)
@@ -166,11 +183,16 @@ def _temp_name(path):
 
 def _write_json_atomically(path, data):
     temp = _temp_name(path)
-    with open(temp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
+    try:
+        with open(temp, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except OSError as e:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise os_error(e, path) from None
 
 
 def _manifest(plan, done):
@@ -185,26 +207,52 @@ def _manifest(plan, done):
     return manifest
 
 
-def _completed_shards(plan, overwrite):
-    """Shards a previous run finished (listed in a manifest of the same plan, file of the listed size)."""
-    path = manifest_path(plan.output_dir, plan.split)
+def read_state(path):
+    """A manifest or progress file, or None if absent."""
     if not os.path.exists(path):
-        return {}
+        return None
     try:
         with open(path) as f:
-            old = json.load(f)
+            return json.load(f)
     except (OSError, ValueError) as e:
-        raise PrepError(path, f"unreadable manifest ({e}); delete it to start over") from e
-    if old.get("plan_sha256") != plan.fingerprint:
-        if not overwrite:
-            raise PrepError(path, "was written for other inputs or flags; pass --overwrite to replace "
-                                  "this split, or use another --output_dir")
-        for stale in glob.glob(os.path.join(plan.output_dir, f"{SHARD_PREFIX[plan.split]}-*-of-*")):
-            os.remove(stale)
-        return {}
-    return {s["name"]: s for s in old.get("shards", [])
+        raise PrepError(path, f"unreadable ({e}); delete it to convert this split from the start") from e
+
+
+def _completed_shards(plan, overwrite):
+    """Shards a previous run finished (listed in a progress file or manifest of the same plan, file of the
+    listed size). With `overwrite`, the outputs of another plan are removed instead of refused."""
+    states = [(path, read_state(path)) for path in (progress_path(plan.output_dir, plan.split),
+                                                    manifest_path(plan.output_dir, plan.split))]
+    states = [(path, state) for path, state in states if state is not None]
+    for path, state in states:
+        if state.get("plan_sha256") != plan.fingerprint:
+            if not overwrite:
+                raise PrepError(path, "was written for other inputs or flags; pass --overwrite to replace "
+                                      "this split, or use another --output_dir")
+            for stale in [p for p, _ in states] + shard_files(plan.output_dir, plan.split):
+                os.remove(os.path.join(plan.output_dir, stale))
+            return {}
+    return {s["name"]: s for _, state in states for s in state.get("shards", [])
             if os.path.exists(os.path.join(plan.output_dir, s["name"]))
             and os.path.getsize(os.path.join(plan.output_dir, s["name"])) == s["size_bytes"]}
+
+
+def _check_foreign_shards(plan, overwrite):
+    """Refuse (or with `overwrite` remove) shard files of this split that the plan does not write."""
+    ours = {s.name for s in plan.shards}
+    foreign = [name for name in shard_files(plan.output_dir, plan.split) if name not in ours]
+    if not foreign:
+        return
+    if overwrite:
+        for name in foreign:
+            os.remove(os.path.join(plan.output_dir, name))
+        print(f"{plan.split}: removed {len(foreign)} shard file(s) of another conversion (--overwrite): "
+              f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}")
+        return
+    shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+    raise PrepError(plan.output_dir, f"holds {len(foreign)} {plan.split} shard file(s) this conversion "
+                    f"would not write ({shown}), which the trainer would read too; pass --overwrite to "
+                    "delete them, or use another --output_dir")
 
 
 def _remove_temp_files(plan):
@@ -237,25 +285,40 @@ def _run_in_pool(tasks, on_done, bar, num_workers):
 
 
 def convert_split(plan, num_workers=1, overwrite=False, progress=True):
-    """Write every shard of `plan` not already complete; return the final manifest."""
-    os.makedirs(plan.output_dir, exist_ok=True)
+    """Write every shard of `plan` not already complete; write and return the final manifest."""
+    try:
+        os.makedirs(plan.output_dir, exist_ok=True)
+    except OSError as e:
+        raise os_error(e, plan.output_dir) from None
     done = _completed_shards(plan, overwrite)
+    _check_foreign_shards(plan, overwrite)
     _remove_temp_files(plan)
-    path = manifest_path(plan.output_dir, plan.split)
-    _write_json_atomically(path, _manifest(plan, done))
+    path, state_path = manifest_path(plan.output_dir, plan.split), progress_path(plan.output_dir, plan.split)
     todo = [s for s in plan.shards if s.name not in done]
+    if todo:
+        _write_json_atomically(state_path, _manifest(plan, done))
+        if os.path.exists(path):  # it no longer describes the folder (a shard is missing or changed)
+            os.remove(path)
 
     def on_done(entry):
         done[entry["name"]] = entry
-        _write_json_atomically(path, _manifest(plan, done))
+        _write_json_atomically(state_path, _manifest(plan, done))
 
     total = sum(len(s.jobs) for s in todo)
     with tqdm.tqdm(total=total, unit="img", desc=plan.split, disable=not progress,
                    smoothing=0.1) as bar:  # tqdm's rate column shows images/s
-        if num_workers <= 1 or len(todo) <= 1:
-            _run_serially(todo, on_done, bar)
-        else:
-            _run_in_pool(todo, on_done, bar, min(num_workers, len(todo)))
+        try:
+            if num_workers <= 1 or len(todo) <= 1:
+                _run_serially(todo, on_done, bar)
+            else:
+                _run_in_pool(todo, on_done, bar, min(num_workers, len(todo)))
+        except BaseException:  # the other workers were stopped mid-shard: leave no temp file behind
+            with contextlib.suppress(OSError):
+                _remove_temp_files(plan)
+            raise
     manifest = _manifest(plan, done)
-    _write_json_atomically(path, manifest)
+    if read_state(path) != manifest:
+        _write_json_atomically(path, manifest)
+    if os.path.exists(state_path):
+        os.remove(state_path)
     return manifest
