@@ -353,7 +353,8 @@ def write_code(dest: pathlib.Path, benchmark: str, record: dict, files: list[str
 
 # --------------------------------------------------------------------------- checks and output
 
-def run_checkers(tree: pathlib.Path, benchmarks: list[str], checks: pathlib.Path, switches: list[str]) -> None:
+def run_checkers(tree: pathlib.Path, benchmarks: list[str], checks: pathlib.Path, switches: list[str],
+                 failed_log_dir: pathlib.Path) -> None:
     """The official package checker and result summarizer, once per ruleset, each on a view of the tree that
     holds only that ruleset's benchmarks (one ruleset per checker run; ResNet's last round is 4.0.0, BERT's
     5.0.0)."""
@@ -371,16 +372,21 @@ def run_checkers(tree: pathlib.Path, benchmarks: list[str], checks: pathlib.Path
         for benchmark in members:
             shutil.copytree(tree / "benchmarks" / benchmark, view / "benchmarks" / benchmark, symlinks=True)
         log = out / "package_checker.log"
-        cmd = [sys.executable, "-m", "mlperf_logging.package_checker", str(view), USAGE, ruleset,
-               "--log_output", str(log), *switches]
+        # Relative paths (run in checks/<ruleset>/): the logs stay true after the package is moved.
+        cmd = [sys.executable, "-m", "mlperf_logging.package_checker", str(view.relative_to(out)), USAGE, ruleset,
+               "--log_output", log.name, *switches]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
-        (out / "package_checker.out").write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
-        text = log.read_text() if log.exists() else proc.stdout + proc.stderr
+        output = f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}"
+        (out / "package_checker.out").write_text(output)
+        text = log.read_text() if log.exists() else ""
         if proc.returncode != 0 or CHECKER_OK not in text:
-            errors = [line for line in text.splitlines() if line.startswith("ERROR")][:8]
+            # The package is not written; the checker's output is kept beside where it would have been.
+            kept = failed_log_dir.with_name(f"{failed_log_dir.name}.package_checker-{ruleset}.log")
+            kept.write_text(text + "\n" + output)
+            errors = [line for line in (text + output).splitlines() if line.startswith("ERROR")][:8]
             raise PackageError(f"mlperf_logging.package_checker {ruleset} ({', '.join(members)}) found errors "
-                               f"(full log: {log}):\n  " + "\n  ".join(errors or text.splitlines()[-8:]))
-        cmd = [sys.executable, "-m", "mlperf_logging.result_summarizer", str(view), USAGE, ruleset]
+                               f"(its output: {kept}):\n  " + "\n  ".join(errors or output.splitlines()[-8:]))
+        cmd = [sys.executable, "-m", "mlperf_logging.result_summarizer", str(view.relative_to(out)), USAGE, ruleset]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
         (out / "result_summarizer.txt").write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
         if proc.returncode != 0:
@@ -410,9 +416,10 @@ def build(args, staging: pathlib.Path) -> pathlib.Path:
 
     tree = staging / log_info["submission_division"] / log_info["submission_org"]
     (tree / "systems").mkdir(parents=True)
-    (tree / "systems" / f"{system}.json").write_text(
-        json.dumps({f: desc[f] for f in REQUIRED_FIELDS} | {k: v for k, v in desc.items() if k not in
-                                                             REQUIRED_FIELDS}, indent=2) + "\n")
+    # Every value a string, as in MLPerf's own system files (the checker's summary table joins them).
+    (tree / "systems" / f"{system}.json").write_text(json.dumps(
+        {f: str(desc[f]) for f in REQUIRED_FIELDS} | {k: str(v) for k, v in desc.items() if k not in REQUIRED_FIELDS},
+        indent=2) + "\n")
     files, git = source_files()
     for benchmark, paths in runs.items():
         result_dir = tree / "results" / system / benchmark
@@ -423,9 +430,9 @@ def build(args, staging: pathlib.Path) -> pathlib.Path:
                    records[benchmark], files, git)
     switches = [s for s, on in (("--rcp-bypass", args.rcp_bypass), ("--seed-checker-bypass", args.seed_checker_bypass),
                                 ("--rcp-bert-train-samples", args.rcp_bert_train_samples)) if on]
-    run_checkers(tree, sorted(runs), staging / "checks", switches)
-    score = subprocess.run([sys.executable, "-m", "tf_mlperf.score.score", str(tree / "results"),
-                            "--out_dir", str(staging / "score")], capture_output=True, text=True,
+    run_checkers(tree, sorted(runs), staging / "checks", switches, args.out.resolve())
+    score = subprocess.run([sys.executable, "-m", "tf_mlperf.score.score", str((tree / "results").relative_to(staging)),
+                            "--out_dir", "score"], capture_output=True, text=True, cwd=staging,
                            env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     (staging / "score").mkdir(exist_ok=True)
     (staging / "score" / "tf-mlperf-score.out").write_text(score.stdout + score.stderr)
