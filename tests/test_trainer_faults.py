@@ -225,6 +225,15 @@ def test_init_checkpoint_of_another_size_names_the_variable_shapes_and_file(tmp_
     assert "[32, 48]" in err.value.problem and "[32, 64]" in err.value.problem
 
 
+def test_own_checkpoint_of_another_size_names_the_file(tmp_path):
+    from bert_reference import SMALL
+    other = model_lib.build_model(dataclasses.replace(SMALL, intermediate_size=48), 24, 5)
+    path = tf.train.Checkpoint(model=other).save(str(tmp_path / "ckpt"))   # as our training writes them
+    with pytest.raises(RunError) as err:
+        checkpoint_lib.load_init_checkpoint(model_lib.build_model(SMALL, 24, 5), path)
+    assert err.value.where == f"--init_checkpoint={path}" and "another model size" in err.value.problem
+
+
 def test_truncated_init_checkpoint_names_its_data_file(tmp_path):
     from bert_reference import SMALL
     from test_bert_checkpoint import random_reference_weights, write_tf1_checkpoint

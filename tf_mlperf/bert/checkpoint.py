@@ -155,7 +155,12 @@ def load_tf2_checkpoint(model, path: str, allow_missing_heads: bool = False) -> 
         target = model.encoder_network
         absent = _mlm_head_variables(model) + model.next_sentence.variables
     reader = tf.train.Checkpoint(**{root: target})   # keep a reference: the status only holds weak ones
-    status = reader.restore(path)
+    try:
+        status = reader.restore(path)
+    except ValueError as err:   # e.g. "Received incompatible tensor with shape ...": another model size
+        raise RunError(f"--init_checkpoint={path}", f"does not fit the model ({str(err).splitlines()[0]}): the "
+                       "checkpoint is of another model size; pass the --bert_config_file (or --bert_preset) it "
+                       "was trained with") from err
     try:
         status.assert_existing_objects_matched()
     except AssertionError as err:
