@@ -1,6 +1,7 @@
 """Issue 15 (nothing silently wrong) for tf-mlperf-prep-wiki: wrong vocab, incomplete dumps, missing or
 unreadable inputs give one line naming the file, exit non-zero, and write nothing that looks complete."""
 import bz2
+import os
 import random
 import re
 
@@ -160,3 +161,21 @@ def test_whole_multistream_dump_passes_the_checks(tmp_path, wiki_dump_sample):
     extract.check_multistream_index(dump, index_file)
     extract.check_dump_end(dump)
     extract.check_dump_end(wiki_dump_sample)   # the real single-stream sample
+
+
+def test_read_only_output_folder_is_one_line(capsys, tmp_path, wiki_extracted_dir):
+    from test_prep_imagenet_faults import tmpfs   # one helper for a real read-only mount
+    folder = tmp_path / "readonly"
+    with tmpfs(folder, "ro,size=1m") as mounted:
+        if not mounted:
+            if os.geteuid() == 0:
+                pytest.skip("root without permission to mount: cannot make a folder read-only for root")
+            folder.chmod(0o555)
+        code = cli.main(["clean", "--extracted_dir", str(wiki_extracted_dir), "--output_dir", str(folder / "out"),
+                         "--num_workers", "1"])
+        err = capsys.readouterr().err
+        assert code == EXIT_CODE and err.count("error:") == 1 and "Traceback" not in err
+        reason = "Read-only file system" if mounted else "Permission denied"
+        assert f"{folder / 'out'}" in err and reason in err and "--output_dir" in err
+        if not mounted:
+            folder.chmod(0o755)
