@@ -129,6 +129,21 @@ def tmpfs(path, options):
         subprocess.run(["umount", "-l", str(path)], check=True)
 
 
+@contextlib.contextmanager
+def read_only_folder(path):
+    """A folder nobody may write to (a read-only tmpfs as root, mode 555 otherwise); yields the OS's reason."""
+    with tmpfs(path, "ro,size=1m") as mounted:
+        if not mounted:
+            if os.geteuid() == 0:
+                pytest.skip("root without permission to mount: cannot make a folder read-only for root")
+            path.chmod(0o555)
+        try:
+            yield "Read-only file system" if mounted else "Permission denied"
+        finally:
+            if not mounted:
+                path.chmod(0o755)
+
+
 def assert_one_line_error(code, error, *expected):
     assert code == EXIT_CODE and "Traceback" not in error, error
     lines = [line for line in error.splitlines() if line.startswith("tf-mlperf-prep-imagenet: error:")]
@@ -165,16 +180,9 @@ def test_full_disk_gives_one_line_no_manifest_and_a_rerun_completes(raw, referen
 
 def test_read_only_output_folder_gives_one_line_and_verbose_the_traceback(raw, tmp_path, capsys):
     folder = tmp_path / "readonly"
-    with tmpfs(folder, "ro,size=1m") as mounted:
-        if not mounted:
-            if os.geteuid() == 0:
-                pytest.skip("root without permission to mount: cannot make a folder read-only for root")
-            folder.chmod(0o555)
+    with read_only_folder(folder) as reason:
         code = convert(folder / "out", *inputs(raw))
-        reason = "Read-only file system" if mounted else "Permission denied"
         assert_one_line_error(code, capsys.readouterr().err, str(folder / "out"), reason, "--output_dir")
         code = convert(folder / "out", *inputs(raw), "--verbose")
         error = capsys.readouterr().err
         assert code == EXIT_CODE and "Traceback" in error and reason in error
-        if not mounted:
-            folder.chmod(0o755)
