@@ -171,3 +171,34 @@ def test_read_only_output_folder_is_one_line(capsys, tmp_path, wiki_extracted_di
         err = capsys.readouterr().err
         assert code == EXIT_CODE and err.count("error:") == 1 and "Traceback" not in err
         assert f"{folder / 'out'}" in err and reason in err and "--output_dir" in err
+
+
+def test_full_disk_is_one_line_and_a_rerun_completes(tmp_path, wiki_extracted_dir):
+    import resource
+    import subprocess
+    import sys
+    from test_prep_imagenet_faults import REPO, tmpfs
+
+    def clean(out, preexec_fn=None):
+        command = [sys.executable, "-m", "data_prep.wiki.cli", "clean", "--extracted_dir", str(wiki_extracted_dir),
+                   "--output_dir", str(out), "--num_workers", "2"]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, preexec_fn=preexec_fn, timeout=300)
+
+    assert clean(tmp_path / "reference").returncode == 0
+    reference = {p.name: p.read_bytes() for p in (tmp_path / "reference" / "cleaned").iterdir()}
+    disk = tmp_path / "disk"
+    with tmpfs(disk, f"size={sum(map(len, reference.values())) // 2}") as mounted:
+        limit = min(map(len, reference.values())) // 2
+
+        def small_files():
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        done = clean(disk / "out", None if mounted else small_files)
+        reason = "No space left on device" if mounted else "File too large"
+        assert done.returncode == EXIT_CODE and "Traceback" not in done.stderr, done.stderr
+        assert re.search(rf"error: {disk / 'out' / 'cleaned'}/wiki_0\d: cannot write \({reason}\).*rerun", done.stderr)
+        assert not [p for p in disk.rglob("*") if ".tmp-" in p.name]
+        if mounted:
+            subprocess.run(["mount", "-o", f"remount,size={sum(map(len, reference.values())) * 4}", str(disk)],
+                           check=True)
+        assert clean(disk / "out").returncode == 0
+        assert {p.name: p.read_bytes() for p in (disk / "out" / "cleaned").iterdir()} == reference

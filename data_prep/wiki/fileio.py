@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from data_prep.errors import os_error
 from data_prep.wiki.errors import InputError
 
 TMP_MARK = ".tmp-"
@@ -32,6 +33,10 @@ def atomic_output(path: pathlib.Path) -> Iterator[pathlib.Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:  # a failed write (disk full) names no file: name the output
+            raise os_error(err, path) from None
+        raise
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
