@@ -121,7 +121,7 @@ def collect(results_dir: pathlib.Path, only_system: str | None) -> tuple[str, di
     return system, runs
 
 
-def check_logs(system: str, runs: dict[str, list[pathlib.Path]]) -> dict:
+def check_logs(system: str, runs: dict[str, list[pathlib.Path]], seed_check: bool = True) -> dict:
     """Our own checks before the official ones, each naming the file and the rule. Returns what the logs say
     (org, division, status) for the system description."""
     seen_seeds: dict[int, pathlib.Path] = {}
@@ -147,10 +147,10 @@ def check_logs(system: str, runs: dict[str, list[pathlib.Path]]) -> dict:
             for key in info:
                 info[key].add(first_value(events, key))
             seeds = [e.get("value") for e in events if e.get("key") == "seed"]
-            if not seeds:
+            if not seeds and seed_check:
                 raise PackageError(f"{path}: logs no seed (package checker seed check: every run logs its seed)")
             for seed in seeds:
-                if seed in seen_seeds:
+                if seed in seen_seeds and seed_check:
                     raise PackageError(f"{path}: seed {seed} is also the seed of {seen_seeds[seed]} (package "
                                        "checker seed check: no two runs may log the same seed)")
                 seen_seeds[seed] = path
@@ -167,11 +167,13 @@ def campaign_record(work_dir: pathlib.Path, system: str, benchmark: str, results
         raise PackageError(f"{path}: missing; the package's code folder needs the flagfile and launch commands "
                            "that produced the logs (tf-mlperf-campaign writes it; pass its --work_dir)")
     record = json.loads(path.read_text())
-    logs = {pathlib.Path(r["log"]).resolve() for r in record.get("runs", [])}
-    wanted = {p.resolve() for p in (results_dir / system / benchmark).glob("result_*.txt")}
-    if not wanted <= logs:
-        raise PackageError(f"{path}: does not record the runs of {sorted(str(p) for p in wanted - logs)} "
-                           "(results and campaign manifest are from different campaigns)")
+    # By name and seed, not full path: a results folder may have been moved since the campaign.
+    logged = {pathlib.Path(r["log"]).name: r.get("seed") for r in record.get("runs", [])}
+    for log in sorted((results_dir / system / benchmark).glob("result_*.txt")):
+        seed = first_value(read_events(log), "seed")
+        if log.name not in logged or (seed is not None and logged[log.name] != seed):
+            raise PackageError(f"{log}: not a run {path} records (name {log.name}, seed {seed}): the results and "
+                               "the campaign manifest are from different campaigns")
     return record
 
 
@@ -396,13 +398,15 @@ def run_checkers(tree: pathlib.Path, benchmarks: list[str], checks: pathlib.Path
 
 def build(args, staging: pathlib.Path) -> pathlib.Path:
     system, runs = collect(args.results_dir, args.system)
-    log_info = check_logs(system, runs)
+    log_info = check_logs(system, runs, seed_check=not args.seed_checker_bypass)
     template = {}
     if args.system_template:
         try:
             template = json.loads(args.system_template.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise PackageError(f"{args.system_template}: not a readable JSON object ({err})") from err
+        if not isinstance(template, dict):
+            raise PackageError(f"{args.system_template}: a JSON object of system fields is expected")
     desc = system_description(system, log_info, template, parse_fields(args.field), args.nodes)
     if args.write_template:
         args.write_template.write_text(json.dumps({f: desc.get(f, "") for f in REQUIRED_FIELDS}, indent=2) + "\n")
