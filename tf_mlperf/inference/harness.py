@@ -1,0 +1,323 @@
+"""tf-mlperf-infer: an exported ResNet-50 (tf-mlperf-export) under MLPerf Inference LoadGen.
+
+    tf-mlperf-infer --model /models/r50 --data_dir /data/imagenet --scenario Offline \
+        [--accuracy] [--user_conf user.conf] [--output out/] [--max_batchsize 32] [--preprocessing inference]
+
+As the inference reference (vision/classification_and_detection/python/main.py, profile resnet50-tf):
+* settings: LoadGen's built-in mlperf.conf (LoadGen >= 4.1 compiles it in and applies it when the user.conf
+  is read) for the model "resnet50", then --user_conf (settings.FromConfig), then scenario and mode. LoadGen
+  ignores keys it does not know without a word; we refuse them first, naming the file and line.
+* QSL: the validation records of --data_dir (dataset.py); LoadGen's load_query_samples reads and
+  preprocesses just the samples it names into memory, unload_query_samples drops them; the performance
+  sample count is min(total, 500) as in the reference (mlperf.conf sets 1024 for resnet50).
+* SUT: issue_queries queues the samples; one worker takes what is queued, up to --max_batchsize, as one
+  batch (Offline: full batches; Server: whatever arrived while the previous batch ran; SingleStream: 1;
+  MultiStream: the query's 8), runs the SavedModel and answers each sample with ArgMax - 1 (the reference's
+  PostProcessCommon(offset=-1)) as one float32, as the reference runner encodes it.
+* output: LoadGen's own mlperf_log_summary.txt, mlperf_log_detail.txt, mlperf_log_accuracy.json (and
+  mlperf_log_trace.json), in --output; in accuracy mode also accuracy.txt (accuracy.py's line).
+LoadGen writes into <output>/.partial; the files move to <output> only when the run completed and every
+sample was answered by the model, so an interrupted or failed run leaves no summary that looks valid.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+
+from tf_mlperf.inference import accuracy as accuracy_lib
+from tf_mlperf.inference.dataset import PREPROCESSING, ValidationRecords, preprocessor
+from tf_mlperf.inference.errors import InferenceError, run_cli
+
+MODEL_NAME = "resnet50"                 # the model's name in mlperf.conf / user.conf
+SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+RESULT_OFFSET = -1                      # PostProcessCommon(offset=-1): 1001-class ArgMax -> 0..999
+PERFORMANCE_SAMPLE_COUNT = 500          # the reference's default: min(count, 500)
+LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
+             "mlperf_log_trace.json")
+ACCURACY_FILE = "accuracy.txt"
+# Every key LoadGen's TestSettings::FromConfig reads (loadgen/test_settings_internal.cc, 6.0), and
+# target_duration, which the official mlperf.conf sets although LoadGen reads it nowhere.
+LOADGEN_KEYS = frozenset("""
+    mode qsl_rng_seed sample_index_rng_seed schedule_rng_seed accuracy_log_probability test05
+    test05_qsl_rng_seed test05_sample_index_rng_seed test05_schedule_rng_seed use_token_latencies
+    ttft_latency tpot_latency infer_token_latencies token_latency_scaling_factor target_latency_percentile
+    samples_per_query target_latency performance_issue_unique performance_issue_same
+    performance_issue_same_index sample_concatenate_permutation coalesce_queries max_async_queries
+    min_duration max_duration min_query_count max_query_count performance_sample_count_override
+    accuracy_sample_count_override target_qps print_timestamps accuracy_log_rng_seed
+    accuracy_log_sampling_target target_duration""".split())
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^0[xX][0-9a-fA-F]+$")
+
+
+def check_user_conf(path: str) -> None:
+    """LoadGen's config syntax (`model.scenario.key = number`, `#` comments) with known keys only."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise InferenceError(path, f"cannot read the LoadGen config ({e.strerror})") from None
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        where = f"{path}:{number}"
+        key, sep, value = (part.strip() for part in text.partition("="))
+        parts = key.split(".")
+        if not sep or len(parts) != 3 or not value or " " in key:
+            raise InferenceError(where, f"expected `model.scenario.key = value`, got {line.strip()!r}")
+        model, scenario, name = parts
+        if name not in LOADGEN_KEYS:
+            raise InferenceError(where, f"unknown LoadGen key {name!r} (LoadGen would ignore it silently); "
+                                        f"known keys: {', '.join(sorted(LOADGEN_KEYS))}")
+        if scenario not in (*SCENARIOS, "*"):
+            raise InferenceError(where, f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)} or *")
+        if model not in (MODEL_NAME, "*"):
+            raise InferenceError(where, f"model {model!r}: this harness runs {MODEL_NAME!r} (or * for all), "
+                                        "a line for another model would be ignored")
+        if not _NUMBER.match(value):
+            raise InferenceError(where, f"value {value!r} is not a number")
+
+
+class SampleLibrary:
+    """The QSL's data: preprocessed samples held in memory between LoadGen's load and unload calls."""
+
+    def __init__(self, records: ValidationRecords, image_size: int, preprocessing: str, threads: int = 4):
+        self.records, self.image_size = records, image_size
+        self.preprocess = preprocessor(preprocessing)
+        self.threads = threads
+        self.loaded: dict[int, np.ndarray] = {}
+
+    def load(self, indices) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+        todo = sorted(set(indices) - set(self.loaded))
+
+        def one(i):
+            jpeg, _ = self.records.jpeg_and_label(i)
+            return i, self.preprocess(jpeg, self.image_size)
+        with ThreadPoolExecutor(self.threads) as pool:
+            self.loaded.update(pool.map(one, todo))
+
+    def unload(self, indices) -> None:
+        for i in indices:
+            self.loaded.pop(i, None)
+
+    def batch(self, indices) -> np.ndarray:
+        return np.stack([self.loaded[i] for i in indices])
+
+
+class BatchingSUT:
+    """LoadGen's SUT: a queue of samples and one worker that runs them in batches of up to max_batchsize."""
+
+    def __init__(self, predict, samples: SampleLibrary, max_batchsize: int):
+        import mlperf_loadgen as lg
+        self.lg, self.predict, self.samples, self.max_batchsize = lg, predict, samples, max_batchsize
+        self.queue: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.answered = 0
+        self.worker = threading.Thread(target=self._work, name="sut-worker", daemon=True)
+        self.worker.start()
+
+    def issue_queries(self, query_samples) -> None:
+        for sample in query_samples:
+            self.queue.put(sample)
+
+    def flush_queries(self) -> None:
+        pass
+
+    def _work(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while batch[-1] is not None and len(batch) < self.max_batchsize:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            done = batch[-1] is None
+            batch = [s for s in batch if s is not None]
+            if batch:
+                self._run(batch)
+            if done:
+                return
+
+    def _run(self, batch) -> None:
+        results = np.zeros(len(batch), np.float32)
+        try:
+            if self.error is None:
+                classes = self.predict(self.samples.batch([s.index for s in batch]))
+                results = (np.asarray(classes) + RESULT_OFFSET).astype(np.float32)
+                self.answered += len(batch)
+        except BaseException as e:   # pylint: disable=broad-except  (LoadGen must still get its answers)
+            self.error = self.error or e
+        # LoadGen copies the response bytes (accuracy mode) inside QuerySamplesComplete: `results` outlives it.
+        address = results.ctypes.data
+        self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(s.id, address + 4 * i, 4)
+                                      for i, s in enumerate(batch)])
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        self.worker.join()
+
+
+def check_saved_model(path: str) -> None:
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise InferenceError(path, "no SavedModel here (saved_model.pb): write one with tf-mlperf-export")
+
+
+def load_saved_model(path: str):
+    """(predict: images -> ArgMax classes, image size) of a tf-mlperf-export SavedModel."""
+    import tensorflow as tf
+    from tf_mlperf.inference import export as export_lib
+    try:
+        serve = tf.saved_model.load(path).signatures.get("serving_default")
+    except Exception as e:   # pylint: disable=broad-except  (TF raises several kinds for a damaged model)
+        raise InferenceError(path, f"cannot load the SavedModel ({str(e).strip().splitlines()[0][:300]}): "
+                                   "export it again with tf-mlperf-export") from e
+    spec = serve.structured_input_signature[1].get(export_lib.INPUT_NAME) if serve is not None else None
+    if spec is None or export_lib.CLASSES_NAME not in serve.structured_outputs:
+        raise InferenceError(path, f"not a tf-mlperf-export SavedModel (serving_default with "
+                                   f"{export_lib.INPUT_NAME!r} -> {export_lib.CLASSES_NAME!r})")
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return serve(**{export_lib.INPUT_NAME: tf.constant(images)})[export_lib.CLASSES_NAME].numpy()
+    return predict, int(spec.shape[1])
+
+
+def prepare_output(output: str, overwrite: bool) -> str:
+    """Checks the output folder; returns the clean .partial folder LoadGen writes into."""
+    existing = [name for name in (*LOG_FILES, ACCURACY_FILE) if os.path.exists(os.path.join(output, name))]
+    if existing and not overwrite:
+        raise InferenceError(os.path.join(output, existing[0]), "an earlier run's log is here: choose another "
+                                                                "--output or pass --overwrite")
+    for name in existing:               # --overwrite: gone before the run, so a failed run leaves none
+        os.remove(os.path.join(output, name))
+    partial = os.path.join(output, ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    return partial
+
+
+def summary_result(summary_path: str) -> str:
+    with open(summary_path) as f:
+        text = f.read()
+    found = re.search(r"Result is\s*:\s*(\S+)", text)
+    return found.group(1) if found else "unknown"
+
+
+def run(args) -> int:
+    if args.user_conf:
+        check_user_conf(args.user_conf)
+    if args.audit_conf and not os.path.isfile(args.audit_conf):
+        raise InferenceError(args.audit_conf, "no such audit config")
+    check_saved_model(args.model)
+    records = ValidationRecords(args.data_dir, args.count)
+    try:
+        line = run_loadgen(args, records)
+    finally:
+        records.close()
+    print(line)
+    return 0
+
+
+def run_loadgen(args, records: ValidationRecords) -> str:
+    """One LoadGen test as args say; returns the result line. Logs end up in args.output only if complete."""
+    output = os.path.abspath(args.output)
+    partial = prepare_output(output, args.overwrite)
+    import mlperf_loadgen as lg
+    predict, image_size = load_saved_model(args.model)
+
+    settings = lg.TestSettings()
+    if args.user_conf:
+        status = settings.FromConfig(os.path.abspath(args.user_conf), MODEL_NAME, args.scenario)
+    else:
+        status = settings.FromConfig("", MODEL_NAME, args.scenario, 0)     # the built-in mlperf.conf only
+    if status != 0:
+        raise InferenceError(args.user_conf or "mlperf.conf", f"LoadGen could not read it (error {status})")
+    settings.scenario = getattr(lg.TestScenario, args.scenario)
+    settings.mode = lg.TestMode.AccuracyOnly if args.accuracy else lg.TestMode.PerformanceOnly
+    if args.qps:                        # as the reference's --qps (not for a submission: use user.conf)
+        settings.server_target_qps = settings.offline_expected_qps = float(args.qps)
+
+    samples = SampleLibrary(records, image_size, args.preprocessing)
+    samples.load([0])                   # warm-up, as the reference: first calls trace and allocate
+    for batch in {1, min(args.max_batchsize, len(records))}:
+        predict(samples.batch([0] * batch))
+    samples.unload([0])
+    sut = BatchingSUT(predict, samples, args.max_batchsize)
+    lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
+    lg_qsl = lg.ConstructQSL(len(records), min(len(records), PERFORMANCE_SAMPLE_COUNT), samples.load,
+                             samples.unload)
+    log_settings = lg.LogSettings()
+    log_settings.log_output.outdir = partial
+    log_settings.log_output.copy_summary_to_stdout = args.verbose
+    log_settings.enable_trace = False
+    # Ctrl-C ends the process at once (Python would only see it after LoadGen returns): nothing is promoted.
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    started = time.time()
+    try:
+        lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log_settings, args.audit_conf or "")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sut.stop()
+        lg.DestroyQSL(lg_qsl)
+        lg.DestroySUT(lg_sut)
+    if sut.error is not None:
+        raise InferenceError(args.model, f"the model failed during the run ({sut.error!r}); its logs stay in "
+                                         f"{partial} and are not a result") from sut.error
+    summary = os.path.join(partial, "mlperf_log_summary.txt")
+    if not os.path.isfile(summary):
+        raise InferenceError(partial, "LoadGen wrote no summary: see mlperf_log_detail.txt there")
+    line = f"{args.scenario} {'accuracy' if args.accuracy else 'performance'}: {sut.answered} samples in " \
+           f"{time.time() - started:.1f} s"
+    if not args.accuracy:
+        line += f", LoadGen result {summary_result(summary)}"
+    if args.accuracy:
+        entries = accuracy_lib.read_accuracy_log(os.path.join(partial, "mlperf_log_accuracy.json"))
+        result = accuracy_lib.format_result(*accuracy_lib.top1(entries, records.labels()))
+        with open(os.path.join(partial, ACCURACY_FILE), "w") as f:
+            f.write(result + "\n")
+        line += f"; {result}"
+    for name in (*LOG_FILES, ACCURACY_FILE):
+        if os.path.exists(os.path.join(partial, name)):
+            os.replace(os.path.join(partial, name), os.path.join(output, name))
+    shutil.rmtree(partial, ignore_errors=True)
+    return line
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tf-mlperf-infer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="SavedModel folder written by tf-mlperf-export")
+    parser.add_argument("--data_dir", required=True, help="ImageNet TFRecords (validation-*-of-*) as written "
+                        "by tf-mlperf-prep-imagenet")
+    parser.add_argument("--scenario", default="SingleStream", choices=SCENARIOS)
+    parser.add_argument("--accuracy", action="store_true", help="accuracy mode (every sample once; writes "
+                        "mlperf_log_accuracy.json and accuracy.txt); default: performance mode")
+    parser.add_argument("--user_conf", help="LoadGen user.conf (target_qps, target_latency, min_duration, ...); "
+                        "mlperf.conf is LoadGen's built-in one")
+    parser.add_argument("--audit_conf", help="LoadGen audit.config of a compliance test (TEST01, ...)")
+    parser.add_argument("--output", default="output", help="folder for LoadGen's logs")
+    parser.add_argument("--overwrite", action="store_true", help="replace the logs of an earlier run in --output")
+    parser.add_argument("--max_batchsize", type=int, default=32, help="largest batch the SUT runs (reference: 32)")
+    parser.add_argument("--preprocessing", choices=PREPROCESSING, default="inference",
+                        help="inference: the inference reference's pre_process_vgg (OpenCV, INTER_AREA); "
+                        "training: our training eval's (TF bilinear), to compare with the training eval")
+    parser.add_argument("--count", type=int, default=0, help="use the first N validation images (0: all)")
+    parser.add_argument("--qps", type=float, help="Server/Offline target QPS, over the config (testing only)")
+    parser.add_argument("--verbose", action="store_true", help="LoadGen's summary to stdout; tracebacks")
+    args = parser.parse_args(argv)
+    if args.max_batchsize < 1 or args.count < 0:
+        parser.error("--max_batchsize must be >= 1 and --count >= 0")
+    return run_cli("tf-mlperf-infer", lambda: run(args), args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
