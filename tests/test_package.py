@@ -53,7 +53,7 @@ def fixture_results(root: pathlib.Path, seeds=(1, 2, 3, 4, 5), system="sys-a") -
 def assert_refused(tmp_path, results, *words, extra=()):
     before = snapshot(results)
     out = tmp_path / "pkg" / "submission"
-    proc = package(results, "--out", out, "--work_dir", tmp_path / "campaign", *extra)
+    proc = package(results, "--out", out, *(extra or ("--work_dir", tmp_path / "campaign")))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     message = proc.stderr.strip()
     assert message.startswith("tf-mlperf-package: "), message
@@ -106,6 +106,84 @@ def test_missing_system_fields_are_listed(tmp_path):
     message = assert_refused(tmp_path, results, "missing field(s)", "cooling", "host_storage_type",
                              "--system_template")
     assert "host_processor_model_name" not in message          # prefilled from this machine
+
+
+# --------------------------------------------------------------------------- the checkers on fixture logs
+
+def add_seed(log: pathlib.Path, seed: int) -> None:
+    """Splices a `seed` event into a fixture log after init_start, logged from this line of this file (the seed
+    checker keys seeds by file:line; the package checks that line logs a seed in the packaged tree)."""
+    import logging
+    from mlperf_logging.mllog import constants as C, mllog
+    line_file = log.with_suffix(".seed")
+    logger = logging.getLogger(f"seed.{log}")
+    logger.propagate, handler = False, logging.FileHandler(line_file, mode="w")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    mllog.MLLogger(logger=logger, default_stack_offset=1, root_dir=str(REPO)).event(key=C.SEED, value=seed)
+    handler.close()
+    logger.removeHandler(handler)
+    lines = log.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if '"init_start"' in line) + 1
+    log.write_text("".join(lines[:at]) + line_file.read_text() + "".join(lines[at:]))
+    line_file.unlink()
+
+
+def campaign_results(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """Compliant fixture logs of a whole campaign (5 ResNet, 10 BERT) and the campaign.json it would write."""
+    results, work = root / "results", root / "campaign"
+    flagfile = root / "smoke.cfg"
+    flagfile.write_text("--batch_size=32\n")
+    for benchmark, runs, minutes in (("resnet", 5, 10), ("bert", 10, 20)):
+        records = []
+        for k in range(runs):
+            log = write_result_log(results / "sys-a" / benchmark / f"result_{k}.txt", benchmark, minutes + k)
+            seed = 1000 * minutes + k
+            add_seed(log, seed)
+            records.append({"run": k, "seed": seed, "command": ["python", "-m", f"tf_mlperf.{benchmark}.train",
+                                                              f"--seed={seed}"], "exit_code": 0, "log": str(log)})
+        (work / "sys-a" / benchmark).mkdir(parents=True)
+        (work / "sys-a" / benchmark / "campaign.json").write_text(json.dumps(
+            {"benchmark": benchmark, "flagfile": str(flagfile), "runs": records}))
+    return results, work
+
+
+def test_fixture_campaign_packages_and_the_real_checkers_pass(tmp_path):
+    results, work = campaign_results(tmp_path)
+    template = tmp_path / "system.json"
+    template.write_text(json.dumps(SITE_FIELDS))
+    before = snapshot(results)
+    out = tmp_path / "out" / "submission"
+    proc = package(results, "--out", out, "--work_dir", work, "--system_template", template)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert snapshot(results) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["submission", "submission.tar.gz"]
+    for ruleset in ("4.0.0", "5.0.0"):                         # fixture logs meet the RCPs: no switch
+        assert "PACKAGE CHECKER FOUND NO ERRORS, SUCCESS !" in (out / "checks" / ruleset / "package_checker.log").read_text()
+        assert json.loads((out / "checks" / ruleset / "summary.json").read_text())
+    system = json.loads((out / "closed" / "tf_mlperf" / "systems" / "sys-a.json").read_text())
+    assert all(isinstance(v, str) and v != "" for k, v in system.items() if k not in ("hw_notes", "sw_notes"))
+    code = out / "closed" / "tf_mlperf" / "benchmarks" / "bert" / "implementations" / "tf_mlperf"
+    assert (code / "flags_used" / "smoke.cfg").is_file() and (code / "tf_mlperf" / "core" / "loop.py").is_file()
+    assert (out / "score" / "report.md").is_file()
+
+
+def test_logs_of_other_code_are_refused(tmp_path):
+    results, work = campaign_results(tmp_path)
+    other = results / "sys-a" / "resnet" / "result_1.txt"
+    write_result_log(other, "resnet", 11, hparams={"seed": 4242})   # its seed logged from another line
+    assert_refused(tmp_path, results, str(other), "another version of the code",
+                   extra=("--work_dir", work, *[f"--field={k}={v}" for k, v in SITE_FIELDS.items()]))
+
+
+def test_results_of_another_campaign_are_refused(tmp_path):
+    results, work = campaign_results(tmp_path)
+    manifest = work / "sys-a" / "bert" / "campaign.json"
+    record = json.loads(manifest.read_text())
+    record["runs"][3]["seed"] += 1
+    manifest.write_text(json.dumps(record))
+    assert_refused(tmp_path, results, "result_3.txt", str(manifest), "different campaigns",
+                   extra=("--work_dir", work, *[f"--field={k}={v}" for k, v in SITE_FIELDS.items()]))
 
 
 # --------------------------------------------------------------------------- end to end
