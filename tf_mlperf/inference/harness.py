@@ -4,7 +4,7 @@
         [--accuracy] [--user_conf user.conf] [--output out/] [--max_batchsize 32] [--preprocessing inference]
 
 As the inference reference (vision/classification_and_detection/python/main.py, profile resnet50-tf):
-* settings: LoadGen's built-in mlperf.conf (LoadGen >= 4.1 compiles it in and applies it when the user.conf
+* settings: LoadGen's built-in mlperf.conf (LoadGen compiles it in since 5.0 and applies it when the user.conf
   is read) for the model "resnet50", then --user_conf (settings.FromConfig), then scenario and mode. LoadGen
   ignores keys it does not know without a word; we refuse them first, naming the file and line.
 * QSL: the validation records of --data_dir (dataset.py); LoadGen's load_query_samples reads and
