@@ -52,7 +52,14 @@ def job_output(script):
 
 
 def check_reached_target(tmp_path, script):
+    """The run in result_0.txt (its last one: a resubmitted run appends to the killed run's log) reached the
+    target as one job and passes the compliance checker."""
     log = tmp_path / "results" / "slurmci" / "resnet" / "result_0.txt"
+    lines = log.read_text().splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if '"key": "cache_clear"' in line]
+    if starts and starts[-1] > 0:
+        log = log.with_name("last_run.txt")
+        log.write_text("".join(lines[starts[-1]:]))
     events = read_mllog(log)
     # one job of two ranks: a single run_start (two independent rank-0 runs would each log one)
     assert [e["key"] for e in events].count("run_start") == 1, job_output(script)
