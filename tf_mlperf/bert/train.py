@@ -89,7 +89,7 @@ def _run(argv) -> None:
 def main() -> None:
     """Console script `tf-mlperf-bert-train`: exit 0 when the target was reached, 1 when the budget ran out,
     2 on an error (one line naming the file or flag and the fix)."""
-    absl_app.run(_run)
+    app.run(_run)
 
 
 if __name__ == "__main__":

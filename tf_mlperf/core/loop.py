@@ -36,6 +36,7 @@ class LoopConfig:
     keep_checkpoints: int = 2
     log_every_steps: int = 100
     tensorboard: bool = True
+    profile_steps: tuple[int, int] | None = None   # (first, end): TensorBoard profile of steps first..end-1
     eval_before_run: bool = False        # evaluate the initial weights (e.g. a loaded checkpoint) in init
     submission_org: str = "tf_mlperf"
     submission_platform: str = "unknown"
@@ -169,6 +170,7 @@ class _Trainer:
         self.eval_data = dist.make_dataset(task.eval_dataset, micro)
         self.writer = (tf.summary.create_file_writer(os.path.join(cfg.model_dir, "tensorboard"))
                        if cfg.tensorboard and dist.is_chief else None)
+        self._profile_dir, self._profiling = os.path.join(cfg.model_dir, "tensorboard"), False
 
     @property
     def step(self) -> int:
@@ -204,37 +206,85 @@ class _Trainer:
         return float(self.task.metric(dict(zip(keys, summed.tolist()))))
 
     def train_to(self, last_step: int) -> float:
-        """Trains until the global step is `last_step`, checkpointing on the way; returns samples/s."""
+        """Trains until the global step is `last_step`, checkpointing on the way; returns samples/s.
+
+        Every --log_every_steps (multiples of the global step) rank 0 prints one line and writes the same
+        scalars to TensorBoard: step, loss, lr, samples/s (global and per replica), step time, ETA to the
+        block's end. Steps in --profile_steps are profiled into the TensorBoard logdir."""
         start_step, start_time, loss = self.step, time.time(), float("nan")
+        self._mark = (self.step, time.time())           # the last telemetry line: (step, time)
+        self._block_end = last_step
         while self.step < last_step:
+            self._profile_at_step()
             n = self._steps_to_next_stop(last_step)
-            loss = float(self.train_steps(self.train_iter, tf.constant(n)))
+            loss = float(self.train_steps(self.train_iter, tf.constant(n)))   # float(): waits for the device
             if not np.isfinite(loss) and self.cfg.precision != "fp16":
                 raise FloatingPointError(f"loss is {loss} at step {self.step}")
-            if self.writer:
-                self._scalar("train/loss", loss)
-                self._scalar("train/learning_rate", _current_lr(self.optimizer))
+            if self.cfg.log_every_steps and self.step % self.cfg.log_every_steps == 0:
+                self._telemetry(loss)
             if self.cfg.checkpoint_every_steps and self.step % self.cfg.checkpoint_every_steps == 0:
                 self.save()
+        self._profile_at_step()
         seconds = max(time.time() - start_time, 1e-9)
         throughput = (self.step - start_step) * self.task.global_batch_size / seconds
-        self._scalar("train/samples_per_second", throughput)
-        logging.info("step %d loss %.4f  %.1f samples/s", self.step, loss, throughput)
+        self._scalar("train/block_samples_per_second", throughput)
         return throughput
+
+    def _telemetry(self, loss: float) -> None:
+        """One console line and the TensorBoard scalars for the steps since the last line (rank 0)."""
+        now, (step0, time0) = time.time(), self._mark
+        self._mark = (self.step, now)
+        if not self.dist.is_chief or self.step == step0:
+            return
+        step_s = max(now - time0, 1e-9) / (self.step - step0)
+        rate = self.task.global_batch_size / step_s
+        lr = _current_lr(self.optimizer)
+        eta = round((self._block_end - self.step) * step_s)
+        logging.info("step %d  loss %.4f  lr %.4g  %.1f samples/s (%.1f per replica)  step %.1f ms  "
+                     "block ends at step %d in %d:%02d:%02d", self.step, loss, lr, rate,
+                     rate / self.dist.num_replicas, step_s * 1e3, self._block_end, eta // 3600, eta // 60 % 60,
+                     eta % 60)
+        for name, value in (("train/loss", loss), ("train/learning_rate", lr), ("train/samples_per_second", rate),
+                            ("train/samples_per_second_per_replica", rate / self.dist.num_replicas),
+                            ("train/step_time_ms", step_s * 1e3), ("train/eta_block_end_s", eta)):
+            self._scalar(name, value)
+
+    def _profile_at_step(self) -> None:
+        """Starts / stops the TensorBoard profiler (rank 0) when the step enters / leaves --profile_steps."""
+        if not self.cfg.profile_steps or not self.dist.is_chief:
+            return
+        first, last = self.cfg.profile_steps
+        if self._profiling and self.step >= last:
+            stop_profiler()
+            self._profiling = False
+            logging.info("profile of steps %d-%d written under %s", first, last, self._profile_dir)
+        elif not self._profiling and first <= self.step < last:
+            tf.profiler.experimental.start(self._profile_dir)
+            self._profiling = True
 
     def _steps_to_next_stop(self, last_step: int) -> int:
         """Steps until `last_step` or the next multiple of the log / checkpoint cadence, whichever is first
-        (multiples of the global step, so a resumed run checkpoints at the same steps)."""
+        (multiples of the global step, so a resumed run checkpoints at the same steps); the --profile_steps
+        bounds cut too."""
         stops = [last_step - self.step]
         for every in (self.cfg.log_every_steps, self.cfg.checkpoint_every_steps):
             if every:
                 stops.append(every - self.step % every)
+        stops += [b - self.step for b in (self.cfg.profile_steps or ()) if b > self.step]
         return min(stops)
 
     def _scalar(self, name: str, value: float) -> None:
         if self.writer:
             with self.writer.as_default(step=self.step):
                 tf.summary.scalar(name, value)
+
+
+def stop_profiler() -> None:
+    """Stops the TensorBoard profiler if it runs (its files go to <logdir>/plugins/profile/<run>/)."""
+    try:
+        tf.profiler.experimental.stop()
+    except tf.errors.UnavailableError:   # not running
+        pass
 
 
 def _current_lr(optimizer) -> float:
@@ -327,6 +377,8 @@ def run_to_target(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfL
     mlog.hyperparameters(task.mllog_run_end(trained_units(trainer.step)))
     mlog.end(constants.RUN_STOP, metadata={"status": result.status, **(
         {"epoch_num": task.mllog_epoch_num(result.units)} if result.evals else {})})
+    if trainer._profiling:                        # pylint: disable=protected-access  # END after the last step
+        stop_profiler()
     if trainer.writer:
         trainer.writer.flush()
     dist.barrier()
