@@ -335,12 +335,13 @@ def run(main_fn: Callable[[list[str]], None], module_name: str | None = None) ->
 
 class _ShortFormatter(std_logging.Formatter):
     """Console lines without absl's `I1203 10:24:57.156157 139678404017024 loop.py:243]` prefix (--verbose
-    keeps it): the message, after `warning: ` / `error: ` for those levels."""
+    keeps it): the message, after `WARNING: ` / `ERROR: ` for those levels (the trainer's own one-line
+    `error: ...` stays the only line that starts so)."""
 
     def format(self, record):
         message = record.getMessage()
         if record.levelno >= std_logging.WARNING:
-            message = f"{record.levelname.lower()}: {message}"
+            message = f"{record.levelname}: {message}"
         return message
 
 
