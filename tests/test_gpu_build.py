@@ -1,0 +1,107 @@
+"""`bash scripts/setup.sh --gpu` on this machine (no GPU needed to build): TensorFlow with its CUDA 12 wheels and
+Horovod built with NCCL against those same wheels, in a venv of its own (the suite's .venv stays the CPU build),
+with nvcc from PyPI (TF_MLPERF_CUDA_COMPILER=pypi: the path of a machine without a CUDA toolkit; docs/gpu_build.md).
+
+Slow: the first time it downloads ~4 GB of wheels and compiles Horovod (~10-15 min on 2 cores); after that the
+venv (in ~/.cache/tf_mlperf, or $TF_MLPERF_GPU_VENV) and the cached wheel make it a few minutes.
+"""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "tf_mlperf"
+
+pytestmark = pytest.mark.slow
+
+
+def tensor_operations(check_build_output: str) -> dict[str, bool]:
+    """{'NCCL': True, 'MPI': True, ...} from the "Available Tensor Operations" block of horovodrun --check-build."""
+    block = check_build_output.split("Available Tensor Operations:", 1)
+    if len(block) != 2:
+        raise AssertionError(f"no 'Available Tensor Operations' in:\n{check_build_output}")
+    return {name: mark == "X" for mark, name in re.findall(r"\[( |X)\]\s+(\w+)", block[1])}
+
+
+@pytest.fixture(scope="module")
+def gpu_venv() -> pathlib.Path:
+    venv = pathlib.Path(os.environ.get("TF_MLPERF_GPU_VENV", CACHE / "venv-gpu"))
+    proc = subprocess.run(["bash", "scripts/setup.sh", "--gpu"], cwd=REPO, env={**os.environ, "TF_MLPERF_VENV": str(venv), "TF_MLPERF_CUDA_COMPILER": "pypi"},
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    return venv
+
+
+def run_py(venv: pathlib.Path, code: str, **env) -> str:
+    proc = subprocess.run([str(venv / "bin" / "python"), "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **env})
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.stdout
+
+
+def test_check_build_parser_sees_a_cpu_build():
+    """The parser the NCCL assertion relies on reads this suite's CPU build as 'no NCCL' (so it can fail)."""
+    out = subprocess.run([str(pathlib.Path(sys.executable).parent / "horovodrun"), "--check-build"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600).stdout
+    ops = tensor_operations(out)
+    assert ops["Gloo"] and ops["MPI"] and not ops["NCCL"], out
+
+
+def test_horovod_is_built_with_nccl(gpu_venv):
+    out = subprocess.run([str(gpu_venv / "bin" / "horovodrun"), "--check-build"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=600).stdout
+    ops = tensor_operations(out)
+    assert ops["NCCL"] and ops["MPI"] and ops["Gloo"], out
+    assert "[X] TensorFlow" in out, out
+
+
+def test_tensorflow_is_built_with_cuda(gpu_venv):
+    assert run_py(gpu_venv, "import tensorflow as tf; print('cuda', tf.test.is_built_with_cuda())").split()[-1] == "True"
+
+
+def test_one_nccl_in_the_process(gpu_venv):
+    """TensorFlow reaches NCCL through its stub in libtensorflow_framework (it dlopens libnccl.so.2); Horovod links
+    libnccl.so.2 through its run path into the venv's nvidia-nccl-cu12 wheel. After both have loaded it, the
+    process maps exactly one libnccl file, the wheel's, and TF's stub reports that library's version."""
+    out = run_py(gpu_venv, r"""
+import ctypes, os, re, sysconfig
+import tensorflow as tf, horovod.tensorflow as hvd
+from horovod.tensorflow import mpi_ops
+site = sysconfig.get_paths()['purelib']
+framework = ctypes.CDLL(os.path.join(os.path.dirname(tf.__file__), 'libtensorflow_framework.so.2'))
+version = ctypes.c_int(0)
+assert framework.ncclGetVersion(ctypes.byref(version)) == 0        # TF's stub loads NCCL here
+maps = open('/proc/self/maps').read()
+paths = sorted(set(re.findall(r'(/\S*libnccl\.so[.\d]*)$', maps, re.M)))
+print('nccl files', paths, 'version', version.value)
+assert len(paths) == 1, paths
+assert os.path.realpath(paths[0]) == os.path.realpath(os.path.join(site, 'nvidia/nccl/lib/libnccl.so.2')), paths
+import importlib.metadata as m
+wheel = m.version('nvidia-nccl-cu12').split('.')
+assert version.value == int(wheel[0]) * 10000 + int(wheel[1]) * 100 + int(wheel[2]), (version.value, wheel)
+print('nccl_built', hvd.nccl_built())
+""")
+    assert "nccl_built True" in out, out
+
+
+def test_cpu_smoke_step_under_horovodrun(gpu_venv, tmp_path):
+    """No GPU here: Horovod's CPU path (Gloo/MPI) still allreduces and trains under the NCCL build."""
+    worker = tmp_path / "step.py"
+    worker.write_text(
+        "import numpy as np, tensorflow as tf, horovod.tensorflow as hvd\n"
+        "hvd.init()\n"
+        "w = tf.Variable([1.0, 2.0])\n"
+        "with tf.GradientTape() as tape: loss = tf.reduce_sum(w * float(hvd.rank() + 1))\n"
+        "g = hvd.allreduce(tape.gradient(loss, w), op=hvd.Average)\n"
+        "w.assign_sub(0.1 * g)\n"
+        "np.testing.assert_allclose(w.numpy(), [1.0 - 0.15, 2.0 - 0.15], rtol=1e-6)\n"
+        "print('step ok', hvd.rank(), hvd.size())\n")
+    proc = subprocess.run([str(gpu_venv / "bin" / "horovodrun"), "-np", "2", "--gloo", "-H", "localhost:2",
+                           str(gpu_venv / "bin" / "python"), str(worker)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert proc.stdout.count("step ok") == 2, proc.stdout[-4000:]
