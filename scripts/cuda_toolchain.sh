@@ -2,8 +2,12 @@
 # Sourced by scripts/setup.sh --gpu: the CUDA toolkit Horovod's NCCL build compiles against.
 #   cuda_toolchain <venv>   sets HOROVOD_CUDA_HOME, HOROVOD_NCCL_INCLUDE/LIB/LINK and HOROVOD_CMAKE.
 #
-# Headers, cudart and NCCL are the CUDA 12 pip wheels that `tensorflow[and-cuda]` installed into the venv,
-# so Horovod and TensorFlow load the same libcudart.so.12 and the same libnccl.so.2 (one NCCL per process).
+# One NCCL per process: TensorFlow 2.20's libtensorflow_framework.so.2 has NCCL built in (2.25.1, its ~800 nccl*
+# symbols exported) and ships that version's nccl.h. Horovod is compiled against that header and links the
+# nccl* symbols of libtensorflow_framework.so.2 itself (a libnccl.so link to it: the linker records only the
+# SONAME libtensorflow_framework.so.2, which Horovod needs anyway), so no second NCCL (the nvidia-nccl-cu12
+# wheel's libnccl.so.2) is loaded. cudart likewise: Horovod's kernels call the cudart entry points TF exports
+# (its stub, which loads the wheel's libcudart.so.12). Headers: the CUDA 12 wheels tensorflow[and-cuda] installed.
 # The compiler: a site's own CUDA 12 toolkit when there is one ($CUDA_HOME/bin/nvcc or nvcc on PATH, e.g.
 # after `module load cuda`, or a CUDA devel container); else nvcc from PyPI. The CUDA 12 nvcc wheel
 # (nvidia-cuda-nvcc-cu12) ships ptxas but no nvcc, so then nvcc/cicc come from the CUDA 13.5 wheels
@@ -15,8 +19,9 @@ CUDA13_COMPILER_VERSION=13.5.37
 cuda_toolchain() {
   local venv=$1 site root nvcc=""
   site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-  [ -f "$site/nvidia/cuda_runtime/include/cuda_runtime.h" ] && [ -f "$site/nvidia/nccl/include/nccl.h" ] || {
-    echo "[setup] CUDA 12 wheels missing under $site/nvidia: is tensorflow[and-cuda] installed?" >&2; return 1; }
+  local tf_nccl=$site/tensorflow/include/external/nccl_archive/src
+  [ -f "$site/nvidia/cuda_runtime/include/cuda_runtime.h" ] && [ -f "$tf_nccl/nccl.h" ] || {
+    echo "[setup] CUDA 12 wheels or TF's nccl.h missing under $site: is tensorflow[and-cuda] installed?" >&2; return 1; }
   # libcu++'s <nv/target> (included by cuda_fp16.h) is in CCCL, which tensorflow[and-cuda] does not pull in:
   # the CCCL headers of the same CUDA release as the runtime wheel.
   local cuda_release; cuda_release=$("$venv/bin/python" -c "import importlib.metadata as m; print('.'.join(m.version('nvidia-cuda-runtime-cu12').split('.')[:2]))")
@@ -24,12 +29,12 @@ cuda_toolchain() {
   root=$venv/cuda-build
   rm -rf "$root" && mkdir -p "$root/include" "$root/lib64"
   # Headers and libraries: the wheels TensorFlow loads (links, so nothing is copied twice).
-  for pkg in cuda_runtime cuda_cccl cuda_nvcc nccl; do
+  for pkg in cuda_runtime cuda_cccl cuda_nvcc; do
     [ -d "$site/nvidia/$pkg/include" ] && cp -rs "$site/nvidia/$pkg/include/." "$root/include/"
   done
   ln -s "$site"/nvidia/cuda_runtime/lib/* "$root/lib64/"   # libcudart.so.12, libcudart_static.a, libcudadevrt.a
   ln -s libcudart.so.12 "$root/lib64/libcudart.so"
-  ln -s "$site/nvidia/nccl/lib/libnccl.so.2" "$root/lib64/libnccl.so"
+  ln -s "$site/tensorflow/libtensorflow_framework.so.2" "$root/lib64/libnccl.so"   # TF's built-in NCCL
   ln -s lib64 "$root/lib"
   # The compiler: TF_MLPERF_CUDA_COMPILER=auto (default: the site's, else PyPI's), site, or pypi.
   local choice=${TF_MLPERF_CUDA_COMPILER:-auto}
@@ -55,16 +60,14 @@ cuda_toolchain() {
     chmod +x "$root"/bin/* "$root"/nvvm/bin/*
     rm -rf "$dl"
   fi
-  export HOROVOD_CUDA_HOME=$root HOROVOD_NCCL_INCLUDE=$root/include HOROVOD_NCCL_LIB=$root/lib64
+  export HOROVOD_CUDA_HOME=$root HOROVOD_NCCL_INCLUDE=$tf_nccl HOROVOD_NCCL_LIB=$root/lib64
   export HOROVOD_NCCL_LINK=SHARED HOROVOD_GPU_OPERATIONS=NCCL
   export HOROVOD_BUILD_CUDA_CC_LIST=${HOROVOD_BUILD_CUDA_CC_LIST:-80,86,89,90}   # A100, A10/A40, L4/L40, H100/H200
-  # Shared cudart (the one TF loads, not a second static copy) and a run path to the venv's wheels, so
-  # `import horovod.tensorflow` finds libcudart/libnccl without LD_LIBRARY_PATH, GPU or not.
+  # No static cudart copy in Horovod: its cudart calls resolve to the entry points TF exports.
   cat > "$root/cmake" <<EOF
 #!/bin/sh
 case "\$1" in --*) exec $(command -v cmake) "\$@";; esac   # --version, --build: as they are
-exec $(command -v cmake) "\$@" -DCMAKE_CUDA_RUNTIME_LIBRARY=Shared \
-  '-DCMAKE_BUILD_RPATH=\$ORIGIN/../../nvidia/cuda_runtime/lib;\$ORIGIN/../../nvidia/nccl/lib'
+exec $(command -v cmake) "\$@" -DCMAKE_CUDA_RUNTIME_LIBRARY=Shared
 EOF
   chmod +x "$root/cmake"
   export HOROVOD_CMAKE=$root/cmake

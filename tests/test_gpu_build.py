@@ -64,28 +64,28 @@ def test_tensorflow_is_built_with_cuda(gpu_venv):
 
 
 def test_one_nccl_in_the_process(gpu_venv):
-    """TensorFlow reaches NCCL through its stub in libtensorflow_framework (it dlopens libnccl.so.2); Horovod links
-    libnccl.so.2 through its run path into the venv's nvidia-nccl-cu12 wheel. After both have loaded it, the
-    process maps exactly one libnccl file, the wheel's, and TF's stub reports that library's version."""
+    """TensorFlow 2.20 has NCCL built into libtensorflow_framework.so.2. Horovod must use that one: no libnccl
+    among its libraries' dependencies, no libnccl file mapped in a process that imported both and called TF's NCCL,
+    and the NCCL version Horovod was compiled against (hvd.nccl_built()) equals the one TF runs (ncclGetVersion).
+    (A build against the nvidia-nccl-cu12 wheel fails all three: it maps libnccl.so.2, 2.32.3 vs TF's 2.25.1.)"""
     out = run_py(gpu_venv, r"""
-import ctypes, os, re, sysconfig
+import ctypes, glob, os, re, subprocess
 import tensorflow as tf, horovod.tensorflow as hvd
 from horovod.tensorflow import mpi_ops
-site = sysconfig.get_paths()['purelib']
+for lib in glob.glob(os.path.join(os.path.dirname(hvd.__file__), '*.so')):
+    needed = subprocess.run(['readelf', '-d', lib], capture_output=True, text=True, check=True).stdout
+    assert 'libnccl' not in needed, (lib, needed)
 framework = ctypes.CDLL(os.path.join(os.path.dirname(tf.__file__), 'libtensorflow_framework.so.2'))
 version = ctypes.c_int(0)
-assert framework.ncclGetVersion(ctypes.byref(version)) == 0        # TF's stub loads NCCL here
+assert framework.ncclGetVersion(ctypes.byref(version)) == 0
 maps = open('/proc/self/maps').read()
-paths = sorted(set(re.findall(r'(/\S*libnccl\.so[.\d]*)$', maps, re.M)))
-print('nccl files', paths, 'version', version.value)
-assert len(paths) == 1, paths
-assert os.path.realpath(paths[0]) == os.path.realpath(os.path.join(site, 'nvidia/nccl/lib/libnccl.so.2')), paths
-import importlib.metadata as m
-wheel = m.version('nvidia-nccl-cu12').split('.')
-assert version.value == int(wheel[0]) * 10000 + int(wheel[1]) * 100 + int(wheel[2]), (version.value, wheel)
-print('nccl_built', hvd.nccl_built())
+nccl_files = sorted(set(re.findall(r'(/\S*libnccl\S*)$', maps, re.M)))
+print('nccl files mapped', nccl_files, 'tf nccl', version.value, 'horovod nccl', hvd.nccl_built())
+assert not nccl_files, nccl_files
+assert hvd.nccl_built() == version.value, (hvd.nccl_built(), version.value)
+print('one nccl ok')
 """)
-    assert "nccl_built True" in out, out
+    assert "one nccl ok" in out, out
 
 
 def test_cpu_smoke_step_under_horovodrun(gpu_venv, tmp_path):
