@@ -28,22 +28,23 @@ def require(path: pathlib.Path) -> pathlib.Path:
     return path
 
 
+def require_all(folder: pathlib.Path, names) -> pathlib.Path:
+    """`folder`, after requiring each of `names` in it."""
+    for name in names:
+        require(folder / name)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def wiki_extracted_dir() -> pathlib.Path:
     """The MLPerf BERT reference's WikiExtractor sample, wiki_00..wiki_03 (tests/data)."""
-    folder = TEST_DATA / "wikipedia_extracted"
-    for name in WIKI_FILES:
-        require(folder / name)
-    return folder
+    return require_all(TEST_DATA / "wikipedia_extracted", WIKI_FILES)
 
 
 @pytest.fixture(scope="session")
 def bert_golden_dir() -> pathlib.Path:
     """sentences_wiki_00.txt + golden.json: the reference create_pretraining_data.py target (tests/data)."""
-    folder = TEST_DATA / "bert_golden"
-    for name in ("sentences_wiki_00.txt", "golden.json"):
-        require(folder / name)
-    return folder
+    return require_all(TEST_DATA / "bert_golden", ("sentences_wiki_00.txt", "golden.json"))
 
 
 @pytest.fixture(scope="session")
@@ -63,10 +64,7 @@ def wiki_dump_sample() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def extra_photos_dir() -> pathlib.Path:
     """Photos no package ships (Pillow's test images: RGB, greyscale and a real CMYK JPEG), for --photos_dir."""
-    folder = TEST_DATA / "images"
-    for name in EXTRA_PHOTOS:
-        require(folder / name)
-    return folder
+    return require_all(TEST_DATA / "images", EXTRA_PHOTOS)
 
 
 @pytest.fixture(scope="session")
