@@ -8,10 +8,12 @@
 #           same wheels (scripts/cuda_toolchain.sh says where nvcc comes from); no GPU is needed to build.
 #   --demo  then runs the end-to-end demo on the embedded samples.
 set -euo pipefail
-GPU=0 DEMO=0
+GPU=0 DEMO=0 GPU_TAG= GPU_WORDS=
 for arg in "$@"; do
   case "$arg" in --gpu) GPU=1;; --demo) DEMO=1;; *) echo "setup.sh: unknown option $arg (use --gpu, --demo)" >&2; exit 2;; esac
 done
+# (never `$( ((GPU)) && ...)` in an assignment: with GPU=0 its status 1 ends the script under set -e, silently)
+if ((GPU)); then GPU_TAG=-nccl GPU_WORDS=' with NCCL'; fi
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${TF_MLPERF_VENV:-$ROOT/.venv}
@@ -58,9 +60,9 @@ HVD_OK="import horovod.tensorflow as h, sys; sys.exit(0 if h.nccl_built() or not
 if ! "$VENV/bin/python" -c "$HVD_OK" 2>/dev/null; then
   PY_TAG=$("$VENV/bin/python" -c "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')")
   MPI_TAG=$(command -v mpicxx >/dev/null && echo mpi || echo nompi)
-  CACHE=${TF_MLPERF_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tf_mlperf/wheels}/horovod-$HOROVOD_VERSION-tf$TF_VERSION-$PY_TAG-$MPI_TAG$( ((GPU)) && echo -nccl)
+  CACHE=${TF_MLPERF_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tf_mlperf/wheels}/horovod-$HOROVOD_VERSION-tf$TF_VERSION-$PY_TAG-$MPI_TAG$GPU_TAG
   if ! ls "$CACHE"/horovod-*.whl >/dev/null 2>&1; then
-    log "building horovod $HOROVOD_VERSION against TF $TF_VERSION$( ((GPU)) && echo ' with NCCL') (takes ~4-5 min on 2 cores)"
+    log "building horovod $HOROVOD_VERSION against TF $TF_VERSION$GPU_WORDS (takes ~4-5 min on 2 cores)"
     SHIM=$(mktemp -d)
     mkdir -p "$SHIM/tensorflow/compiler/xla/client"
     echo '#include "xla/hlo/builder/xla_builder.h"' > "$SHIM/tensorflow/compiler/xla/client/xla_builder.h"
