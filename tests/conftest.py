@@ -20,6 +20,18 @@ EXTRA_PHOTOS = ("hopper.jpg", "hopper_gray.jpg", "pil_sample_cmyk.jpg")
 PACKAGED_PHOTOS = 10  # scikit-image's SKIMAGE_PHOTOS (8) + scikit-learn's china.jpg, flower.jpg
 
 
+# Files whose tests take longest, started first so two pytest-xdist workers (scripts/test.sh, --dist loadfile)
+# finish together instead of one long file starting last. Order only; every test still runs.
+LONGEST_FIRST = ("test_gpu_build.py", "test_package.py", "test_bert_smoke.py", "test_ergonomics.py",
+                 "test_cluster_slurm.py", "test_core_distribution.py", "test_inference.py", "test_resnet_e2e.py",
+                 "test_trainer_faults.py", "test_cluster_ssh.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))    # stable: file order kept otherwise
+
+
 def require(path: pathlib.Path) -> pathlib.Path:
     """`path`, or fail naming it (a plain clone has every file under tests/data; packages come from setup.sh)."""
     if not path.exists():
