@@ -8,55 +8,69 @@ from typing import Any, Mapping
 import tensorflow as tf
 import tf_keras
 
+from tf_mlperf.core import settings
 from tf_mlperf.core.mlperf_log import constants
+from tf_mlperf.core.settings import setting
 from tf_mlperf.core.task import InputContext, Schedule, Task
 from tf_mlperf.resnet import input_pipeline, lars, model as model_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class ResNetConfig:
-    """Everything a run depends on; train.py fills it from flags, tests build it directly."""
-    data_dir: str = ""
-    global_batch_size: int = 3264
-    num_accumulation_steps: int = 1
-    train_epochs: float = 37
-    epochs_between_evals: float = 4
-    eval_offset_epochs: float = 0       # first eval after this many epochs (0: after epochs_between_evals)
-    base_learning_rate: float = 10.5
-    end_learning_rate: float = 1e-4
-    warmup_epochs: float = 2
-    lr_decay_steps: int = 0             # 0: the reference's train_steps - warmup_steps + 1
-    weight_decay: float = 5e-5
-    momentum: float = 0.9
-    lars_eeta: float = 0.001
-    lars_epsilon: float = 0.0
-    label_smoothing: float = 0.1
-    num_classes: int = 1000
-    image_size: int = 224
-    model_width: float = 1.0
-    model_blocks: tuple[int, ...] = model_lib.RESNET50_BLOCKS
-    zero_init_last_gamma: bool = False
-    target_accuracy: float = 0.759
-    use_synthetic_data: bool = False
-    num_train_images: int = 0           # 0: from <data_dir>/train-manifest.json, else counted
-    num_eval_images: int = 0            # 0: likewise for validation
-    verify_checksums: bool = False      # check every shard's sha256 against its manifest before training
-    seed: int = 1
-    shuffle_buffer: int = input_pipeline.SHUFFLE_BUFFER
-    datasets_num_private_threads: int = 0
+    """Every ResNet setting, defined here once: its default and help. train.py turns each field into its flag
+    (core/settings.py: define_flags / from_flags); tests build the config directly."""
+    data_dir: str = setting("", "Folder of ImageNet TFRecords (train-*-of-*, validation-*-of-*) as written by "
+                            "tf-mlperf-prep-imagenet.")
+    global_batch_size: int = setting(3264, "Global batch size: samples per optimizer step over all replicas, "
+                                     "accumulation included (the reference's --batch_size).", flag="batch_size")
+    num_accumulation_steps: int = setting(1, "", common=True)
+    train_epochs: float = setting(37.0, "Epoch budget (rounded up to whole eval blocks after the offset, as the "
+                                  "reference); also the length of the learning-rate decay.")
+    epochs_between_evals: float = setting(4.0, "Epochs between evaluations (the rules: 4).")
+    eval_offset_epochs: float = setting(0.0, "Epochs before the first evaluation (the rules allow 1..4; "
+                                        "0 = epochs_between_evals).")
+    base_learning_rate: float = setting(10.5, "LARS peak learning rate (reached at the end of warmup).")
+    end_learning_rate: float = setting(1e-4, "Learning rate at the end of the polynomial decay (rules: 1e-4).")
+    warmup_epochs: float = setting(2.0, "Linear learning-rate warmup, in epochs.")
+    lr_decay_steps: int = setting(0, "Steps of the polynomial decay after warmup (0: the reference's "
+                                  "train steps - warmup steps + 1).")
+    weight_decay: float = setting(5e-5, "LARS weight decay (rules: 1e-4 * 2^k).")
+    momentum: float = setting(0.9, "LARS momentum.")
+    lars_eeta: float = setting(0.001, "LARS trust coefficient eta.")
+    lars_epsilon: float = setting(0.0, "LARS epsilon, used and logged as given (see docs/resnet.md on the "
+                                  "reference's 0 -> 1e-7 quirk).")
+    label_smoothing: float = setting(0.1, "Label smoothing of the cross-entropy (rules: 0.1).")
+    num_classes: int = setting(1000, "Classifier outputs; labels in the records are 1..num_classes.")
+    image_size: int = setting(224, "Train/eval crop size (closed division: 224; smaller for CPU smoke).")
+    model_width: float = setting(1.0, "Channel multiplier (closed division: 1.0; smaller for CPU smoke).")
+    model_blocks: tuple[int, ...] = setting(model_lib.RESNET50_BLOCKS, "Bottlenecks per stage (closed "
+                                            "division: 3,4,6,3).")
+    zero_init_last_gamma: bool = setting(False, "Initialise the last BN gamma of every bottleneck to 0.")
+    target_accuracy: float = setting(settings.RESNET_TARGET_ACCURACY, "", common=True)
+    use_synthetic_data: bool = setting(False, "", common=True)
+    num_train_images: int = setting(0, "Train-set size (0: read <data_dir>/train-manifest.json, else count the "
+                                    "records; 1,281,167 with synthetic data).")
+    num_eval_images: int = setting(0, "Validation-set size (0: as num_train_images; 50,000 synthetic).")
+    verify_checksums: bool = setting(False, "Before training, check every shard's sha256 against "
+                                     "<data_dir>/<split>-manifest.json (reads the whole data set once; names, "
+                                     "sizes and counts are always checked).", flag="verify_data_checksums")
+    seed: int = setting(1, "", common=True)
+    shuffle_buffer: int = setting(input_pipeline.SHUFFLE_BUFFER, "Record shuffle buffer per input pipeline.")
+    datasets_num_private_threads: int = setting(0, "tf.data private thread-pool size per process (0: TF's "
+                                                "shared pool).")
 
 
 def _split(cfg: ResNetConfig, split: str, size_flag: int) -> tuple[list[str], int]:
     """The split's files (checked against its manifest) and its size: --num_*_images if given, else the
     manifest's count, else the standard ImageNet count for the standard 1024/128 files, else counted."""
     if cfg.use_synthetic_data or not cfg.data_dir:
-        return [], size_flag or input_pipeline.NUM_IMAGES[split]
+        return [], size_flag or settings.IMAGENET_NUM_IMAGES[split]
     files, listed = input_pipeline.split_files(cfg.data_dir, split, cfg.verify_checksums)
     if size_flag or listed is not None:
         return files, size_flag or listed
-    if len(files) == input_pipeline.NUM_FILES[split]:
+    if len(files) == settings.IMAGENET_NUM_FILES[split]:
         # The standard full conversion (e.g. imagenet_to_gcs.py, no manifest): counting it would read ~150 GB.
-        return files, input_pipeline.NUM_IMAGES[split]
+        return files, settings.IMAGENET_NUM_IMAGES[split]
     return files, input_pipeline.count_records(files)
 
 

@@ -1,0 +1,90 @@
+"""core/settings.py: a config dataclass is the one place a benchmark's settings are written; its flags and the
+config built back from them follow it exactly, and a common flag left unset keeps the field's default."""
+import dataclasses
+
+import pytest
+from absl import flags
+
+from tf_mlperf.core import settings
+from tf_mlperf.resnet import train  # noqa: F401  (defines the ResNet flags on FLAGS)
+from tf_mlperf.resnet.task import ResNetConfig
+
+
+def test_resnet_flags_have_the_config_defaults():
+    fv = flags.FLAGS
+    for field in dataclasses.fields(ResNetConfig):
+        name = field.metadata.get("flag") or field.name
+        assert name in fv, f"--{name} not defined for ResNetConfig.{field.name}"
+        if not field.metadata["common"]:
+            default = fv[name].default
+            if isinstance(field.default, tuple):
+                default = tuple(int(v) for v in default)
+            assert default == field.default, name
+            assert fv[name].help == field.metadata["help"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    width: float = settings.setting(1.0, "w")
+    blocks: tuple[int, ...] = settings.setting((3, 4), "b", flag="model_blocks")
+    mode: str = settings.setting("a", "m", choices=("a", "b"))
+    on: bool = settings.setting(False, "o")
+    target: float = settings.setting(0.5, "", common=True)
+    name: str = "not a flag"
+
+
+def _flags(*argv):
+    fv = flags.FlagValues()
+    settings.define_flags(_Config, fv)
+    flags.DEFINE_float("target", None, "common", flag_values=fv)
+    fv(["prog", *argv])
+    return fv
+
+
+def test_flags_build_the_config_and_only_override():
+    assert settings.from_flags(_Config, _flags()) == _Config()
+    got = settings.from_flags(_Config, _flags("--width=2", "--model_blocks=1,2,3", "--mode=b", "--on",
+                                              "--target=0.9"), name="given")
+    assert got == _Config(width=2.0, blocks=(1, 2, 3), mode="b", on=True, target=0.9, name="given")
+
+
+def test_target_flag_reaches_the_task_through_its_config():
+    fv = flags.FLAGS
+    fv.unparse_flags()
+    try:
+        fv(["prog", "--use_synthetic_data", "--target_accuracy=0.5", "--seed=3"])
+        assert train.build_task(fv).target == 0.5 and train.build_task(fv).cfg.target_accuracy == 0.5
+        fv.unparse_flags()
+        fv(["prog", "--use_synthetic_data", "--seed=3"])
+        assert train.build_task(fv).target == settings.RESNET_TARGET_ACCURACY
+    finally:
+        fv.unparse_flags()
+
+
+def test_a_field_type_without_a_flag_type_is_refused():
+    @dataclasses.dataclass
+    class Bad:
+        x: dict = settings.setting(None, "x")
+    with pytest.raises(TypeError, match="Bad.x"):
+        settings.define_flags(Bad, flags.FlagValues())
+
+
+def test_resnet_presets_only_override():
+    """A closed preset sets the values the RCP table varies; anything else it sets must differ from the
+    ResNetConfig default (a restated default would be a second place that value is written)."""
+    import pathlib
+    varied = {"batch_size", "base_learning_rate", "warmup_epochs", "lr_decay_steps", "weight_decay", "momentum",
+              "train_epochs", "eval_offset_epochs"}
+    defaults = {(f.metadata.get("flag") or f.name): f.default for f in dataclasses.fields(ResNetConfig)
+                if not f.metadata["common"]}   # common flags have their own defaults (--seed: a fresh one)
+    folder = pathlib.Path(__file__).resolve().parents[1] / "flags" / "resnet50"
+    for path in sorted(folder.glob("*.cfg")):
+        for line in path.read_text().splitlines():
+            if not line.startswith("--"):
+                continue
+            name, _, value = line[2:].partition("=")
+            if name in varied or name not in defaults:
+                continue
+            default = defaults[name]
+            parsed = tuple(int(v) for v in value.split(",")) if isinstance(default, tuple) else type(default)(value)
+            assert parsed != default, f"{path.name}: {line} restates ResNetConfig's default"

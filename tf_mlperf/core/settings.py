@@ -1,0 +1,86 @@
+"""Where every setting is defined, once.
+
+* The MLPerf facts both the trainers and the data-prep jobs use (quality targets, eval-set sizes, ImageNet's
+  counts) are the constants below; nothing else writes these numbers.
+* A benchmark's hyperparameters are the fields of its config dataclass (`resnet/task.py: ResNetConfig`),
+  each written as `setting(default, help)`. `define_flags(ResNetConfig)` turns those fields into the
+  trainer's absl flags (same default, same help) and `from_flags(ResNetConfig, FLAGS)` builds the config
+  back from the parsed flags, so train.py holds no copy of either. A flagfile only overrides.
+* Flags every trainer shares (--seed, --num_accumulation_steps, --target_accuracy, --use_synthetic_data,
+  ...) are defined in core/app.py; a field marked `common=True` reads that flag, and a common flag left at
+  None (e.g. no --target_accuracy) keeps the field's default (e.g. the benchmark's MLPerf target).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from absl import flags
+
+# Flags defined from here belong to the module that calls define_flags (for --help's per-module listing).
+flags.disclaim_key_flags()
+
+# ---- MLPerf facts (training rules v4.0 ResNet / v5.0 BERT, and the data sets) ----
+RESNET_TARGET_ACCURACY = 0.759        # top-1 on the 50,000 ImageNet validation images
+BERT_TARGET_MLM_ACCURACY = 0.720      # masked-LM accuracy on the eval set
+BERT_EVAL_EXAMPLES = 10_000           # the rules' BERT eval set (records of eval_10k)
+IMAGENET_NUM_IMAGES = {"train": 1_281_167, "validation": 50_000}   # ImageNet 2012 (ILSVRC2012)
+IMAGENET_NUM_FILES = {"train": 1024, "validation": 128}            # its standard TFRecord sharding
+
+
+def setting(default: Any, help: str, *, flag: str | None = None, common: bool = False,  # noqa: A002
+            choices: typing.Sequence[str] | None = None) -> Any:
+    """A config field that is also a flag: `flag` names the flag when it differs from the field, `common`
+    says core/app.py defines it (shared by the trainers), `choices` makes it an enum flag."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "flag": flag, "common": common, "choices": tuple(choices) if choices else None})
+
+
+def _fields(cls) -> list[tuple[dataclasses.Field, Any, str]]:
+    """(field, its resolved type, its flag name) for every field of `cls` written with `setting`."""
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name], f.metadata.get("flag") or f.name) for f in dataclasses.fields(cls)
+            if "help" in f.metadata]
+
+
+def define_flags(cls, flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines one absl flag per `setting` field of the dataclass `cls` (common ones excepted), with the
+    field's default and help; the flag's type follows the field's annotation."""
+    for field, kind, name in _fields(cls):
+        if field.metadata["common"]:
+            continue
+        default, help_text = field.default, field.metadata["help"]
+        if field.metadata["choices"]:
+            flags.DEFINE_enum(name, default, list(field.metadata["choices"]), help_text, flag_values=flag_values)
+        elif kind is bool:
+            flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+        elif kind is int:
+            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+        elif kind is float:
+            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+        elif kind is str:
+            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+        elif typing.get_origin(kind) is tuple:
+            flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
+        else:
+            raise TypeError(f"{cls.__name__}.{field.name}: no flag type for {kind}")
+
+
+def from_flags(cls, flag_values: flags.FlagValues, **given: Any):
+    """The dataclass `cls` from parsed flags: every `setting` field from its flag (a common flag that is None
+    keeps the field's default), `given` values as passed."""
+    values = {}
+    for field, kind, name in _fields(cls):
+        if field.name in given:
+            continue
+        value = flag_values[name].value
+        if value is None:
+            if not field.metadata["common"]:
+                raise ValueError(f"--{name} is None: {cls.__name__}.{field.name} needs a value")
+            continue
+        if typing.get_origin(kind) is tuple:
+            element = typing.get_args(kind)[0]
+            value = tuple(element(v) for v in value)
+        values[field.name] = value
+    return cls(**values, **given)
