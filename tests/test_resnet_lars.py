@@ -55,9 +55,27 @@ def test_lars_update_matches_reference_math(epsilon):
         np.testing.assert_allclose(v.numpy(), w, rtol=2e-5, atol=1e-6, err_msg=v.name)
 
 
-def test_epsilon_is_used_as_given_not_replaced_by_keras_epsilon():
-    optimizer = lars.LARS(learning_rate=1.0, epsilon=0.0)
-    assert optimizer.epsilon == 0.0 and optimizer.get_config()["epsilon"] == 0.0
+@pytest.mark.parametrize("epsilon", [0.0, 1e-7, 1e-6])
+def test_epsilon_changes_the_update_visibly_and_is_used_as_given(epsilon):
+    """Small gradients (|g| = 1e-7), where epsilon is a large part of the trust ratio's denominator: the
+    update matches the reference math with exactly this epsilon (0 stays 0, not Keras' 1e-7), and the
+    updates for the three epsilons differ by far more than the tolerance."""
+    rng = np.random.default_rng(2)
+    w0 = rng.normal(scale=1e-3, size=(16,))   # wd * |w| ~ 2e-7
+    g = rng.normal(size=(16,))
+    g *= 1e-7 / np.linalg.norm(g)
+    hp = dict(momentum=0.9, wd=5e-5, eeta=0.001)
+    var = tf.Variable(w0.astype(np.float32), name="dense/kernel")
+    lars.LARS(learning_rate=1e3, momentum=0.9, weight_decay=5e-5, eeta=0.001, epsilon=epsilon).apply_gradients(
+        [(tf.constant(g.astype(np.float32)), var)])
+    w32 = w0.astype(np.float32).astype(np.float64)
+    updates = {eps: w32 - reference_lars_step(w32, g.astype(np.float32).astype(np.float64), 0.0, "dense/kernel",
+                                                 1e3, epsilon=eps, **hp)[0]
+               for eps in (0.0, 1e-7, 1e-6)}
+    np.testing.assert_allclose(w32 - var.numpy(), updates[epsilon], rtol=1e-3)
+    for other, update in updates.items():
+        if other != epsilon:     # e.g. eps 0 vs 1e-7: denominators |g| + wd|w| = 3e-7 vs 4e-7
+            assert np.max(np.abs(update / updates[epsilon] - 1)) > 0.2, (epsilon, other)
 
 
 def test_official_lars_differs_from_the_reference():
