@@ -7,9 +7,10 @@ counts for nothing in the metric.
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
-from data_prep.wiki import features
+from data_prep.wiki import features, packing
 from tf_mlperf.core.task import InputContext, RunError
 
 # The records' layout is defined once, in data prep (the writer), and read here with the same spec.
@@ -65,6 +66,14 @@ def _decoder(max_seq_length: int, max_predictions_per_seq: int):
 
 def train_dataset(patterns: str, ctx: InputContext, max_seq_length: int, max_predictions_per_seq: int,
                   seed: int = 0) -> tf.data.Dataset:
+    ds = _shuffled_records(patterns, ctx, seed)
+    ds = ds.batch(ctx.per_replica_batch_size, drop_remainder=True)
+    ds = ds.map(_decoder(max_seq_length, max_predictions_per_seq), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffled_records(patterns: str, ctx: InputContext, seed: int) -> tf.data.Dataset:
+    """This pipeline's shard of the training records, shuffled and repeated (serialized)."""
     files = list_files(patterns)
     n, i = ctx.num_input_pipelines, ctx.input_pipeline_id
     pipeline_seed = seed + 1000 * i            # ranks shuffle differently
@@ -75,10 +84,58 @@ def train_dataset(patterns: str, ctx: InputContext, max_seq_length: int, max_pre
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     else:
         ds = tf.data.TFRecordDataset(files).shard(n, i).repeat()
-    ds = ds.shuffle(SHUFFLE_BUFFER, seed=pipeline_seed)
-    ds = ds.batch(ctx.per_replica_batch_size, drop_remainder=True)
-    ds = ds.map(_decoder(max_seq_length, max_predictions_per_seq), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.shuffle(SHUFFLE_BUFFER, seed=pipeline_seed)
+
+
+# ---- packed training batches (--packed): data_prep/wiki/packing.py lays them out ----
+
+DECODE_CHUNK = 256              # records parsed per tf.data call before the packer takes them one by one
+AUTO_ROWS_RECORDS = 20_000      # records of the first training file whose lengths size the rows (--packed_rows=0)
+AUTO_ROWS_SLACK = 1.03          # rows above the offline first-fit-decreasing ratio (the online packer needs some)
+
+
+def packed_rows(patterns: str, seqs_per_batch: int, max_seq_length: int, max_per_row: int) -> int:
+    """Rows per packed micro-batch for the lengths of (the start of) the first training file."""
+    ds = tf.data.TFRecordDataset(list_files(patterns)[0]).take(AUTO_ROWS_RECORDS).batch(DECODE_CHUNK)
+    spec = {"input_mask": tf.io.FixedLenFeature([max_seq_length], tf.int64)}
+    lengths = np.concatenate([chunk["input_mask"].sum(axis=1) for chunk in
+                              ds.map(lambda r: tf.io.parse_example(r, spec)).as_numpy_iterator()])
+    return packing.rows_needed(lengths, seqs_per_batch, max_seq_length, max_per_row, AUTO_ROWS_SLACK)
+
+
+def pack_dataset(records: tf.data.Dataset, seqs_per_batch: int, rows: int, max_seq_length: int,
+                 max_predictions_per_seq: int, max_per_row: int = 3, micro_batches: int = 1) -> tf.data.Dataset:
+    """Serialized records (in the order to train them) -> per-replica batches of `micro_batches` packed
+    micro-batches, each exactly `seqs_per_batch` sequences in `rows` rows (packing.py has the layout)."""
+    decoded = records.batch(DECODE_CHUNK).map(_decoder(max_seq_length, max_predictions_per_seq))
+
+    def examples():
+        for chunk in decoded.as_numpy_iterator():
+            for i in range(len(chunk["input_ids"])):
+                yield {k: v[i] for k, v in chunk.items()}
+
+    def generate():
+        yield from packing.packed_batches(examples(), seqs_per_batch, rows, max_seq_length, max_per_row,
+                                          micro_batches)
+
+    r, b, p = rows * micro_batches, seqs_per_batch * micro_batches, max_predictions_per_seq
+    spec = lambda shape, dtype=tf.int32: tf.TensorSpec(shape, dtype)
+    signature = {**{k: spec([r, max_seq_length]) for k in
+                    ("input_ids", "segment_ids", "input_mask", "position_ids", "sequence_ids")},
+                 "sequence_starts": spec([b]), "masked_lm_positions": spec([b, p]), "masked_lm_ids": spec([b, p]),
+                 "masked_lm_weights": spec([b, p], tf.float32), "next_sentence_labels": spec([b, 1])}
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(tf.data.AUTOTUNE)
+
+
+def packed_train_dataset(patterns: str, ctx: InputContext, max_seq_length: int, max_predictions_per_seq: int,
+                         seed: int = 0, micro_batches: int = 1, rows: int = 0, max_per_row: int = 3
+                         ) -> tf.data.Dataset:
+    """The training stream of train_dataset (same shard, shuffle, repetition), packed: every micro-batch
+    holds exactly per_replica_batch_size / micro_batches sequences. `rows` 0: sized from the data."""
+    seqs = ctx.per_replica_batch_size // micro_batches
+    rows = rows or packed_rows(patterns, seqs, max_seq_length, max_per_row)
+    return pack_dataset(_shuffled_records(patterns, ctx, seed), seqs, rows, max_seq_length,
+                        max_predictions_per_seq, max_per_row, micro_batches)
 
 
 def eval_dataset(patterns: str, ctx: InputContext, max_seq_length: int, max_predictions_per_seq: int,

@@ -8,6 +8,9 @@ tests/test_bert_checkpoint.py, which compares logits with a NumPy forward pass o
 - post-LN transformer blocks; attention mask on keys only;
 - MLM head: gather masked positions -> dense+gelu -> LayerNorm -> x @ word_embeddings^T + output_bias;
 - NSP head: tanh pooler on [CLS] -> dense(2) (`cls/seq_relationship`), no dropout.
+Packed batches (`--packed`, data_prep/wiki/packing.py: several sequences per row, `sequence_ids` present) run the
+same layers with position ids restarting per sequence, attention only within a sequence (block-diagonal mask),
+the MLM gather at flat positions and the pooler on each sequence's own [CLS]: per sequence, the same function.
 Model code never imports horovod.
 """
 from __future__ import annotations
@@ -67,12 +70,54 @@ class BertPretrainer(tf_keras.Model):
                                                    name="cls/seq_relationship")
 
     def call(self, inputs: Mapping[str, tf.Tensor], training=None) -> dict[str, tf.Tensor]:
+        if is_packed(inputs):
+            return self._call_packed(inputs, training)
         encoded = self.encoder_network(
             [inputs["input_ids"], inputs["input_mask"], inputs["segment_ids"]], training=training)
         mlm_logits = self.masked_lm(encoded["sequence_output"], masked_positions=inputs["masked_lm_positions"])
         nsp_logits = self.next_sentence(encoded["pooled_output"])
         # Losses and argmax run in float32 whatever the compute precision.
         return {"mlm_logits": tf.cast(mlm_logits, tf.float32), "nsp_logits": tf.cast(nsp_logits, tf.float32)}
+
+    def _call_packed(self, inputs: Mapping[str, tf.Tensor], training=None) -> dict[str, tf.Tensor]:
+        """The encoder's own layers on packed rows: word + position (by `position_ids`) + type embeddings,
+        LayerNorm, dropout, then every transformer block under a block-diagonal mask (a token attends to the
+        real tokens of its own sequence only); MLM logits at the flat `masked_lm_positions` [b, P], NSP from
+        the pooler on each sequence's [CLS] (`sequence_starts`). Outputs are per sequence, as unpacked."""
+        enc = self.encoder_network
+        words = enc._embedding_layer(inputs["input_ids"])                       # pylint: disable=protected-access
+        table = enc._position_embedding_layer._position_embeddings              # pylint: disable=protected-access
+        positions = tf.cast(tf.gather(table, inputs["position_ids"]), words.dtype)
+        types = enc._type_embedding_layer(inputs["segment_ids"])                 # pylint: disable=protected-access
+        x = enc._embedding_norm_layer(words + positions + types)                 # pylint: disable=protected-access
+        x = _encoder_dropout(enc)(x, training=training)
+        ids = inputs["sequence_ids"]
+        mask = tf.logical_and(tf.equal(ids[:, :, None], ids[:, None, :]), ids[:, None, :] > 0)
+        mask = tf.cast(mask, x.dtype)
+        for layer in enc._transformer_layers:                                    # pylint: disable=protected-access
+            x = layer([x, mask], training=training)
+        rows, seq, hidden = tf.shape(x)[0], tf.shape(x)[1], x.shape[-1]
+        flat = tf.reshape(x, [1, rows * seq, hidden])
+        masked = inputs["masked_lm_positions"]
+        mlm_logits = self.masked_lm(flat, masked_positions=tf.reshape(masked, [1, -1]))
+        mlm_logits = tf.reshape(mlm_logits, tf.concat([tf.shape(masked), [-1]], axis=0))
+        cls = tf.gather(flat[0], inputs["sequence_starts"])
+        nsp_logits = self.next_sentence(enc._pooler_layer(cls))                  # pylint: disable=protected-access
+        # Losses and argmax run in float32 whatever the compute precision.
+        return {"mlm_logits": tf.cast(mlm_logits, tf.float32), "nsp_logits": tf.cast(nsp_logits, tf.float32)}
+
+
+def is_packed(inputs: Mapping[str, tf.Tensor]) -> bool:
+    """Whether a batch holds packed rows (data_prep/wiki/packing.py layout)."""
+    return "sequence_ids" in inputs
+
+
+def _encoder_dropout(encoder) -> tf_keras.layers.Layer:
+    """The embedding dropout layer of the functional BertEncoder (the one its own call applies)."""
+    found = [layer for layer in encoder.layers if isinstance(layer, tf_keras.layers.Dropout)]
+    if len(found) != 1:
+        raise ValueError(f"expected one embedding Dropout layer in {encoder.name}, found {len(found)}")
+    return found[0]
 
 
 def build_model(config: BertConfig, max_seq_length: int = 128, max_predictions_per_seq: int = 20) -> BertPretrainer:
