@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import Any, Mapping
 
 import tensorflow as tf
@@ -57,8 +58,11 @@ class Schedule:
         return ends
 
     def step_at(self, units: float) -> int:
-        """Global optimizer step reached after `units` units (rounded up: a partial step is a full step)."""
-        return int(-(-round(units * self.steps_per_unit * 1e6) // 1_000_000))
+        """Global optimizer step reached after `units` units (rounded up: a partial step is a full step).
+
+        The product is rounded to 6 decimals first so that float noise is not a partial step: 0.1 * 3 epochs
+        at 10 steps per epoch is 3.0000000000000004 steps, and that is step 3, not 4."""
+        return math.ceil(round(units * self.steps_per_unit, 6))
 
 
 class Task(abc.ABC):
