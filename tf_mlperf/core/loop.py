@@ -18,6 +18,7 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
+from tf_mlperf.core import keras_compat
 from tf_mlperf.core import precision as precision_lib
 from tf_mlperf.core import train_step as train_step_lib
 from tf_mlperf.core.distribution import Distribution
@@ -59,6 +60,10 @@ def build_model_and_optimizer(task: Task, dist: Distribution, precision: str):
     with dist.scope():
         model = task.build_model()
         optimizer = precision_lib.wrap_optimizer(task.build_optimizer(model), precision)
+        missing = keras_compat.check(optimizer)
+        if missing:   # a tf_keras upgrade changed a private API core/keras_compat.py relies on
+            raise RuntimeError(f"tf_keras {tf_keras.__version__} lacks {', '.join(missing)}: update "
+                               "tf_mlperf/core/keras_compat.py (tests/test_keras_compat.py) or pin tf_keras")
         train_step_lib.build_optimizer_state(optimizer, model.trainable_variables)
     return model, optimizer
 
@@ -227,7 +232,7 @@ class _Trainer:
         self._profile_at_step()
         seconds = max(time.time() - start_time, 1e-9)
         throughput = (self.step - start_step) * self.task.global_batch_size / seconds
-        self._scalar("train/block_samples_per_second", throughput)
+        self.scalar("train/block_samples_per_second", throughput)
         return throughput
 
     def _telemetry(self, loss: float) -> None:
@@ -247,7 +252,7 @@ class _Trainer:
         for name, value in (("train/loss", loss), ("train/learning_rate", lr), ("train/samples_per_second", rate),
                             ("train/samples_per_second_per_replica", rate / self.dist.num_replicas),
                             ("train/step_time_ms", step_s * 1e3), ("train/eta_block_end_s", eta)):
-            self._scalar(name, value)
+            self.scalar(name, value)
 
     def _profile_at_step(self) -> None:
         """Starts / stops the TensorBoard profiler (rank 0) when the step enters / leaves --profile_steps."""
@@ -273,7 +278,16 @@ class _Trainer:
         stops += [b - self.step for b in (self.cfg.profile_steps or ()) if b > self.step]
         return min(stops)
 
-    def _scalar(self, name: str, value: float) -> None:
+    def close(self) -> None:
+        """Ends the profile if --profile_steps reaches past the last step, flushes TensorBoard."""
+        if self._profiling:
+            stop_profiler()
+            self._profiling = False
+        if self.writer:
+            self.writer.flush()
+
+    def scalar(self, name: str, value: float) -> None:
+        """A TensorBoard scalar at the current step (rank 0; nothing without --tensorboard)."""
         if self.writer:
             with self.writer.as_default(step=self.step):
                 tf.summary.scalar(name, value)
@@ -367,7 +381,7 @@ def run_to_target(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfL
         metric = trainer.evaluate()
         mlog.event(constants.EVAL_ACCURACY, metric, metadata=epoch_meta)
         mlog.end(constants.EVAL_STOP, metadata=epoch_meta)
-        trainer._scalar("eval/accuracy", metric)   # pylint: disable=protected-access
+        trainer.scalar("eval/accuracy", metric)
         logging.info("eval at %s: %.5f (target %.4f)", epoch_meta, metric, task.target)
         result.evals.append((end_units, metric))
         result.metric, result.units, result.steps = metric, end_units, trainer.step
@@ -377,9 +391,6 @@ def run_to_target(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfL
     mlog.hyperparameters(task.mllog_run_end(trained_units(trainer.step)))
     mlog.end(constants.RUN_STOP, metadata={"status": result.status, **(
         {"epoch_num": task.mllog_epoch_num(result.units)} if result.evals else {})})
-    if trainer._profiling:                        # pylint: disable=protected-access  # END after the last step
-        stop_profiler()
-    if trainer.writer:
-        trainer.writer.flush()
+    trainer.close()
     dist.barrier()
     return result

@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
+from tf_mlperf.core import keras_compat
 from tf_mlperf.core import precision as precision_lib
 from tf_mlperf.core.distribution import Distribution, dense_gradients
 from tf_mlperf.core.task import Task
@@ -13,11 +14,7 @@ from tf_mlperf.core.task import Task
 
 def build_optimizer_state(optimizer, variables) -> None:
     """Creates slot variables now, so they can be checkpoint-restored and broadcast before step 1."""
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    if hasattr(inner, "_create_all_weights"):      # OptimizerV2-style (legacy) optimizers
-        inner._create_all_weights(variables)       # pylint: disable=protected-access
-    else:
-        inner.build(variables)
+    keras_compat.create_slots(optimizer, variables)
 
 
 def optimizer_variables(optimizer) -> list[tf.Variable]:
