@@ -24,7 +24,8 @@ _OPTIMIZER_STATE = re.compile(
     r"(^|/)beta[12]_power$|^global_step$|^update_count$|^good_steps$|^loss_scale$|_slot_)")
 
 
-class Mapping(NamedTuple):
+class WeightMapping(NamedTuple):
+    """One reference checkpoint entry and the variable it loads into."""
     reference_name: str                     # TF1 name, e.g. bert/encoder/layer_0/attention/self/query/kernel
     variable: tf.Variable
     to_variable: Callable[[np.ndarray], np.ndarray]   # reference layout -> this model's layout
@@ -39,7 +40,7 @@ def _transpose(value):
     return np.transpose(value)
 
 
-def reference_name_map(model) -> list[Mapping]:
+def reference_name_map(model) -> list[WeightMapping]:
     """One entry per model variable: which reference TF1 name holds it, and how to lay it out."""
     enc = model.encoder_network
     entries: list[tuple[str, tf.Variable]] = [
@@ -55,10 +56,10 @@ def reference_name_map(model) -> list[Mapping]:
     entries += _dense("cls/predictions/transform/dense", mlm.dense)
     entries += _layer_norm("cls/predictions/transform/LayerNorm", mlm.layer_norm)
     entries.append(("cls/predictions/output_bias", mlm.bias))
-    mappings = [Mapping(name, var, _reshape_to(var)) for name, var in entries]
+    mappings = [WeightMapping(name, var, _reshape_to(var)) for name, var in entries]
     nsp = model.next_sentence   # reference stores output_weights as [2, hidden]; a Dense kernel is [hidden, 2]
-    mappings.append(Mapping("cls/seq_relationship/output_weights", nsp.kernel, _transpose))
-    mappings.append(Mapping("cls/seq_relationship/output_bias", nsp.bias, _reshape_to(nsp.bias)))
+    mappings.append(WeightMapping("cls/seq_relationship/output_weights", nsp.kernel, _transpose))
+    mappings.append(WeightMapping("cls/seq_relationship/output_bias", nsp.bias, _reshape_to(nsp.bias)))
     return mappings
 
 
