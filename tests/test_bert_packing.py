@@ -140,3 +140,32 @@ def test_too_few_rows_is_an_error_naming_what_to_do():
     packer = packing.Packer(seqs_per_batch=6, rows=3, seq_length=S, max_per_row=K)
     with pytest.raises(packing.PackingError, match="pass more rows"):
         packer.pack(packing.with_lengths(full))
+
+
+def test_task_trains_packed_batches_of_the_global_batch_in_sequences(tmp_path):
+    """--packed: each per-replica batch holds exactly its share of the global batch in sequences (so the
+    loop's samples, epoch_num and eval cadence count sequences), through the core train step with two
+    accumulation micro-batches; eval stays unpacked."""
+    from tf_mlperf.bert import optimizer as optimizer_lib
+    from tf_mlperf.bert.task import BertTask, BertTaskConfig
+    from tf_mlperf.core import train_step as train_step_lib
+    from tf_mlperf.core import distribution
+    from tf_mlperf.core.task import InputContext, RunError
+
+    _write(tmp_path / "train.tfrecord", _examples(60, seed=4))   # ids < vocab: real labels
+    cfg = BertTaskConfig(bert=TINY, lamb=optimizer_lib.LambConfig(1e-3, 100), global_batch_size=16,
+                         num_accumulation_steps=2, train_files=str(tmp_path / "train.tfrecord"),
+                         eval_files=str(tmp_path / "train.tfrecord"), max_seq_length=S, max_predictions_per_seq=P,
+                         num_eval_examples=16, packed=True)
+    task = BertTask(cfg)
+    assert task.schedule().steps_per_unit == 1 / 16
+    batch = next(iter(task.train_dataset(InputContext(1, 0, 16))))
+    assert batch["sequence_starts"].shape == (16,) and batch["input_ids"].shape[0] < 16
+    assert "sequence_ids" not in next(iter(task.eval_dataset(InputContext(1, 0, 8))))
+    dist = distribution.create("none")
+    model = task.build_model()
+    optimizer = task.build_optimizer(model)
+    step = train_step_lib.make_replica_step(task, model, optimizer, dist, xla=False)
+    assert np.isfinite(float(step(batch)))
+    with pytest.raises(RunError, match="--packed_rows=9"):
+        BertTask(BertTaskConfig(**{**cfg.__dict__, "packed_rows": 9})).train_dataset(InputContext(1, 0, 16))

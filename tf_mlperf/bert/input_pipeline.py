@@ -133,7 +133,13 @@ def packed_train_dataset(patterns: str, ctx: InputContext, max_seq_length: int, 
     """The training stream of train_dataset (same shard, shuffle, repetition), packed: every micro-batch
     holds exactly per_replica_batch_size / micro_batches sequences. `rows` 0: sized from the data."""
     seqs = ctx.per_replica_batch_size // micro_batches
+    flag = f"--packed_rows={rows}"
     rows = rows or packed_rows(patterns, seqs, max_seq_length, max_per_row)
+    try:
+        packing.Packer(seqs, rows, max_seq_length, max_per_row)
+    except (packing.PackingError, ValueError) as e:
+        raise RunError(flag, f"{e} (micro-batch of {seqs} sequences per replica): pass a row count from "
+                       f"{-(-seqs // max_per_row)} to {seqs}, or 0 to size it from the data") from e
     return pack_dataset(_shuffled_records(patterns, ctx, seed), seqs, rows, max_seq_length,
                         max_predictions_per_seq, max_per_row, micro_batches)
 

@@ -17,6 +17,7 @@ from tf_mlperf.core.task import InputContext, RunError, Schedule, Task
 
 TARGET_MLM_ACCURACY = 0.720
 EVAL_SAMPLES = 10_000
+MAX_SEQUENCES_PER_PACK = 3     # as NVIDIA's packed MLPerf submissions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,8 @@ class BertTaskConfig:
     target: float = TARGET_MLM_ACCURACY
     seed: int = 0
     use_synthetic_data: bool = False      # random batches instead of files (throughput, step export)
+    packed: bool = False                  # train on packed rows (docs/bert.md#sequence-packing---packed)
+    packed_rows: int = 0                  # rows per packed micro-batch; 0: sized from the first training file
 
 
 def _check_checkpoint_exists(path: str) -> None:
@@ -67,6 +70,8 @@ class BertTask(Task):
         if cfg.init_checkpoint:
             _check_checkpoint_exists(cfg.init_checkpoint)
         if cfg.use_synthetic_data:
+            if cfg.packed:
+                raise RunError("--packed", "needs real training records: leave out --use_synthetic_data")
             return
         train = input_pipeline.list_files(cfg.train_files, "--train_file_pattern")
         evals = input_pipeline.list_files(cfg.eval_files, "--eval_file_pattern")
@@ -99,6 +104,12 @@ class BertTask(Task):
         if self.cfg.use_synthetic_data:
             return input_pipeline.synthetic_dataset(ctx, self.cfg.max_seq_length,
                                                     self.cfg.max_predictions_per_seq, self.cfg.bert.vocab_size)
+        if self.cfg.packed:
+            # Exactly per_replica_batch_size sequences per step as unpacked, so samples stay sequences.
+            return input_pipeline.packed_train_dataset(
+                self.cfg.train_files, ctx, self.cfg.max_seq_length, self.cfg.max_predictions_per_seq,
+                self.cfg.seed, micro_batches=self.cfg.num_accumulation_steps, rows=self.cfg.packed_rows,
+                max_per_row=MAX_SEQUENCES_PER_PACK)
         return input_pipeline.train_dataset(self.cfg.train_files, ctx, self.cfg.max_seq_length,
                                             self.cfg.max_predictions_per_seq, self.cfg.seed)
 

@@ -55,6 +55,9 @@ flags.DEFINE_integer("eval_interval_samples", 0,
                      "Samples between evaluations (0: the rules' floor(0.05*(230.23*GBS+3e6)/25e3)*25e3). "
                      "Closed runs must leave it at 0.")
 flags.DEFINE_integer("num_eval_examples", 10_000, "Eval examples (closed: 10,000).")
+flags.DEFINE_bool("packed", False, "Pack up to 3 training sequences per row (same sequences per step, block-"
+                  "diagonal attention; eval unchanged): docs/bert.md#sequence-packing---packed.")
+flags.DEFINE_integer("packed_rows", 0, "--packed: rows per micro-batch (0: sized from the first training file).")
 
 
 def build_task(flag_values: flags.FlagValues) -> BertTask:
@@ -74,7 +77,8 @@ def build_task(flag_values: flags.FlagValues) -> BertTask:
         init_checkpoint=f.init_checkpoint, allow_missing_heads=f.init_checkpoint_allow_missing_heads,
         max_seq_length=f.max_seq_length, max_predictions_per_seq=f.max_predictions_per_seq,
         max_samples=f.max_samples, eval_interval_samples=f.eval_interval_samples,
-        num_eval_examples=f.num_eval_examples, seed=f.seed, use_synthetic_data=f.use_synthetic_data))
+        num_eval_examples=f.num_eval_examples, seed=f.seed, use_synthetic_data=f.use_synthetic_data,
+        packed=f.packed, packed_rows=f.packed_rows))
 
 
 def _run(argv) -> None:
