@@ -59,9 +59,14 @@ def main(mode, out_dir, backend):
                  red1=reduced[1].numpy(), sums=sums, size=dist.size)
     elif mode == "broadcast":
         with dist.scope():
-            var = tf.Variable(np.full((4,), float(dist.rank + 1), np.float32))
-        dist.broadcast_variables([var])
-        np.savez(out, value=var.numpy())
+            var = tf.Variable(np.zeros((4,), np.float32))
+            step = tf.Variable(np.int64(0))                      # like the optimizer's iterations
+        # Values that differ per rank after creation (tf.distribute already syncs initial values), as after
+        # each rank restored a checkpoint.
+        var.assign(np.full((4,), float(dist.rank + 1), np.float32))
+        step.assign(10 * (dist.rank + 1))
+        dist.broadcast_variables([var, step])
+        np.savez(out, value=var.numpy(), step=step.numpy())
     elif mode == "train":
         with dist.scope():
             model = small_model()

@@ -28,6 +28,7 @@ def _check_allreduce(out_dir):
 def _check_broadcast(out_dir):
     for rank in (0, 1):
         np.testing.assert_array_equal(_load(out_dir, "broadcast", rank)["value"], np.ones(4, np.float32))
+        assert _load(out_dir, "broadcast", rank)["step"] == 10      # integer variables too (rank 0's value)
 
 
 def _single_process_weights(tmp_path):

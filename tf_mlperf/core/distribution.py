@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tf_mlperf.core import keras_compat
 from tf_mlperf.core.task import InputContext
 
 BACKENDS = ("auto", "horovod", "mirrored", "multi_worker", "none")
@@ -77,12 +78,6 @@ def detect_launch(environ=None) -> Launch:
     return Launch(None, 0, 1, None, seen)
 
 
-def launched_by_horovodrun() -> bool:
-    """True when a launcher that Horovod can join started this process as one rank of several (or one)."""
-    launch = detect_launch()
-    return launch.needs is not None
-
-
 def _horovod_controllers() -> set[str]:
     """The controllers this Horovod build has ({'gloo', 'mpi'}); empty when horovod is not importable."""
     try:
@@ -112,9 +107,6 @@ class Distribution(abc.ABC):
     @property
     @abc.abstractmethod
     def size(self) -> int: """Number of processes."""
-    @property
-    def local_rank(self) -> int:
-        return 0
     @property
     def num_replicas(self) -> int:
         """Replicas over all processes (= size, except tf.distribute with several devices per process)."""
@@ -182,7 +174,6 @@ class HorovodDistribution(Distribution):
 
     rank = property(lambda self: self._hvd.rank())
     size = property(lambda self: self._hvd.size())
-    local_rank = property(lambda self: self._hvd.local_rank())
 
     def allreduce_gradients(self, grads):
         grads = dense_gradients(grads)
@@ -255,23 +246,27 @@ class TFDistribution(Distribution):
 
     def apply_gradients(self, optimizer, grads_and_vars):
         # Gradients are already reduced above; stop the optimizer from reducing them a second time.
-        if hasattr(optimizer, "_HAS_AGGREGATE_GRAD"):  # legacy (OptimizerV2-style) optimizers
-            optimizer.apply_gradients(grads_and_vars, experimental_aggregate_gradients=False)
-        else:
-            optimizer.apply_gradients(grads_and_vars, skip_gradients_aggregation=True)
+        keras_compat.apply_reduced_gradients(optimizer, grads_and_vars)
 
     def broadcast_variables(self, variables, root_rank=0):
-        """MirroredVariables are kept in sync by the strategy; only multi-worker needs an explicit copy."""
+        """MirroredVariables are kept in sync by the strategy; only multi-worker needs an explicit copy: a sum
+        over replicas in which only root_rank's replica contributes its value (float and integer variables,
+        e.g. the optimizer's step counter; any other dtype is refused, never skipped)."""
         if self.size == 1 or not variables:
             return
+        unsupported = [f"{v.name} ({v.dtype.name})" for v in variables
+                       if not (v.dtype.is_floating or v.dtype.is_integer)]
+        if unsupported:
+            raise TypeError(f"broadcast_variables: no broadcast for {', '.join(unsupported)}; only float and "
+                            "integer variables can be summed from the root replica")
+
         @tf.function
         def _bcast():
             def replica_fn():
                 ctx = tf.distribute.get_replica_context()
-                is_root = tf.cast(tf.equal(ctx.replica_id_in_sync_group, root_rank), tf.float32)
+                is_root = tf.equal(ctx.replica_id_in_sync_group, root_rank)
                 for v in variables:
-                    if v.dtype.is_floating:
-                        v.assign(ctx.all_reduce(tf.distribute.ReduceOp.SUM, v * tf.cast(is_root, v.dtype)))
+                    v.assign(ctx.all_reduce(tf.distribute.ReduceOp.SUM, v * tf.cast(is_root, v.dtype)))
             self._strategy.run(replica_fn)
         _bcast()
 
