@@ -1,5 +1,8 @@
 """The shared run-to-target loop, end to end on a tiny real task: target stop, budget abort, kill+resume,
-mllog content, and the same under horovodrun -np 2."""
+mllog content, a short first block (eval offset), --target_accuracy, eval_before_run, multi-worker
+checkpoint and resume, and the same under horovodrun -np 2. (The numerics of the train step itself --
+accumulation, fp16 loss scaling, unscale-before-clip -- have exact oracles in test_train_step_oracles.py.)"""
+import json
 import signal
 import subprocess
 import sys
@@ -7,7 +10,9 @@ import time
 
 import pytest
 
-from launch import REPO, env, horovodrun, latest_checkpoint_step, read_mllog
+from launch import REPO, env, free_ports, horovodrun, latest_checkpoint_step, read_mllog
+from tf_mlperf.core.task import Schedule
+from tf_mlperf.resnet.task import total_train_epochs
 
 TOY = REPO / "tests" / "toy_task.py"
 
@@ -84,6 +89,78 @@ def test_loop_under_horovodrun_two_processes(tmp_path):
     draws = [p.read_text().splitlines() for p in sorted(probes.glob("probe_*.txt"))]
     assert len(draws) == 2 and len(draws[0]) == len(draws[1]) > 10
     assert all(a != b for a, b in zip(*draws))
+
+
+def test_block_ends_with_a_short_first_block():
+    assert Schedule(10, units_per_block=4, max_units=11, first_block_units=3).block_ends() == [3, 7, 11]
+    assert Schedule(10, units_per_block=4, max_units=11).block_ends() == [4, 8, 11]
+    # the closed ResNet presets: eval offset 3, an eval every 4 epochs, budget rounded up to whole blocks
+    budget = total_train_epochs(37, 3, 4)
+    assert budget == 39
+    assert Schedule(1251, 4, budget, first_block_units=3).block_ends() == [3 + 4 * i for i in range(10)]
+    assert Schedule(1251, 4, 4, first_block_units=4).block_ends() == [4]
+
+
+def test_first_block_offset_and_eval_before_run_end_to_end(tmp_path):
+    proc = run_toy(tmp_path, "--toy_separation=0.0", "--toy_max_epochs=5", "--toy_epochs_per_block=2",
+                   "--toy_first_block_epochs=1", "--toy_eval_before_run", check=False)
+    assert proc.returncode == 1, proc.stderr[-4000:]                       # budget spent
+    events = read_mllog(tmp_path / "mlperf_log.txt")
+    names = keys(events)
+    assert [e["metadata"]["epoch_num"] for e in events if e["key"] == "eval_accuracy"] == [1, 3, 5]
+    blocks = [(e["metadata"]["first_epoch_num"], e["metadata"]["epoch_count"]) for e in events
+              if e["key"] == "block_start"]
+    assert blocks == [(0, 1), (1, 2), (3, 2)]
+    assert latest_checkpoint_step(tmp_path / "checkpoints") == 5 * 16
+    # eval_before_run: the initial weights are evaluated inside init, with epoch_num 0
+    assert names.count("initial_eval_accuracy") == 1
+    initial = events[names.index("initial_eval_accuracy")]
+    assert names.index("init_start") < names.index("initial_eval_accuracy") < names.index("init_stop")
+    assert initial["metadata"]["epoch_num"] == 0 and 0.0 <= initial["value"] <= 1.0
+    assert "eval of the initial weights" in proc.stderr
+
+
+def test_target_accuracy_flag_sets_the_stop_threshold(tmp_path):
+    """Unlearnable data (accuracy ~0.5): the default target 0.95 is never reached (the budget test), a
+    --target_accuracy of 0.2 is reached at the first eval."""
+    run_toy(tmp_path, "--toy_separation=0.0", "--toy_max_epochs=3", "--target_accuracy=0.2")
+    events = read_mllog(tmp_path / "mlperf_log.txt")
+    assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "success"
+    assert len([e for e in events if e["key"] == "eval_accuracy"]) == 1
+
+
+def _multi_worker_toy(model_dir, *flags, n=2, timeout=300):
+    """n toy trainers forming a TF_CONFIG cluster (--distribution=multi_worker); [(returncode, output)]."""
+    workers = [f"localhost:{p}" for p in free_ports(n)]
+    procs = []
+    for i in range(n):
+        cfg = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+        procs.append(subprocess.Popen(
+            [sys.executable, TOY, f"--model_dir={model_dir}", "--log_every_steps=4", "--distribution=multi_worker",
+             *flags], cwd=REPO, env=env(TF_CONFIG=cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    return [(p.returncode, out) for p, out in zip(procs, outputs)]
+
+
+@pytest.mark.slow
+def test_multi_worker_checkpoint_and_resume(tmp_path):
+    flags = ["--toy_separation=0.0", "--checkpoint_every_steps=8"]
+    first = _multi_worker_toy(tmp_path, *flags, "--toy_max_epochs=2")
+    assert [rc for rc, _ in first] == [1, 1], first[0][1][-3000:] + first[1][1][-3000:]
+    ckpt_dir = tmp_path / "checkpoints"
+    assert latest_checkpoint_step(ckpt_dir) == 2 * 16
+    second = _multi_worker_toy(tmp_path, *flags, "--toy_max_epochs=4")
+    assert [rc for rc, _ in second] == [1, 1], second[0][1][-3000:] + second[1][1][-3000:]
+    out = second[0][1]                                                      # the chief's console (others are quiet)
+    assert "resumed from" in out and "at step 32" in out, out[-3000:]
+    assert latest_checkpoint_step(ckpt_dir) == 4 * 16
+    events = read_mllog(tmp_path / "mlperf_log.txt")
+    run_starts = [i for i, e in enumerate(events) if e["key"] == "run_start"]
+    assert len(run_starts) == 2                                             # one log line per run (chief)
+    resumed = events[run_starts[1]:]
+    # the resumed run trains epochs 3 and 4 only (the eval at the resume point is repeated: it may be lost)
+    assert [e["metadata"]["first_epoch_num"] for e in resumed if e["key"] == "block_start"] == [2, 3]
+    assert [e["metadata"]["epoch_num"] for e in resumed if e["key"] == "eval_accuracy"] == [2, 3, 4]
 
 
 @pytest.mark.parametrize("option", ["--precision=fp16", "--precision=bf16", "--xla",

@@ -93,19 +93,69 @@ def test_eval_small_image_size_scales_the_resize(photos):
     assert np.max(np.abs(ours - oracle_eval(jpeg, size=64, resize_min=73))) <= 1e-3
 
 
+def expected_flip(seed):
+    """The documented decision: the second half of the example's seed split, uniform < 0.5."""
+    _, flip_seed = tf.unstack(tf.random.experimental.stateless_split(tf.constant(seed, tf.int64), 2))
+    return bool(tf.random.stateless_uniform([], flip_seed) < 0.5)
+
+
+def check_reference_window(window, image_hw, box=None):
+    """The constraints the reference's sample_distorted_bounding_box arguments put on a crop (min object
+    covered 0.1, aspect ratio w/h in [3/4, 4/3], area 5%..100% of the image), checked exactly up to the
+    kernel's rounding to whole pixels; or the whole image (its fallback after 100 failed attempts)."""
+    y, x, h, w = window
+    H, W = image_hw
+    assert 0 <= y and 0 <= x and h > 0 and w > 0 and y + h <= H and x + w <= W, window
+    if (y, x, h, w) == (0, 0, H, W):
+        return "whole"
+    assert 0.05 * H * W <= h * w <= H * W, (window, h * w / (H * W))
+    assert (w - 1) / (h + 1) <= 1.33 and (w + 1) / max(h - 1, 1) >= 0.75, (window, w / h)
+    if box is None:                  # the whole image is the object: at least 10 % of it
+        assert h * w >= 0.1 * H * W, window
+    else:
+        ymin, xmin, ymax, xmax = box[0] * H, box[1] * W, box[2] * H, box[3] * W
+        inter = max(0.0, min(y + h, ymax) - max(y, ymin)) * max(0.0, min(x + w, xmax) - max(x, xmin))
+        assert inter >= 0.1 * (ymax - ymin) * (xmax - xmin) - 1e-6 * H * W, (window, box)
+    return h * w / (H * W)
+
+
+@pytest.mark.parametrize("box", [None, (0.2, 0.3, 0.7, 0.9), (0.05, 0.05, 0.25, 0.2)])
+def test_crop_windows_obey_the_reference_arguments_and_span_them(box):
+    """Many seeds on a 300x400 image: every window obeys the reference's constraints, and together they
+    reach the ends of its ranges (an area near the lower bound: 10 % of the image without a box, below 8 % --
+    torchvision's minimum -- with one; above 90 %; aspect ratios beyond 0.8 and 1.25), which a narrower set of
+    arguments would not give."""
+    bbox = tf.constant([[box]], tf.float32) if box else NO_BOX
+    areas, aspects = [], []
+    for i in range(200):
+        window = [int(v) for v in preprocessing.distorted_crop_window(tf.constant([300, 400, 3]), bbox,
+                                                                      tf.constant([i, 5], tf.int64))]
+        area = check_reference_window(window, (300, 400), box)
+        if area != "whole":
+            areas.append(area)
+            aspects.append(window[3] / window[2])
+    assert len(areas) > 150
+    assert min(areas) < (0.12 if box is None else 0.08) and max(areas) > 0.9, (min(areas), max(areas))
+    assert min(aspects) < 0.8 and max(aspects) > 1.25, (min(aspects), max(aspects))
+
+
 @pytest.mark.parametrize("with_box", [False, True])
 def test_train_crop_flip_resize_match_reference_oracle(photos, with_box):
-    bbox = tf.constant([[[0.2, 0.3, 0.7, 0.9]]]) if with_box else NO_BOX
+    """The output is the oracle's crop of the window the sampler drew (checked against the reference's
+    constraints above), flipped exactly when the seed says so (and far from the other choice)."""
+    box = (0.2, 0.3, 0.7, 0.9)
+    bbox = tf.constant([[box]]) if with_box else NO_BOX
     flips = set()
     for index, (name, jpeg) in enumerate(photos.items()):
         for seed in ([index, 0], [index, 1]):
             ours = preprocessing.preprocess_train(tf.constant(jpeg), bbox, tf.constant(seed, tf.int64)).numpy()
             crop_seed, _ = tf.unstack(tf.random.experimental.stateless_split(tf.constant(seed, tf.int64), 2))
             window = reference_window(jpeg, bbox, crop_seed)
-            diffs = {flip: np.max(np.abs(ours - oracle_train(jpeg, window, flip))) for flip in (False, True)}
-            flip = min(diffs, key=diffs.get)
+            check_reference_window(window, tf.image.extract_jpeg_shape(jpeg).numpy()[:2], box if with_box else None)
+            flip = expected_flip(seed)
             flips.add(flip)
-            assert diffs[flip] <= 1e-3, (name, seed, diffs)
+            assert np.max(np.abs(ours - oracle_train(jpeg, window, flip))) <= 1e-3, (name, seed)
+            assert np.max(np.abs(ours - oracle_train(jpeg, window, not flip))) > 1.0, (name, seed)
     assert flips == {False, True}                                       # both branches were exercised
 
 

@@ -18,6 +18,11 @@ flags.DEFINE_integer("toy_global_batch", 16, "Global batch size.")
 flags.DEFINE_float("toy_max_epochs", 40, "Epoch budget.")
 flags.DEFINE_float("toy_sleep_per_step", 0.0, "Slow steps down (for kill tests).")
 flags.DEFINE_float("toy_separation", 3.0, "Distance between the class means (small: target unreachable).")
+flags.DEFINE_float("toy_epochs_per_block", 1.0, "Epochs between evaluations.")
+flags.DEFINE_float("toy_first_block_epochs", None, "Epochs before the first evaluation (eval offset; None: "
+                   "--toy_epochs_per_block).")
+flags.DEFINE_bool("toy_eval_before_run", False, "Evaluate the initial weights during init (app.main's "
+                  "eval_before_run).")
 flags.DEFINE_integer("toy_hidden", 0, "Width of a hidden layer (0: none): bigger checkpoints.")
 flags.DEFINE_string("toy_random_probe_dir", None, "Each process prints an unseeded random draw of every train "
                     "step (what dropout draws) to probe_<pid>.txt here.")
@@ -36,7 +41,8 @@ class ToyTask(Task):
     benchmark = "resnet"
 
     def __init__(self, global_batch=16, max_epochs=40.0, sleep=0.0, separation=3.0, random_probe_dir=None,
-                 hidden=0):
+                 hidden=0, epochs_per_block=1.0, first_block_epochs=None):
+        self.epochs_per_block, self.first_block_epochs = epochs_per_block, first_block_epochs
         self.global_batch_size, self.max_epochs, self.sleep, self.sep = global_batch, max_epochs, sleep, separation
         self.hidden = hidden
         self.random_probe_dir = random_probe_dir
@@ -81,8 +87,8 @@ class ToyTask(Task):
         return sums["correct"] / sums["count"]
 
     def schedule(self):
-        return Schedule(steps_per_unit=NUM_TRAIN / self.global_batch_size, units_per_block=1.0,
-                        max_units=self.max_epochs)
+        return Schedule(steps_per_unit=NUM_TRAIN / self.global_batch_size, units_per_block=self.epochs_per_block,
+                        max_units=self.max_epochs, first_block_units=self.first_block_epochs)
 
     def mllog_hyperparameters(self, num_replicas=1):
         return {"train_samples": NUM_TRAIN, "eval_samples": NUM_EVAL, "opt_name": "sgd"}
@@ -90,10 +96,10 @@ class ToyTask(Task):
 
 def build_task(f):
     task = ToyTask(f.toy_global_batch, f.toy_max_epochs, f.toy_sleep_per_step, f.toy_separation,
-                   f.toy_random_probe_dir, f.toy_hidden)
+                   f.toy_random_probe_dir, f.toy_hidden, f.toy_epochs_per_block, f.toy_first_block_epochs)
     task.num_accumulation_steps = f.num_accumulation_steps
     return task
 
 
 if __name__ == "__main__":
-    app.main(build_task)
+    app.main(build_task, eval_before_run="--toy_eval_before_run" in sys.argv)
