@@ -5,8 +5,7 @@ import random
 
 from data_prep.imagenet import writer
 from data_prep.imagenet.errors import PrepError
-
-FULL_IMAGENET_COUNTS = {"train": 1281167, "validation": 50000}
+from tf_mlperf.core.settings import IMAGENET_NUM_IMAGES as FULL_IMAGENET_COUNTS
 
 
 def _check_record(example, label_map, problems, where):

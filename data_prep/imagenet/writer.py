@@ -16,13 +16,11 @@ import contextlib
 import glob
 import hashlib
 import json
-import multiprocessing
 import os
 import random
 import time
 
-import tqdm
-
+from data_prep import fileio
 from data_prep.errors import CorruptImageError, PrepError, os_error
 from data_prep.imagenet.images import to_rgb_jpeg
 
@@ -81,14 +79,6 @@ def plan_split(split, jobs, output_dir, num_shards, seed, check, skip_corrupt, l
 
 
 # ---------------------------------------------------------------- worker side
-
-_progress_queue = None
-
-
-def _init_worker(queue):
-    global _progress_queue
-    _progress_queue = queue
-
 
 MAX_OPEN_FILES = 64   # per worker: a shard of loose images must not need one descriptor per image
 
@@ -154,45 +144,20 @@ def file_sha256(path):
 def write_shard(task, report=None):
     """Write one shard to a temporary file, fsync, rename; return its manifest entry."""
     from data_prep.imagenet.records import write_records
-    report = report or (lambda n: _progress_queue.put(n) if _progress_queue else None)
-    final_path = os.path.join(task.output_dir, task.name)
-    temp_path = _temp_name(final_path)
+    report = report or fileio.report_progress
     skipped = []
-    try:
+    # Disk full, permissions: a PrepError naming the shard and the fix, not a traceback; no temp file left.
+    with fileio.atomic_output(os.path.join(task.output_dir, task.name), fsync=True) as temp_path:
         write_records(temp_path, _serialized_records(task, skipped, report))
-        with open(temp_path, "rb") as f:
-            os.fsync(f.fileno())
         entry = {"name": task.name, "num_records": len(task.jobs) - len(skipped),
                  "size_bytes": os.path.getsize(temp_path), "sha256": file_sha256(temp_path),
                  "skipped_corrupt": skipped}
-        os.replace(temp_path, final_path)
-    except OSError as e:  # disk full, permissions: name the shard and the fix, not a traceback
-        raise os_error(e, final_path) from None
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
     return entry
 
 
 # ---------------------------------------------------------------- main side
 
-def _temp_name(path):
-    """Hidden temp name beside `path` (`.<name>.tmp-<pid>`): what _remove_temp_files clears after a kill."""
-    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{os.getpid()}")
-
-
-def _write_json_atomically(path, data):
-    temp = _temp_name(path)
-    try:
-        with open(temp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except OSError as e:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise os_error(e, path) from None
+_temp_name = fileio.temp_name    # `.<name>.tmp-<pid>`: what _remove_temp_files clears after a kill
 
 
 def _manifest(plan, done):
@@ -260,30 +225,6 @@ def _remove_temp_files(plan):
         os.remove(temp)
 
 
-def _run_serially(tasks, on_done, bar):
-    for task in tasks:
-        on_done(write_shard(task, report=bar.update))
-
-
-def _run_in_pool(tasks, on_done, bar, num_workers):
-    # forkserver: workers fork from a fresh server that imported TF once, never from this (possibly
-    # multi-threaded, TF-running) process.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["data_prep.imagenet.records", "data_prep.imagenet.writer"])
-    queue = context.SimpleQueue()
-    with context.Pool(num_workers, initializer=_init_worker, initargs=(queue,)) as pool:
-        pending = [pool.apply_async(write_shard, (task,)) for task in tasks]
-        while pending:
-            while not queue.empty():
-                bar.update(queue.get())
-            for result in [r for r in pending if r.ready()]:
-                pending.remove(result)
-                on_done(result.get())  # re-raises a worker's PrepError here
-            time.sleep(0.05)
-        while not queue.empty():
-            bar.update(queue.get())
-
-
 def convert_split(plan, num_workers=1, overwrite=False, progress=True):
     """Write every shard of `plan` not already complete; write and return the final manifest."""
     try:
@@ -296,29 +237,27 @@ def convert_split(plan, num_workers=1, overwrite=False, progress=True):
     path, state_path = manifest_path(plan.output_dir, plan.split), progress_path(plan.output_dir, plan.split)
     todo = [s for s in plan.shards if s.name not in done]
     if todo:
-        _write_json_atomically(state_path, _manifest(plan, done))
+        fileio.write_json_atomic(state_path, _manifest(plan, done))
         if os.path.exists(path):  # it no longer describes the folder (a shard is missing or changed)
             os.remove(path)
 
     def on_done(entry):
         done[entry["name"]] = entry
-        _write_json_atomically(state_path, _manifest(plan, done))
+        fileio.write_json_atomic(state_path, _manifest(plan, done))
 
-    total = sum(len(s.jobs) for s in todo)
-    with tqdm.tqdm(total=total, unit="img", desc=plan.split, disable=not progress,
-                   smoothing=0.1) as bar:  # tqdm's rate column shows images/s
-        try:
-            if num_workers <= 1 or len(todo) <= 1:
-                _run_serially(todo, on_done, bar)
-            else:
-                _run_in_pool(todo, on_done, bar, min(num_workers, len(todo)))
-        except BaseException:  # the other workers were stopped mid-shard: leave no temp file behind
-            with contextlib.suppress(OSError):
-                _remove_temp_files(plan)
-            raise
+    try:
+        # forkserver: workers fork from a fresh server that imported TF once, never from this (possibly
+        # multi-threaded, TF-running) process. The bar counts images (its rate column: images/s).
+        fileio.run_parallel(write_shard, todo, num_workers, plan.split, unit="img",
+                            total=sum(len(s.jobs) for s in todo), on_done=on_done, start_method="forkserver",
+                            preload=["data_prep.imagenet.records", "data_prep.imagenet.writer"], progress=progress)
+    except BaseException:  # the other workers were stopped mid-shard: leave no temp file behind
+        with contextlib.suppress(OSError):
+            _remove_temp_files(plan)
+        raise
     manifest = _manifest(plan, done)
     if read_state(path) != manifest:
-        _write_json_atomically(path, manifest)
+        fileio.write_json_atomic(path, manifest)
     if os.path.exists(state_path):
         os.remove(state_path)
     return manifest

@@ -24,9 +24,10 @@ import shutil
 import sys
 
 from data_prep.errors import run_main, warn
+from data_prep.fileio import TMP_MARK, run_parallel, write_text_atomic
 from data_prep.wiki import clean, extract, gather, pretraining, records, sentences, split, tokenization
 from data_prep.wiki.errors import InputError
-from data_prep.wiki.fileio import TMP_MARK, run_parallel, wiki_files, write_text_atomic
+from data_prep.wiki.fileio import wiki_files
 
 STAGES = ["extract", "clean", "sentences", "split", "gather", "records", "pick-eval"]
 

@@ -20,8 +20,8 @@ import subprocess
 import sys
 import time
 
+from data_prep.fileio import atomic_output
 from data_prep.wiki.errors import InputError
-from data_prep.wiki.fileio import atomic_output
 
 PINNED_TIME = time.struct_time((2020, 1, 1, 0, 0, 0, 2, 1, 0))  # Wednesday, day 1 of the year
 _BZ2_STREAM_END = 0x177245385090  # 48-bit end-of-stream magic (sqrt(pi)), then a 32-bit CRC

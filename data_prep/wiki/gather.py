@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pathlib
 
+from data_prep.fileio import atomic_output
 from data_prep.wiki.errors import InputError
-from data_prep.wiki.fileio import atomic_output, read_utf8
+from data_prep.wiki.fileio import read_utf8
 
 DEFAULT_BLOCK_SIZE_MB = 26.92  # process_wiki.sh: gives part-00000..00499 for the 2020-01-01 dump
 DEFAULT_NUM_OUTPUTS = 500

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pathlib
 
+from data_prep.fileio import atomic_output
 from data_prep.wiki import pretraining, tokenization
 from data_prep.wiki.errors import InputError
-from data_prep.wiki.fileio import atomic_output
 from data_prep.wiki.tfrecord import frame_record, read_records
-
-DEFAULT_NUM_EVAL_EXAMPLES = 10000
+from tf_mlperf.core.settings import BERT_EVAL_EXAMPLES as DEFAULT_NUM_EVAL_EXAMPLES
 
 _WORKER_STATE: dict = {}  # per process: one tokenizer (and its word memo) reused for every part
 

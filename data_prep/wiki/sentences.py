@@ -13,7 +13,8 @@ import io
 import os
 import pathlib
 
-from data_prep.wiki.fileio import atomic_output, read_utf8
+from data_prep.fileio import atomic_output
+from data_prep.wiki.fileio import read_utf8
 
 PUNKT_TAB = "tokenizers/punkt_tab/english"
 _PUNKT_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")

@@ -12,8 +12,9 @@ import hashlib
 import pathlib
 import random
 
+from data_prep.fileio import write_text_atomic
 from data_prep.wiki.errors import InputError
-from data_prep.wiki.fileio import read_utf8, write_text_atomic
+from data_prep.wiki.fileio import read_utf8
 
 DEFAULT_SEED = 12345
 

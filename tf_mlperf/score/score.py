@@ -30,6 +30,8 @@ import warnings
 from mlperf_logging import benchmark_meta
 from mlperf_logging.compliance_checker import mlp_parser
 
+from tf_mlperf.core import settings
+
 USAGE = "training"
 MAX_NON_CONVERGED = 1  # training_rules.adoc, "Benchmark Results": more than one -> result invalid
 RESULT_FILE = re.compile(r"result_(\d+)\.txt$")
@@ -45,9 +47,9 @@ class Benchmark:
 
 
 BENCHMARKS = {
-    "resnet": Benchmark("resnet", 7.19, "4.0.0", 0.759, "epoch"),
+    "resnet": Benchmark("resnet", 7.19, "4.0.0", settings.RESNET_TARGET_ACCURACY, "epoch"),
     # BERT logs its sample count as epoch_num (it is what the RCPs are expressed in).
-    "bert": Benchmark("bert", 9.05, "5.0.0", 0.720, "training samples (epoch_num)"),
+    "bert": Benchmark("bert", 9.05, "5.0.0", settings.BERT_TARGET_MLM_ACCURACY, "training samples (epoch_num)"),
 }
 
 
