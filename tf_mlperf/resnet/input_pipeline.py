@@ -11,8 +11,8 @@ Which files: those <data_dir>/<split>-manifest.json lists (written by tf-mlperf-
 against it up front (present, of the listed size, sha256 on request), never other shards the glob would
 also match; without a manifest (e.g. imagenet_to_gcs.py output), the train-*-of-* / validation-*-of-* glob.
 
-Files are sharded per pipeline when there are at least as many files as pipelines; otherwise (tiny sample
-sets) records are sharded instead, from a fixed file order, which keeps them disjoint too.
+Which records this pipeline reads (files sharded, or records when there are fewer files than pipelines), the
+per-rank seeds, the eval padding and the synthetic batches are core/input.py's, shared with BERT.
 """
 from __future__ import annotations
 
@@ -24,13 +24,12 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from tf_mlperf.core import input as core_input
 from tf_mlperf.core.task import InputContext, RunError
 from tf_mlperf.resnet import preprocessing
 
 TRAIN_PATTERN = "train-*-of-*"
 EVAL_PATTERN = "validation-*-of-*"
-NUM_IMAGES = {"train": 1_281_167, "validation": 50_000}   # ImageNet 2012
-NUM_FILES = {"train": 1024, "validation": 128}             # its standard sharding
 FILE_SHUFFLE_BUFFER = 1024
 SHUFFLE_BUFFER = 10_000
 INTERLEAVE_CYCLE = 10
@@ -56,11 +55,9 @@ def list_files(data_dir: str, pattern: str) -> list[str]:
     if not os.path.isdir(data_dir):
         raise RunError(data_dir, "--data_dir does not exist or is not a folder: pass the folder "
                        "tf-mlperf-prep-imagenet convert wrote (train-*-of-*, validation-*-of-*)")
-    files = sorted(glob.glob(os.path.join(glob.escape(data_dir), pattern)))
-    if not files:
-        raise RunError(data_dir, f"no TFRecord files {pattern!r} in --data_dir: convert ImageNet into it with "
-                       "tf-mlperf-prep-imagenet convert, or pass the folder that holds them")
-    return files
+    return core_input.list_files([os.path.join(glob.escape(data_dir), pattern)], data_dir,
+                                 f"no TFRecord files {pattern!r} in --data_dir: convert ImageNet into it with "
+                                 "tf-mlperf-prep-imagenet convert, or pass the folder that holds them")
 
 
 def split_files(data_dir: str, split: str, verify_checksums: bool = False) -> tuple[list[str], int | None]:
@@ -105,8 +102,7 @@ def split_files(data_dir: str, split: str, verify_checksums: bool = False) -> tu
     return files, sum(int(entry["num_records"]) for entry in shards)
 
 
-def count_records(files: list[str]) -> int:
-    return int(tf.data.TFRecordDataset(files).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+count_records = core_input.count_records
 
 
 def parse_example(serialized: tf.Tensor):
@@ -131,27 +127,14 @@ def _with_threading(dataset: tf.data.Dataset, private_threads: int) -> tf.data.D
 
 
 def _records(files: list[str], ctx: InputContext, shuffle_seed: int | None) -> tf.data.Dataset:
-    """This pipeline's raw records; files shuffled (then reshuffled every epoch) when shuffle_seed is set."""
-    n, i = ctx.num_input_pipelines, ctx.input_pipeline_id
-    by_file = len(files) >= n
-    if n > 1 and not by_file:
-        logging.warning("%d files for %d input pipelines: sharding records instead of files", len(files), n)
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    if by_file:
-        dataset = dataset.shard(n, i)
-    if shuffle_seed is not None and by_file:
-        dataset = dataset.shuffle(FILE_SHUFFLE_BUFFER, seed=shuffle_seed)
-    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=INTERLEAVE_CYCLE,
-                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if not by_file:
-        dataset = dataset.shard(n, i)
-    return dataset
+    return core_input.records(files, ctx, shuffle_seed=shuffle_seed, file_shuffle_buffer=FILE_SHUFFLE_BUFFER,
+                              cycle_length=INTERLEAVE_CYCLE, deterministic=True)
 
 
 def train_dataset(cfg: PipelineConfig, ctx: InputContext) -> tf.data.Dataset:
     """Infinite (images [B,S,S,3] float32, labels [B] int32) batches of ctx.per_replica_batch_size."""
     # Every pipeline gets its own seeds: different shuffles and crops on every rank.
-    seed = cfg.seed * 1_000_003 + ctx.input_pipeline_id
+    seed = core_input.pipeline_seed(cfg.seed, ctx)
     files = list(cfg.train_files) or list_files(cfg.data_dir, TRAIN_PATTERN)
     dataset = _records(files, ctx, shuffle_seed=seed)
     dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed).repeat().enumerate()
@@ -169,19 +152,6 @@ def train_dataset(cfg: PipelineConfig, ctx: InputContext) -> tf.data.Dataset:
     return _with_threading(dataset.prefetch(cfg.prefetch_batches), cfg.private_threads)
 
 
-def pad_batch(batch_size: int):
-    """Pads a possibly short batch to batch_size; padding rows carry weight 0."""
-    def pad(images, labels, weights):
-        missing = batch_size - tf.shape(labels)[0]
-        images = tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0]])
-        labels, weights = tf.pad(labels, [[0, missing]]), tf.pad(weights, [[0, missing]])
-        images.set_shape([batch_size] + images.shape[1:].as_list())
-        labels.set_shape([batch_size])
-        weights.set_shape([batch_size])
-        return images, labels, weights
-    return pad
-
-
 def eval_dataset(cfg: PipelineConfig, ctx: InputContext) -> tf.data.Dataset:
     """Finite (images, labels, weights) batches; over all pipelines each image has weight 1 exactly once."""
     files = list(cfg.eval_files) or list_files(cfg.data_dir, EVAL_PATTERN)
@@ -192,16 +162,15 @@ def eval_dataset(cfg: PipelineConfig, ctx: InputContext) -> tf.data.Dataset:
         return preprocessing.preprocess_eval(jpeg, cfg.image_size), label, tf.constant(1.0)
 
     dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(ctx.per_replica_batch_size).map(pad_batch(ctx.per_replica_batch_size))
+    dataset = core_input.padded_batches(dataset, ctx.per_replica_batch_size)
     return _with_threading(dataset.prefetch(cfg.prefetch_batches), cfg.private_threads)
 
 
 def synthetic_train_dataset(ctx: InputContext, image_size: int, num_classes: int) -> tf.data.Dataset:
     """One random batch repeated forever: measures the model without the input pipeline (as the reference)."""
-    images = tf.random.truncated_normal([ctx.per_replica_batch_size, image_size, image_size, 3],
-                                        mean=127, stddev=60, seed=1)
-    labels = tf.random.uniform([ctx.per_replica_batch_size], 0, num_classes, tf.int32, seed=2)
-    return tf.data.Dataset.from_tensors((images, labels)).repeat()
+    return core_input.synthetic_batches(ctx, lambda gen, batch: (
+        gen.truncated_normal([batch, image_size, image_size, 3], mean=127, stddev=60),
+        gen.uniform([batch], 0, num_classes, tf.int32)))
 
 
 def synthetic_eval_dataset(ctx: InputContext, image_size: int, num_classes: int,
@@ -211,4 +180,4 @@ def synthetic_eval_dataset(ctx: InputContext, image_size: int, num_classes: int,
     images = tf.data.Dataset.range(mine).map(lambda i: (
         tf.random.stateless_truncated_normal([image_size, image_size, 3], [i, ctx.input_pipeline_id]) * 60,
         tf.cast(i % num_classes, tf.int32), tf.constant(1.0)))
-    return images.batch(ctx.per_replica_batch_size).map(pad_batch(ctx.per_replica_batch_size))
+    return core_input.padded_batches(images, ctx.per_replica_batch_size)

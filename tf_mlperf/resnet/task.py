@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import tensorflow as tf
 import tf_keras
 
+from tf_mlperf.core import input as core_input
 from tf_mlperf.core import settings
 from tf_mlperf.core.mlperf_log import constants
 from tf_mlperf.core.settings import setting
@@ -150,7 +151,7 @@ class ResNetTask(Task):
         return {"correct": tf.reduce_sum(hits * weights), "count": tf.reduce_sum(weights)}
 
     def metric(self, sums: Mapping[str, float]) -> float:
-        return sums["correct"] / max(sums["count"], 1.0)
+        return core_input.fraction(sums)
 
     # ---- schedule and logging ----
     def schedule(self) -> Schedule:
