@@ -3,9 +3,11 @@
 The packer keeps the training rules' semantics of a batch: every micro-batch holds exactly `seqs_per_batch`
 sequences (so the global batch, the sample counts, `epoch_num`, `train_samples` and the eval cadence stay in
 sequences, exactly as unpacked), laid out in a fixed number of `rows` (static shapes for XLA), at most
-`max_per_row` sequences per row. Sequences are taken in stream order (the shuffled input); the ones that do not
-fit the current micro-batch's rows are carried to the next one, where they are placed first, so every sequence
-is used exactly once and is delayed by at most one micro-batch.
+`max_per_row` sequences per row. Sequences are taken oldest first from the stream (the shuffled input); when the
+oldest `seqs_per_batch` do not fit the rows, the youngest of the longest is swapped for the oldest shorter one
+and waits at the head of a queue for the next micro-batch. Every sequence is used exactly once; the queue is
+bounded (2 x seqs_per_batch; more means too few rows: PackingError), so a sequence waits a few micro-batches
+at most, and the order stays the shuffled one up to that.
 
 Layout of one packed micro-batch (S = max_seq_length, P = max_predictions_per_seq, b = seqs_per_batch,
 R = rows); per-token features are [R, S], per-sequence ones [b, ...]:
