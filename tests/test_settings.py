@@ -30,6 +30,7 @@ class _Config:
     mode: str = settings.setting("a", "m", choices=("a", "b"))
     on: bool = settings.setting(False, "o")
     target: float = settings.setting(0.5, "", common=True)
+    path: str | None = settings.setting(None, "p")
     name: str = "not a flag"
 
 
@@ -44,8 +45,8 @@ def _flags(*argv):
 def test_flags_build_the_config_and_only_override():
     assert settings.from_flags(_Config, _flags()) == _Config()
     got = settings.from_flags(_Config, _flags("--width=2", "--model_blocks=1,2,3", "--mode=b", "--on",
-                                              "--target=0.9"), name="given")
-    assert got == _Config(width=2.0, blocks=(1, 2, 3), mode="b", on=True, target=0.9, name="given")
+                                              "--target=0.9", "--path=/x"), name="given")
+    assert got == _Config(width=2.0, blocks=(1, 2, 3), mode="b", on=True, target=0.9, path="/x", name="given")
 
 
 def test_target_flag_reaches_the_task_through_its_config():

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any
 
@@ -37,10 +38,18 @@ def setting(default: Any, help: str, *, flag: str | None = None, common: bool = 
         "help": help, "flag": flag, "common": common, "choices": tuple(choices) if choices else None})
 
 
+def _flag_type(kind):
+    """`X | None` -> X (the flag may then be left at None); any other type as it is."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return kind
+
+
 def _fields(cls) -> list[tuple[dataclasses.Field, Any, str]]:
-    """(field, its resolved type, its flag name) for every field of `cls` written with `setting`."""
+    """(field, its flag's type, its flag name) for every field of `cls` written with `setting`."""
     hints = typing.get_type_hints(cls)
-    return [(f, hints[f.name], f.metadata.get("flag") or f.name) for f in dataclasses.fields(cls)
+    return [(f, _flag_type(hints[f.name]), f.metadata.get("flag") or f.name) for f in dataclasses.fields(cls)
             if "help" in f.metadata]
 
 
@@ -76,10 +85,11 @@ def from_flags(cls, flag_values: flags.FlagValues, **given: Any):
             continue
         value = flag_values[name].value
         if value is None:
-            if not field.metadata["common"]:
+            if field.metadata["common"]:
+                continue                          # not given: the field's default
+            if field.default is not None:
                 raise ValueError(f"--{name} is None: {cls.__name__}.{field.name} needs a value")
-            continue
-        if typing.get_origin(kind) is tuple:
+        if value is not None and typing.get_origin(kind) is tuple:
             element = typing.get_args(kind)[0]
             value = tuple(element(v) for v in value)
         values[field.name] = value
