@@ -164,6 +164,39 @@ def test_campaign_runs_and_its_logs_score(tmp_path):
     assert campaign.main(args) == 2  # refuses to mix a second campaign into the same folder
 
 
+def test_overwrite_moves_the_earlier_runs_aside_instead_of_appending_or_resuming(tmp_path, capsys):
+    """The real trainer appends to --mllog_path and resumes from --model_dir: a stand-in that does the same."""
+    fake = tmp_path / "fake_python"
+    fake.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import os, pathlib, sys
+        sys.path[:0] = {[str(pathlib.Path(__file__).parent)]!r}
+        from mllog_fixtures import write_result_log
+        opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+        os.makedirs(os.path.join(opts["model_dir"], "checkpoints"), exist_ok=True)
+        one = write_result_log(opts["mllog_path"] + ".one", "resnet", 10.0)
+        with open(opts["mllog_path"], "a") as log:
+            log.write(one.read_text().replace("test-system", "sysA"))
+        one.unlink()
+    """))
+    fake.chmod(0o755)
+    args = campaign_args(tmp_path, "--launcher", "none", "--python", str(fake), "--runs", "2")
+    assert campaign.main(args) == 0
+    results = tmp_path / "results" / "sysA" / "resnet"
+    for name in ("result_0.txt", "result_1.txt"):
+        (results / name).rename(tmp_path / name)
+    # the run folders alone would make the next runs resume: refused without --overwrite
+    capsys.readouterr()
+    assert campaign.main(args) == 2
+    assert "2 run folder(s) of an earlier campaign" in capsys.readouterr().err
+    (tmp_path / "result_0.txt").rename(results / "result_0.txt")
+    assert campaign.main([*args, "--overwrite"]) == 0
+    for k in (0, 1):    # one run per log, the earlier ones kept aside
+        assert (results / f"result_{k}.txt").read_text().count('"key": "run_start"') == 1
+    replaced = list((tmp_path / "work" / "sysA" / "resnet").glob("replaced-*"))
+    assert len(replaced) == 1 and sorted(p.name for p in replaced[0].iterdir()) == ["result_0.txt", "run_0", "run_1"]
+
+
 def test_campaign_counts_one_slot_for_a_host_without_one(tmp_path):
     args = campaign.parse_args(campaign_args(tmp_path, "--hosts", "node1:4,node2,node3:2"))
     assert campaign.topology(args, environ={}).ranks == 7

@@ -294,6 +294,30 @@ def _env_exports() -> list[str]:
     return [f"export PYTHONPATH={shlex.quote(path)}"] if path else []
 
 
+def _resubmission_guard(k: int, log: pathlib.Path, run_dir: pathlib.Path) -> list[str]:
+    """Shell lines before run k of campaign.sbatch, so that submitting the script again never appends a second
+    run to a log (the checkers take a log with two run_start as broken): a finished run (run_stop in its log)
+    is skipped; an interrupted one (its result_K.txt without run_stop) keeps that log as its result, a failed
+    run, since MLPerf's clock may not be paused, and resumes from its checkpoint with the MLPerf log of the
+    resumed attempt beside the checkpoints (run_K/resumed-JOBID.txt, compliant on its own); checkpoints
+    without a result_K.txt would make a resumed run look like a whole one, so that run is refused. Opens an
+    `if` that the caller closes with `fi`."""
+    q_log, q_dir = shlex.quote(str(log)), shlex.quote(str(run_dir))
+    return [f"MLLOG={q_log}",
+            f'if grep -qs \'"key": "run_stop"\' "$MLLOG" {q_dir}/resumed-*.txt; then',
+            f'  echo "run {k}: finished in an earlier job (run_stop in $MLLOG or {q_dir}/resumed-*.txt): skipped"',
+            f'elif [ ! -e "$MLLOG" ] && [ -d {q_dir}/checkpoints ]; then',
+            f'  echo "run {k}: {q_dir} holds checkpoints but $MLLOG is missing: a resumed run would log as a whole'
+            f' one; move {q_dir} away for a fresh run {k}" >&2; FAILED=$((FAILED + 1))',
+            "else",
+            '  if [ -e "$MLLOG" ]; then',
+            f'    MLLOG={q_dir}/resumed-$SLURM_JOB_ID.txt; mkdir -p {q_dir}',
+            f'    echo "run {k} was interrupted in an earlier job: it resumes from {q_dir}/checkpoints and logs to'
+            f' $MLLOG; {log.name} keeps the interrupted attempt and counts as a failed run (the MLPerf clock may'
+            f' not be paused; docs/cluster.md)" >&2',
+            "  fi"]
+
+
 def slurm_script(args) -> str:
     """A batch script: the whole campaign in one allocation, one job step (srun) or one horovodrun/mpirun per
     run, in order; the same ranks, tasks per node and cores per rank as run_local.sh."""
@@ -330,10 +354,13 @@ def slurm_script(args) -> str:
                  f'scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/\\$/ slots=$TASKS_PER_NODE/" > "$HOSTFILE"']
     for k, seed in enumerate(seeds(args)):
         body.append(f"\n# run {k}, seed {seed}")
+        log, run_dir = result_dir(args) / f"result_{k}.txt", campaign_dir(args) / f"run_{k}"
+        body += _resubmission_guard(k, log, run_dir)
         if args.pre_run_cmd:
             body.append(f"srun --nodes={n} --ntasks={n} --ntasks-per-node=1 "
                         f"bash -c {shlex.quote(args.pre_run_cmd)}")
-        trainer = shlex.join(trainer_command(args, k, seed))
+        trainer = shlex.join(trainer_command(args, k, seed)).replace(
+            shlex.quote(f"--mllog_path={log}"), '--mllog_path="$MLLOG"')
         if args.slurm_launcher == "srun":
             launch = (f"srun --nodes={n} --ntasks={ranks} --ntasks-per-node={per_node} "
                       f'--cpus-per-task="$CPUS_PER_TASK" --cpu-bind={args.cpu_bind} --mpi={args.srun_mpi} '
@@ -346,6 +373,7 @@ def slurm_script(args) -> str:
                           + "\\)_[A-Za-z0-9_]*\\)=.*/-x \\1/p')")
             launch = f"{words} {trainer}"
         body.append(f'{launch} || {{ echo "run {k} failed with exit code $?" >&2; FAILED=$((FAILED + 1)); }}')
+        body.append("fi")
     body.append(f"\necho \"campaign done ($FAILED failed run(s)); score with: tf-mlperf-score "
                 f"{shlex.quote(str(args.results_dir))}\"")
     body.append('[ "$FAILED" = 0 ]')
@@ -411,6 +439,12 @@ def check_results_folder(args) -> None:
             raise CampaignError(f"{log} holds a run of {benchmark or '?'} on system {platform or '?'}, not "
                                 f"{args.benchmark} on {args.system}: use another --results_dir or --system")
     existing = [p for p in (folder / f"result_{k}.txt" for k in range(args.runs)) if p.exists()]
+    stale = [p for p in (campaign_dir(args) / f"run_{k}" for k in range(args.runs)) if p.exists()]
+    if stale and not args.overwrite:
+        # the trainer would resume from their checkpoints: a run that looks whole in its log but is not
+        raise CampaignError(f"{len(stale)} run folder(s) of an earlier campaign in {campaign_dir(args)} (e.g. "
+                            f"{stale[0].name}): the runs would resume from them; use another --work_dir or "
+                            "--overwrite (moves them and their logs aside first)")
     if existing and not args.overwrite:
         # Mixing logs of two campaigns would be choosing runs; start clean or say so.
         raise CampaignError(f"{len(existing)} result file(s) already in {folder} "
@@ -523,7 +557,14 @@ def run_campaign(args) -> list[dict]:
     if args.launcher != "none":
         (campaign_dir(args) / "hostfile").write_text(hostfile_text(topo.hosts))
     records = []
+    replaced = campaign_dir(args) / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
     for k, seed in enumerate(seeds(args)):
+        for old in (result_dir(args) / f"result_{k}.txt", campaign_dir(args) / f"run_{k}"):
+            if args.overwrite and old.exists():
+                # the trainer appends to its log and resumes from its model_dir: move the old run aside whole
+                replaced.mkdir(exist_ok=True)
+                old.rename(replaced / old.name)
+                print(f"[campaign] --overwrite: moved {old} to {replaced}", flush=True)
         if args.pre_run_cmd:
             subprocess.run(args.pre_run_cmd, shell=True, check=False)
         cmd = local_command(args, k, seed)
