@@ -127,6 +127,82 @@ def test_records_follow_the_tfrecord_convention(raw, reference):
     assert manifest["label_map"]["n01440764"] == 1 and len(manifest["label_map"]) == 1000
 
 
+def independent_expected_records(raw_dir):
+    """{filename: expected fields} built from the raw files with tarfile, PIL and ElementTree only (no
+    data_prep code), per the reference converters' format (imagenet_to_gcs.py / build_imagenet_data.py):
+    label = 1 + index of the synset in the 1000 sorted wnids, the image's own bytes when it already is an RGB
+    JPEG, boxes from the bbox XML divided by the XML's size, min/max ordered and clipped to [0, 1]."""
+    import xml.etree.ElementTree as ET
+    wnids = synsets.DEFAULT_SYNSETS.read_text().split()
+    names = dict(line.split("\t") for line in synsets.DEFAULT_SYNSET_NAMES.read_text().splitlines())
+    images_ = {}
+    with tarfile.open(raw_dir / "ILSVRC2012_img_train.tar") as outer:
+        for member in outer.getmembers():
+            with tarfile.open(fileobj=outer.extractfile(member)) as inner:
+                for m in inner.getmembers():
+                    images_[m.name] = (member.name[:-len(".tar")], inner.extractfile(m).read())
+    val_labels = (raw_dir / "synset_labels.txt").read_text().split()
+    with tarfile.open(raw_dir / "ILSVRC2012_img_val.tar") as val:
+        for m in sorted(val.getmembers(), key=lambda m: m.name):
+            images_[m.name] = (val_labels[int(m.name[15:23]) - 1], val.extractfile(m).read())
+    boxes = {}
+    with tarfile.open(raw_dir / "ILSVRC2012_bbox_train_v2.tar.gz") as bbox_tar:
+        for m in bbox_tar.getmembers():
+            if not m.isfile():
+                continue
+            root = ET.fromstring(bbox_tar.extractfile(m).read())
+            width, height = float(root.find("size/width").text), float(root.find("size/height").text)
+            found = {"xmin": [], "ymin": [], "xmax": [], "ymax": []}
+            for box in root.iter("bndbox"):
+                x = sorted(float(box.find(k).text) / width for k in ("xmin", "xmax"))
+                y = sorted(float(box.find(k).text) / height for k in ("ymin", "ymax"))
+                for key, value in zip(("xmin", "xmax", "ymin", "ymax"), (*x, *y)):
+                    found[key].append(min(max(value, 0.0), 1.0))
+            boxes[pathlib.PurePath(m.name).stem + ".JPEG"] = found
+    expected = {}
+    for filename, (synset, data) in images_.items():
+        with Image.open(io.BytesIO(data)) as image:
+            rgb_jpeg = image.format == "JPEG" and image.mode == "RGB"
+            pixels = image.convert("RGB")
+            pixels.load()
+        expected[filename] = {"synset": synset, "label": wnids.index(synset) + 1, "text": names[synset],
+                              "size": pixels.size, "pixels": pixels, "bytes": data if rgb_jpeg else None,
+                              "boxes": boxes.get(filename)}
+    return expected
+
+
+def test_records_equal_an_independent_build_from_the_raw_files(raw, reference):
+    import numpy as np
+    raw_dir, info = raw
+    expected = independent_expected_records(raw_dir)
+    found = examples_by_filename(reference)
+    assert sorted(found) == sorted(expected) and len(found) == info["num_train"] + info["num_val"]
+    re_encoded = 0
+    for filename, exp in expected.items():
+        f = found[filename].features.feature
+        assert f["image/class/synset"].bytes_list.value == [exp["synset"].encode()], filename
+        assert f["image/class/label"].int64_list.value == [exp["label"]], filename
+        assert f["image/class/text"].bytes_list.value == [exp["text"].encode()], filename
+        width, height = exp["size"]
+        assert (f["image/height"].int64_list.value[0], f["image/width"].int64_list.value[0]) == (height, width)
+        encoded = f["image/encoded"].bytes_list.value[0]
+        if exp["bytes"] is not None:
+            assert encoded == exp["bytes"], filename                     # RGB JPEGs are stored untouched
+        else:
+            re_encoded += 1
+            with Image.open(io.BytesIO(encoded)) as image:
+                ours = np.asarray(image.convert("RGB"), np.float64)
+            diff = np.abs(ours - np.asarray(exp["pixels"], np.float64)).mean()
+            assert diff < 8.0, (filename, diff)                         # re-encoding loss (quality 100: <= ~6)
+        if exp["boxes"] is None:
+            assert "image/object/bbox/xmin" not in f or not f["image/object/bbox/xmin"].float_list.value, filename
+        else:
+            for key, values in exp["boxes"].items():
+                np.testing.assert_allclose(f[f"image/object/bbox/{key}"].float_list.value, values, atol=1e-6,
+                                           err_msg=f"{filename} {key}")
+    assert re_encoded == len(info["quirk_files"])
+
+
 def test_train_order_is_shuffled_by_seed(raw, reference, tmp_path):
     raw_dir, _ = raw
 
