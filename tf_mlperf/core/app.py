@@ -345,11 +345,14 @@ class _ShortFormatter(std_logging.Formatter):
         return message
 
 
-def main(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool = False) -> None:
-    """Console-script entry: parses flags (incl. --flagfile / --preset) and exits 0 on success, 1 if aborted, 2
-    on an error (one line naming the file or flag at fault and the fix; the traceback with --verbose)."""
+def main(build_task: Callable[[flags.FlagValues], Task],
+         eval_before_run: bool | Callable[[flags.FlagValues], bool] = False) -> None:
+    """Console-script entry of every trainer: parses flags (incl. --flagfile / --preset) and exits 0 on success,
+    1 if aborted, 2 on an error (one line naming the file or flag at fault and the fix; the traceback with
+    --verbose). `eval_before_run` may be a function of the parsed flags (BERT: when --init_checkpoint is given)."""
     def _run(argv):
         if len(argv) > 1:
             raise absl_app.UsageError(f"unexpected arguments: {argv[1:]}")
-        sys.exit(exit_code(lambda: train(build_task, eval_before_run)))
+        before = eval_before_run(FLAGS) if callable(eval_before_run) else eval_before_run
+        sys.exit(exit_code(lambda: train(build_task, before)))
     run(_run, build_task.__module__)
