@@ -187,6 +187,11 @@ class SshHosts:
     bin_dir: pathlib.Path        # holds an `ssh` that uses config: put it first on PATH
     daemons: _Daemons
 
+    def calls(self):
+        """The arguments of every ssh call through bin_dir/ssh so far, one string each."""
+        log = self.config.parent / "ssh_calls.log"
+        return log.read_text().splitlines() if log.exists() else []
+
     def env(self, base):
         e = dict(base)
         e["PATH"] = f"{self.bin_dir}:{e.get('PATH', '')}"
@@ -231,7 +236,9 @@ LogLevel ERROR
 """)
     bin_dir = root / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "ssh").write_text(f"#!/bin/sh\nexec {_binary('ssh')} -F {root}/ssh_config \"$@\"\n")
+    # the wrapper records each call's arguments in root/ssh_calls.log, so a test can see what went over ssh
+    (bin_dir / "ssh").write_text(f"#!/bin/sh\necho \"$*\" >> {root}/ssh_calls.log\n"
+                                 f"exec {_binary('ssh')} -F {root}/ssh_config \"$@\"\n")
     (bin_dir / "ssh").chmod(0o755)
     pathlib.Path("/run/sshd").mkdir(exist_ok=True)     # sshd's privilege-separation directory
     daemons = _Daemons(root)

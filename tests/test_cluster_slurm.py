@@ -1,24 +1,30 @@
 """The campaign's Slurm script on a real one-node Slurm (tests/cluster_fixtures.py: munged, slurmctld and slurmd
 from Debian's packages, two fake GPUs): `sbatch --wait` of what `tf-mlperf-campaign --dry_run` writes, with two
-tasks, trains the ResNet smoke configuration to its target in both styles (srun --mpi=pmix one task per GPU;
-horovodrun with a hostfile made from the allocation) and the log passes the compliance checker; a rank killed
-with kill -9 ends the job non-zero within 60 s, and submitting the same script again resumes from the
-checkpoint."""
+tasks, trains the ResNet and the BERT smoke configurations to their targets in both styles (srun --mpi=pmix one
+task per GPU; horovodrun with a hostfile made from the allocation) and the logs pass the compliance checker.
+Faults: kill -9 of a rank (ResNet) or scancel of the job step (BERT) ends the job non-zero within 60 s;
+submitting the same script again resumes from the checkpoint, keeps the interrupted attempt as result_0.txt (a
+failed run: the MLPerf clock may not be paused) and logs the resumed attempt beside its checkpoints; a third
+submission skips the finished run (that bookkeeping is also checked in seconds with a stand-in trainer). A
+script written for another machine stops before anything is written."""
 import os
 import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
 
 from cluster_fixtures import slurm_cluster
 from launch import REPO, compliance_check, env, latest_checkpoint_step, read_mllog
+from test_bert_smoke import smoke_records  # noqa: F401  (the fixture: 64 BERT smoke records)
 from test_resnet_e2e import sample_tfrecords  # noqa: F401  (the fixture: the embedded sample as TFRecords)
 
 pytestmark = pytest.mark.slow
-SMOKE = REPO / "flags" / "resnet50" / "smoke_cpu.cfg"
+SMOKE = {"resnet": REPO / "flags" / "resnet50" / "smoke_cpu.cfg", "bert": REPO / "flags" / "bert" / "smoke_cpu.cfg"}
+RULESET = {"resnet": "4.0.0", "bert": "5.0.0"}
 
 
 @pytest.fixture(scope="module")
@@ -27,19 +33,25 @@ def slurm(tmp_path_factory):
         yield cluster
 
 
-def write_campaign(tmp_path, style, data_dir, *extra):
-    """tf-mlperf-campaign --dry_run for one ResNet smoke run on 1 node x 2 GPUs; returns the sbatch script."""
-    cmd = [sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", "resnet", "--flagfile", str(SMOKE),
-           "--system", "slurmci", "--runs", "1", "--seed_base", "1", "--results_dir", str(tmp_path / "results"),
-           "--work_dir", str(tmp_path / "work"), "--nodes", "1", "--gpus_per_node", "2", "--time", "00:20:00",
-           "--slurm_launcher", style, "--dry_run", "--", f"--data_dir={data_dir}", *extra]
+def data_flags(benchmark, data):
+    if benchmark == "resnet":
+        return [f"--data_dir={data}"]
+    return [f"--train_file_pattern={data}", f"--eval_file_pattern={data}", "--notensorboard"]
+
+
+def write_campaign(tmp_path, style, benchmark, data, *extra, machine=("--nodes", "1", "--gpus_per_node", "2")):
+    """tf-mlperf-campaign --dry_run for one smoke run on 1 node x 2 GPUs; returns the sbatch script."""
+    cmd = [sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", benchmark, "--flagfile",
+           str(SMOKE[benchmark]), "--system", "slurmci", "--runs", "1", "--seed_base", "1",
+           "--results_dir", str(tmp_path / "results"), "--work_dir", str(tmp_path / "work"), *machine,
+           "--time", "00:20:00", "--slurm_launcher", style, "--dry_run", "--", *data_flags(benchmark, data), *extra]
     subprocess.run(cmd, cwd=REPO, env=env(), check=True, capture_output=True, timeout=120)
-    return tmp_path / "work" / "slurmci" / "resnet" / "campaign.sbatch"
+    return tmp_path / "work" / "slurmci" / benchmark / "campaign.sbatch"
 
 
-def submit(slurm, script, wait=True, timeout=900):
+def submit(slurm, script, *sbatch_args, wait=True, timeout=900):
     """sbatch --wait: finished (wait) or running in the background (a Popen that ends with the job)."""
-    cmd = ["sbatch", "--parsable", "--wait", str(script)]
+    cmd = ["sbatch", "--parsable", "--wait", *sbatch_args, str(script)]
     if not wait:
         return subprocess.Popen(cmd, env=slurm.env(env()), cwd=script.parent, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -47,34 +59,35 @@ def submit(slurm, script, wait=True, timeout=900):
                           timeout=timeout)
 
 
-def job_output(script):
-    return "\n".join(p.read_text(errors="replace")[-5000:] for p in sorted(script.parent.glob("slurm-*.out")))
+def job_output(script, job=None):
+    outs = [script.parent / f"slurm-{job}.out"] if job else sorted(script.parent.glob("slurm-*.out"))
+    return "\n".join(p.read_text(errors="replace")[-5000:] for p in outs if p.exists())
 
 
-def check_reached_target(tmp_path, script):
-    """The run in result_0.txt (its last one: a resubmitted run appends to the killed run's log) reached the
-    target as one job and passes the compliance checker."""
-    log = tmp_path / "results" / "slurmci" / "resnet" / "result_0.txt"
-    lines = log.read_text().splitlines(keepends=True)
-    starts = [i for i, line in enumerate(lines) if '"key": "cache_clear"' in line]
-    if starts and starts[-1] > 0:
-        log = log.with_name("last_run.txt")
-        log.write_text("".join(lines[starts[-1]:]))
+def check_reached_target(log, benchmark, script):
+    """The log holds one run of one job of two ranks that reached the target and passes the checker."""
     events = read_mllog(log)
-    # one job of two ranks: a single run_start (two independent rank-0 runs would each log one)
+    # a single run_start: two independent rank-0 runs would each log one, a second attempt would append one
     assert [e["key"] for e in events].count("run_start") == 1, job_output(script)
     assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "success"
-    checked = compliance_check(log, "4.0.0")
+    assert "slurmci" in {e["value"] for e in events if e["key"] == "submission_platform"}
+    checked = compliance_check(log, RULESET[benchmark])
     assert checked.returncode == 0 and "SUCCESS" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
     return events
 
 
-def test_horovodrun_with_a_hostfile_from_the_allocation_reaches_target(slurm, sample_tfrecords, tmp_path):
-    script = write_campaign(tmp_path, "horovodrun", sample_tfrecords)
+def result_log(tmp_path, benchmark):
+    return tmp_path / "results" / "slurmci" / benchmark / "result_0.txt"
+
+
+@pytest.mark.parametrize("benchmark", ["resnet", "bert"])
+def test_horovodrun_with_a_hostfile_from_the_allocation_reaches_target(
+        slurm, sample_tfrecords, smoke_records, tmp_path, benchmark):
+    data = sample_tfrecords if benchmark == "resnet" else smoke_records
+    script = write_campaign(tmp_path, "horovodrun", benchmark, data)
     proc = submit(slurm, script)
     assert proc.returncode == 0, proc.stderr + job_output(script)
-    events = check_reached_target(tmp_path, script)
-    assert "slurmci" in {e["value"] for e in events if e["key"] == "submission_platform"}
+    check_reached_target(result_log(tmp_path, benchmark), benchmark, script)
     hostfile = next(script.parent.glob("hostfile.*")).read_text()
     assert hostfile == f"{slurm.node} slots=2\n"
 
@@ -88,39 +101,131 @@ def _rank_pids(mllog_path):
             environ = dict(v.split(b"=", 1) for v in open(f"/proc/{pid}/environ", "rb").read().split(b"\0") if b"=" in v)
         except OSError:
             continue
-        if f"--mllog_path={mllog_path}".encode() in cmdline and b"tf_mlperf.resnet.train" in cmdline:
+        if f"--mllog_path={mllog_path}".encode() in cmdline and b"tf_mlperf." in b" ".join(cmdline):
             ranks[int(environ.get(b"SLURM_PROCID", b"-1"))] = int(pid)
     return ranks
 
 
-def test_srun_pmix_kill_9_of_a_rank_fails_the_job_fast_and_a_resubmission_resumes_to_target(
-        slurm, sample_tfrecords, tmp_path):
-    script = write_campaign(tmp_path, "srun", sample_tfrecords, "--checkpoint_every_steps=5")
-    checkpoints = tmp_path / "work" / "slurmci" / "resnet" / "run_0" / "checkpoints"
-    mllog = tmp_path / "results" / "slurmci" / "resnet" / "result_0.txt"
+def _fault_then_resume(slurm, script, benchmark, tmp_path, fault, min_step):
+    """Submits the srun script, waits for a checkpoint at step >= min_step, applies fault(job_id, ranks),
+    checks the whole job ends non-zero within 60 s leaving no rank; resubmits and checks the resumed attempt
+    reaches the target from that checkpoint, in its own log; a third submission skips the finished run."""
+    checkpoints = tmp_path / "work" / "slurmci" / benchmark / "run_0" / "checkpoints"
+    mllog = result_log(tmp_path, benchmark)
     first = submit(slurm, script, wait=False)
     try:
         deadline = time.time() + 400
-        while time.time() < deadline and first.poll() is None and not latest_checkpoint_step(checkpoints):
+        while time.time() < deadline and first.poll() is None and latest_checkpoint_step(checkpoints) < min_step:
             time.sleep(0.2)
         assert first.poll() is None, f"the job ended before a checkpoint: {first.communicate()}{job_output(script)}"
         ranks = _rank_pids(mllog)
         assert sorted(ranks) == [0, 1], ranks       # srun's two tasks joined as ranks 0 and 1 of one job
         saved = latest_checkpoint_step(checkpoints)
-        os.kill(ranks[1], signal.SIGKILL)
-        killed = time.time()
+        jobs = slurm.run("squeue", "-h", "-o", "%i").stdout.split()
+        assert len(jobs) == 1, jobs
+        fault(jobs[0], ranks)
+        faulted = time.time()
         first.communicate(timeout=120)
-        assert time.time() - killed < 60, f"the job took {time.time() - killed:.0f}s to end"
+        assert time.time() - faulted < 60, f"the job took {time.time() - faulted:.0f}s to end"
         assert first.returncode != 0, job_output(script)
         assert not _rank_pids(mllog), "a rank outlived the job"
     finally:
         if first.poll() is None:
             first.kill()
-    assert "run 0 failed" in job_output(script)
+    assert "run 0 failed" in job_output(script, jobs[0])
+    interrupted = mllog.read_bytes()
 
     second = submit(slurm, script)
+    job = second.stdout.strip().split(";")[0]
     assert second.returncode == 0, second.stderr + job_output(script)
-    output = (script.parent / f"slurm-{second.stdout.strip().split(';')[0]}.out").read_text(errors="replace")
+    output = job_output(script, job)
     resumed = [int(s) for s in re.findall(r"resumed from \S+ at step (\d+)", output)]
-    assert resumed and resumed[0] >= saved > 0, output[-3000:]      # not from scratch
-    check_reached_target(tmp_path, script)
+    assert resumed and resumed[0] >= saved >= min_step, output[-3000:]      # not from scratch
+    assert "run 0 was interrupted in an earlier job" in output
+    # result_0.txt stays the interrupted attempt (no run_stop: a failed run); the resumed one logs beside it
+    assert mllog.read_bytes() == interrupted
+    assert not any(e["key"] == "run_stop" for e in read_mllog(mllog))
+    events = check_reached_target(checkpoints.parent / f"resumed-{job}.txt", benchmark, script)
+
+    third = submit(slurm, script)
+    assert third.returncode == 0, third.stderr + job_output(script)
+    assert "run 0: finished in an earlier job" in job_output(script, third.stdout.strip().split(";")[0])
+    assert mllog.read_bytes() == interrupted and len(list(checkpoints.parent.glob("resumed-*.txt"))) == 1
+    return events
+
+
+def test_srun_pmix_kill_9_of_a_rank_fails_the_job_fast_and_a_resubmission_resumes_to_target(
+        slurm, sample_tfrecords, tmp_path):
+    script = write_campaign(tmp_path, "srun", "resnet", sample_tfrecords, "--checkpoint_every_steps=5")
+    _fault_then_resume(slurm, script, "resnet", tmp_path, lambda job, ranks: os.kill(ranks[1], signal.SIGKILL), 1)
+
+
+def test_srun_pmix_scancel_of_the_job_step_fails_the_job_fast_and_a_resubmission_resumes_to_target(
+        slurm, smoke_records, tmp_path):
+    script = write_campaign(tmp_path, "srun", "bert", smoke_records)
+    events = _fault_then_resume(slurm, script, "bert", tmp_path,
+                                lambda job, ranks: slurm.run("scancel", f"{job}.0"), 25)
+    first_block = next(e for e in events if e["key"] == "block_start")
+    assert first_block["metadata"]["first_epoch_num"] > 0        # continued at the checkpointed sample count
+
+
+def test_a_script_for_another_machine_stops_before_anything_is_written(slurm, sample_tfrecords, tmp_path):
+    # written for 2 nodes, run in a 1-node allocation: the script's own check, exit 2, no results folder
+    script = write_campaign(tmp_path, "srun", "resnet", sample_tfrecords, machine=("--nodes", "2",
+                                                                                   "--gpus_per_node", "1"))
+    proc = submit(slurm, script, "--nodes=1", timeout=120)
+    assert proc.returncode != 0
+    assert "campaign.sbatch: written for 2 node(s), the allocation has 1" in job_output(script)
+    assert not (tmp_path / "results").exists()
+
+
+def test_resubmission_never_appends_a_second_run_to_a_log(slurm, tmp_path):
+    """The script's own bookkeeping with a stand-in trainer (seconds, not minutes): an interrupted run keeps its
+    log and resumes into run_0/resumed-JOBID.txt, a finished run is skipped, checkpoints without a log are
+    refused."""
+    fake = tmp_path / "fake_python"
+    fake.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import os, sys
+        opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+        os.makedirs(os.path.join(opts["model_dir"], "checkpoints"), exist_ok=True)
+        if os.environ.get("SLURM_PROCID") == "0":
+            with open(opts["mllog_path"], "a") as log:
+                log.write(':::MLLOG {{"key": "run_start", "value": null}}\\n')
+                if not os.path.exists({str(tmp_path / "fail_once")!r}):
+                    log.write(':::MLLOG {{"key": "run_stop", "value": null}}\\n')
+        if os.path.exists({str(tmp_path / "fail_once")!r}):
+            sys.exit(1)
+    """))
+    fake.chmod(0o755)
+    (tmp_path / "fail_once").touch()
+    flagfile = tmp_path / "f.cfg"
+    flagfile.write_text("--x=1\n")
+    cmd = [sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", "resnet", "--flagfile", str(flagfile),
+           "--system", "slurmci", "--runs", "1", "--seed_base", "1", "--results_dir", str(tmp_path / "results"),
+           "--work_dir", str(tmp_path / "work"), "--nodes", "1", "--gpus_per_node", "2", "--python", str(fake),
+           "--dry_run"]
+    subprocess.run(cmd, cwd=REPO, env=env(), check=True, capture_output=True, timeout=120)
+    script = tmp_path / "work" / "slurmci" / "resnet" / "campaign.sbatch"
+    log, run_dir = result_log(tmp_path, "resnet"), tmp_path / "work" / "slurmci" / "resnet" / "run_0"
+
+    first = submit(slurm, script, timeout=120)                 # interrupted: no run_stop
+    assert first.returncode != 0 and log.read_text().count("run_start") == 1, job_output(script)
+    interrupted = log.read_bytes()
+    (tmp_path / "fail_once").unlink()
+    second = submit(slurm, script, timeout=120)                # resumes into its own log
+    job = second.stdout.strip().split(";")[0]
+    assert second.returncode == 0, job_output(script)
+    assert log.read_bytes() == interrupted
+    assert (run_dir / f"resumed-{job}.txt").read_text().count("run_start") == 1
+    assert "run 0 was interrupted in an earlier job" in job_output(script, job)
+    third = submit(slurm, script, timeout=120)                 # finished: skipped, nothing written
+    assert third.returncode == 0 and "run 0: finished in an earlier job" in job_output(
+        script, third.stdout.strip().split(";")[0])
+    assert log.read_bytes() == interrupted and len(list(run_dir.glob("resumed-*.txt"))) == 1
+
+    log.unlink()                                               # checkpoints but no log: refused, nothing written
+    (run_dir / f"resumed-{job}.txt").unlink()
+    fourth = submit(slurm, script, timeout=120)
+    assert fourth.returncode != 0 and "holds checkpoints but" in job_output(script, fourth.stdout.strip().split(";")[0])
+    assert not log.exists() and not list(run_dir.glob("resumed-*.txt"))
