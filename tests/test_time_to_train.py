@@ -24,4 +24,8 @@ def test_rcp_batches_and_published_check():
             assert r["per_gpu"] // r["accumulation"] <= bench.max_batch
     assert rows[2]["resnet"]["minutes"] < rows[0]["resnet"]["minutes"] / 2.5    # 4 nodes vs 1: scales
     assert rows[0]["bert_packed"]["minutes"] < rows[0]["bert"]["minutes"]
+    one, two = ttt.allreduce_s(1.34e9, 1), ttt.allreduce_s(1.34e9, 2)
+    hdr = ttt.allreduce_s(1.34e9, 2, {**ttt.ASSUMPTIONS, "ib_port_Gbps": 200})
+    assert one < two < hdr                                    # the InfiniBand hop costs, more at 200 Gb/s
+    assert ttt.predict(ttt.OURS["bert"], 3, 448, bert) is None      # 448 sequences do not split over 24 GPUs
     assert abs(ttt.check()["bert_nvidia_rate_minutes"] / 5.35 - 1) < 0.1
