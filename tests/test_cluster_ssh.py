@@ -1,7 +1,9 @@
 """Two "hosts" on one machine: sshd on 127.0.0.2 and 127.0.0.3 (tests/cluster_fixtures.py, throwaway key).
 `horovodrun -H 127.0.0.2:1,127.0.0.3:1` (Gloo and MPI) and `mpirun --hostfile` start one rank on each over
 ssh; --distribution=auto joins them, and the weights after a fixed number of steps equal those of the same
-2-process job on localhost. The campaign driver checks the ssh hosts before it writes anything."""
+2-process job on localhost. The campaign driver checks the ssh hosts before it writes anything, and over the two
+hosts (horovodrun --hostfile, one rank on each) trains the ResNet smoke configuration to its target with a
+compliant log."""
 import subprocess
 import sys
 
@@ -9,7 +11,8 @@ import numpy as np
 import pytest
 
 from cluster_fixtures import ssh_hosts
-from launch import BIN, REPO, env, horovodrun
+from launch import BIN, REPO, compliance_check, env, horovodrun, read_mllog
+from test_resnet_e2e import sample_tfrecords  # noqa: F401  (the fixture: the embedded sample as TFRecords)
 from tf_mlperf.score import campaign
 
 pytestmark = pytest.mark.slow
@@ -65,3 +68,27 @@ def test_campaign_checks_the_ssh_hosts_before_writing(ssh, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "host 127.0.0.4 does not answer" in bad.stderr, bad.stderr
     assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
+
+
+def test_campaign_over_two_ssh_hosts_trains_resnet_to_its_target(ssh, sample_tfrecords, tmp_path):
+    """tf-mlperf-campaign --hosts 127.0.0.2:1,127.0.0.3:1: horovodrun --hostfile, one rank per host over ssh."""
+    hosts, calls_before = ",".join(f"{h}:1" for h in ssh.hosts), len(ssh.calls())
+    proc = subprocess.run(
+        [sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", "resnet",
+         "--flagfile", str(REPO / "flags" / "resnet50" / "smoke_cpu.cfg"), "--system", "sshci", "--runs", "1",
+         "--seed_base", "1", "--hosts", hosts, "--results_dir", str(tmp_path / "results"),
+         "--work_dir", str(tmp_path / "work"), "--", f"--data_dir={sample_tfrecords}"],
+        cwd=REPO, env=ssh.env(env()), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    work = tmp_path / "work" / "sshci" / "resnet"
+    assert (work / "hostfile").read_text() == "".join(f"{h} slots=1\n" for h in ssh.hosts)
+    log = tmp_path / "results" / "sshci" / "resnet" / "result_0.txt"
+    events = read_mllog(log)
+    assert [e["key"] for e in events].count("run_start") == 1          # one job of two ranks, not two runs
+    assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "success"
+    assert {e["value"] for e in events if e["key"] == "submission_platform"} == {"sshci"}
+    # the ranks really started over ssh on both "hosts" (the trainer module on each)
+    started = [c for c in ssh.calls()[calls_before:] if "tf_mlperf.resnet.train" in c]
+    assert all(any(host in c.split() for c in started) for host in ssh.hosts), ssh.calls()[calls_before:]
+    checked = compliance_check(log, "4.0.0")
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
