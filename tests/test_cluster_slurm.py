@@ -229,3 +229,35 @@ def test_resubmission_never_appends_a_second_run_to_a_log(slurm, tmp_path):
     fourth = submit(slurm, script, timeout=120)
     assert fourth.returncode != 0 and "holds checkpoints but" in job_output(script, fourth.stdout.strip().split(";")[0])
     assert not log.exists() and not list(run_dir.glob("resumed-*.txt"))
+
+
+def test_mpirun_style_starts_one_job_of_two_ranks_inside_the_allocation(slurm, tmp_path):
+    """--slurm_launcher mpirun: Open MPI's mpirun with the hostfile made from the allocation starts the two
+    ranks of one MPI world and passes HOROVOD_*/NCCL_* variables set when the job runs (a stand-in trainer
+    records what each rank sees; the real trainers run in the styles above)."""
+    seen = tmp_path / "ranks"
+    seen.mkdir()
+    fake = tmp_path / "fake_python"
+    fake.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import os
+        rank = os.environ["OMPI_COMM_WORLD_RANK"]
+        with open(os.path.join({str(seen)!r}, rank), "w") as f:
+            f.write(os.environ["OMPI_COMM_WORLD_SIZE"] + " " + os.environ.get("HOROVOD_CI_MARK", "unset"))
+    """))
+    fake.chmod(0o755)
+    flagfile = tmp_path / "f.cfg"
+    flagfile.write_text("--x=1\n")
+    subprocess.run([sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", "resnet", "--flagfile",
+                    str(flagfile), "--system", "slurmci", "--runs", "1", "--seed_base", "1", "--results_dir",
+                    str(tmp_path / "results"), "--work_dir", str(tmp_path / "work"), "--nodes", "1",
+                    "--gpus_per_node", "2", "--python", str(fake), "--slurm_launcher", "mpirun", "--dry_run"],
+                   cwd=REPO, env=env(), check=True, capture_output=True, timeout=120)
+    script = tmp_path / "work" / "slurmci" / "resnet" / "campaign.sbatch"
+    # CI runs as root: Open MPI wants these to start ranks as root (a site runs as a user and needs neither)
+    job_env = env(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", HOROVOD_CI_MARK="passed-on")
+    proc = subprocess.run(["sbatch", "--parsable", "--wait", str(script)], env=slurm.env(job_env),
+                          cwd=script.parent, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr + job_output(script)
+    assert {p.name: p.read_text() for p in seen.iterdir()} == {"0": "2 passed-on", "1": "2 passed-on"}, \
+        job_output(script)
