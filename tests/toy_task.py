@@ -98,8 +98,10 @@ def build_task(f):
     task = ToyTask(f.toy_global_batch, f.toy_max_epochs, f.toy_sleep_per_step, f.toy_separation,
                    f.toy_random_probe_dir, f.toy_hidden, f.toy_epochs_per_block, f.toy_first_block_epochs)
     task.num_accumulation_steps = f.num_accumulation_steps
+    if f.target_accuracy is not None:        # the common --target_accuracy, as the real tasks take it
+        task.target = f.target_accuracy
     return task
 
 
 if __name__ == "__main__":
-    app.main(build_task, eval_before_run="--toy_eval_before_run" in sys.argv)
+    app.main(build_task, eval_before_run=lambda f: f.toy_eval_before_run)
