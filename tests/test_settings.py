@@ -10,9 +10,15 @@ from tf_mlperf.resnet import train  # noqa: F401  (defines the ResNet flags on F
 from tf_mlperf.resnet.task import ResNetConfig
 
 
-def test_resnet_flags_have_the_config_defaults():
+@pytest.mark.parametrize("config", ["resnet", "bert", "lamb"])
+def test_trainer_flags_have_the_config_defaults(config):
+    from tf_mlperf.bert import train as bert_train  # noqa: F401  (defines the BERT flags on FLAGS)
+    from tf_mlperf.bert.optimizer import LambConfig
+    from tf_mlperf.bert.task import BertTaskConfig
     fv = flags.FLAGS
-    for field in dataclasses.fields(ResNetConfig):
+    for field in dataclasses.fields({"resnet": ResNetConfig, "bert": BertTaskConfig, "lamb": LambConfig}[config]):
+        if "help" not in field.metadata:
+            continue
         name = field.metadata.get("flag") or field.name
         assert name in fv, f"--{name} not defined for ResNetConfig.{field.name}"
         if not field.metadata["common"]:
@@ -58,6 +64,13 @@ def test_target_flag_reaches_the_task_through_its_config():
         fv.unparse_flags()
         fv(["prog", "--use_synthetic_data", "--seed=3"])
         assert train.build_task(fv).target == settings.RESNET_TARGET_ACCURACY
+        from tf_mlperf.bert import train as bert_train
+        fv.unparse_flags()
+        fv(["prog", "--use_synthetic_data", "--target_accuracy=0.6", "--seed=3", "--bert_preset=tiny"])
+        assert bert_train.build_task(fv).target == 0.6
+        fv.unparse_flags()
+        fv(["prog", "--use_synthetic_data", "--seed=3", "--bert_preset=tiny"])
+        assert bert_train.build_task(fv).target == settings.BERT_TARGET_MLM_ACCURACY
     finally:
         fv.unparse_flags()
 

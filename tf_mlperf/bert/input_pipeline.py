@@ -11,6 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.wiki import features, packing
+from tf_mlperf.core import input as core_input
+from tf_mlperf.core import settings
 from tf_mlperf.core.task import InputContext, RunError
 
 # The records' layout is defined once, in data prep (the writer), and read here with the same spec.
@@ -22,15 +24,11 @@ SHUFFLE_BUFFER = 1000   # records, as the reference
 def list_files(patterns: str, flag: str = "file pattern") -> list[str]:
     """Comma-separated globs -> sorted file list (sorted so every rank shards the same list); RunError naming
     `flag` when nothing matches."""
-    files = sorted({f for p in (patterns or "").split(",") if p for f in tf.io.gfile.glob(p)})
-    if not files:
-        raise RunError(f"{flag}={patterns}", "matches no file: pass the TFRecords tf-mlperf-prep-wiki wrote "
-                       "(comma-separated globs)")
-    return files
+    return core_input.list_files(patterns or "", f"{flag}={patterns}", "matches no file: pass the TFRecords "
+                                 "tf-mlperf-prep-wiki wrote (comma-separated globs)")
 
 
-def count_records(files: list[str]) -> int:
-    return int(tf.data.TFRecordDataset(files).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+count_records = core_input.count_records
 
 
 def check_record_layout(path: str, max_seq_length: int, max_predictions_per_seq: int) -> None:
@@ -145,7 +143,7 @@ def packed_train_dataset(patterns: str, ctx: InputContext, max_seq_length: int, 
 
 
 def eval_dataset(patterns: str, ctx: InputContext, max_seq_length: int, max_predictions_per_seq: int,
-                 num_examples: int = 10_000) -> tf.data.Dataset:
+                 num_examples: int = settings.BERT_EVAL_EXAMPLES) -> tf.data.Dataset:
     """The first `num_examples` eval records (the reference evaluates max_eval_steps x batch = 10,000),
     split record-wise over pipelines, in full batches padded with zero-weight examples."""
     ds = tf.data.TFRecordDataset(list_files(patterns))
@@ -154,19 +152,8 @@ def eval_dataset(patterns: str, ctx: InputContext, max_seq_length: int, max_pred
     ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
     ds = ds.batch(ctx.per_replica_batch_size)
     ds = ds.map(_decoder(max_seq_length, max_predictions_per_seq))
-    ds = ds.map(lambda batch: pad_batch(batch, ctx.per_replica_batch_size))
+    ds = ds.map(lambda batch: core_input.pad_batch(batch, ctx.per_replica_batch_size))
     return ds.cache().prefetch(tf.data.AUTOTUNE)
-
-
-def pad_batch(batch: dict, batch_size: int) -> dict:
-    """Pads every feature to `batch_size` rows with zeros: zero masked_lm_weights = not counted."""
-    missing = batch_size - tf.shape(batch["input_ids"])[0]
-
-    def pad(x):
-        paddings = tf.concat([[[0, missing]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)], axis=0)
-        padded = tf.pad(x, paddings)
-        return tf.ensure_shape(padded, [batch_size] + x.shape[1:].as_list())
-    return {k: pad(v) for k, v in batch.items()}
 
 
 def synthetic_dataset(ctx: InputContext, max_seq_length: int, max_predictions_per_seq: int,

@@ -17,6 +17,8 @@ import tensorflow as tf
 import tf_keras
 from official.modeling.optimization import lamb
 
+from tf_mlperf.core.settings import setting
+
 # Reference `create_optimizer`: no weight decay and no trust ratio for these (regex search on the name).
 EXCLUDE_FROM_WEIGHT_DECAY = ("LayerNorm", "layer_norm", "bias")
 CLIP_NORM = 1.0
@@ -24,16 +26,22 @@ CLIP_NORM = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class LambConfig:
-    learning_rate: float
-    num_train_steps: int
-    num_warmup_steps: int = 0
-    start_warmup_step: int = 0
-    poly_power: float = 1.0
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-6
-    weight_decay_rate: float = 0.01
-    clip_after_allreduce: bool = False    # reference flag clip_by_global_norm_after_gradient_allreduce
+    """LAMB and its schedule; each field is also a flag of tf-mlperf-bert-train, its default and help written
+    here only (core/settings.py)."""
+    learning_rate: float = setting(0.00035, "LAMB base learning rate (opt_base_learning_rate).")
+    num_train_steps: int = setting(13700, "Steps of the polynomial decay (opt_learning_rate_training_steps).")
+    num_warmup_steps: int = setting(0, "Linear warmup steps.")
+    start_warmup_step: int = setting(0, "Step at which warmup starts (may be negative).")
+    poly_power: float = setting(1.0, "Power of the polynomial decay.")
+    beta_1: float = setting(0.9, "LAMB beta1.", flag="lamb_beta_1")
+    beta_2: float = setting(0.999, "LAMB beta2.", flag="lamb_beta_2")
+    epsilon: float = setting(1e-6, "LAMB epsilon (the reference's 10**log_epsilon).", flag="lamb_epsilon")
+    weight_decay_rate: float = setting(0.01, "LAMB weight decay (not on LayerNorm/bias).",
+                                       flag="lamb_weight_decay_rate")
+    clip_after_allreduce: bool = setting(
+        False, "Clip to global norm 1.0 after the allreduce (in the optimizer) instead of on every replica and "
+        "micro-batch before it (the reference's default, how the checkpoint was pre-trained).",
+        flag="clip_by_global_norm_after_gradient_allreduce")
 
 
 class ReferencePolynomialDecay(tf_keras.optimizers.schedules.LearningRateSchedule):

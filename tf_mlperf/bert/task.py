@@ -13,33 +13,43 @@ from tf_mlperf.bert import input_pipeline
 from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert import optimizer as optimizer_lib
 from tf_mlperf.bert.config import BertConfig, eval_interval_samples
+from tf_mlperf.core import input as core_input
+from tf_mlperf.core import settings
+from tf_mlperf.core.settings import setting
 from tf_mlperf.core.task import InputContext, RunError, Schedule, Task
 
-TARGET_MLM_ACCURACY = 0.720
-EVAL_SAMPLES = 10_000
+TARGET_MLM_ACCURACY = settings.BERT_TARGET_MLM_ACCURACY
+EVAL_SAMPLES = settings.BERT_EVAL_EXAMPLES
 MAX_SEQUENCES_PER_PACK = 3     # as NVIDIA's packed MLPerf submissions
 
 
 @dataclasses.dataclass(frozen=True)
 class BertTaskConfig:
+    """Every BERT task setting, defined here once (the optimizer's in optimizer.LambConfig, the model's in
+    config.py): bert/train.py turns each `setting` field into its flag (core/settings.py)."""
     bert: BertConfig
     lamb: optimizer_lib.LambConfig
-    global_batch_size: int
-    train_files: str
-    eval_files: str
-    num_accumulation_steps: int = 1
-    init_checkpoint: str | None = None
-    allow_missing_heads: bool = False
-    max_seq_length: int = input_pipeline.MAX_SEQ_LENGTH
-    max_predictions_per_seq: int = input_pipeline.MAX_PREDICTIONS_PER_SEQ
-    max_samples: int = 0                  # 0: global_batch_size * num_train_steps (the reference's budget)
-    eval_interval_samples: int = 0        # 0: the rules' formula for this batch size
-    num_eval_examples: int = EVAL_SAMPLES
-    target: float = TARGET_MLM_ACCURACY
-    seed: int = 0
-    use_synthetic_data: bool = False      # random batches instead of files (throughput, step export)
-    packed: bool = False                  # train on packed rows (docs/bert.md#sequence-packing---packed)
-    packed_rows: int = 0                  # rows per packed micro-batch; 0: sized from the first training file
+    global_batch_size: int = setting(256, "Global batch size (all ranks, accumulation included).",
+                                     flag="train_batch_size")
+    train_files: str = setting("", "Training TFRecords: comma-separated globs.", flag="train_file_pattern")
+    eval_files: str = setting("", "Eval TFRecords (the 10,000-example eval set).", flag="eval_file_pattern")
+    num_accumulation_steps: int = setting(1, "", common=True)
+    init_checkpoint: str | None = setting(None, "Reference TF1 checkpoint (model.ckpt-28252) or TF2 converted "
+                                          "checkpoint to start from.")
+    allow_missing_heads: bool = setting(False, "TF2 encoder-only checkpoints: keep the MLM/NSP heads freshly "
+                                        "initialised instead of failing.", flag="init_checkpoint_allow_missing_heads")
+    max_seq_length: int = setting(input_pipeline.MAX_SEQ_LENGTH, "Sequence length of the records.")
+    max_predictions_per_seq: int = setting(input_pipeline.MAX_PREDICTIONS_PER_SEQ, "Masked positions per record.")
+    max_samples: int = setting(0, "Sample budget before giving up (0: train_batch_size * num_train_steps).")
+    eval_interval_samples: int = setting(0, "Samples between evaluations (0: the rules' "
+                                         "floor(0.05*(230.23*GBS+3e6)/25e3)*25e3). Closed runs must leave it at 0.")
+    num_eval_examples: int = setting(EVAL_SAMPLES, "Eval examples (closed: 10,000).")
+    target: float = setting(TARGET_MLM_ACCURACY, "", flag="target_accuracy", common=True)
+    seed: int = setting(0, "", common=True)
+    use_synthetic_data: bool = setting(False, "", common=True)
+    packed: bool = setting(False, "Pack up to 3 training sequences per row (same sequences per step, block-"
+                           "diagonal attention; eval unchanged): docs/bert.md#sequence-packing---packed.")
+    packed_rows: int = setting(0, "--packed: rows per micro-batch (0: sized from the first training file).")
 
 
 def _check_checkpoint_exists(path: str) -> None:
@@ -135,7 +145,7 @@ class BertTask(Task):
                                                  batch["masked_lm_weights"])
 
     def metric(self, sums: Mapping[str, float]) -> float:
-        return sums["correct"] / sums["count"] if sums["count"] else 0.0
+        return core_input.fraction(sums)
 
     # ---- cadence and logging ----
     @property

@@ -167,9 +167,7 @@ def train(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool 
     if not dist.is_chief:
         logging.set_verbosity(logging.WARNING)
     try:
-        task = build_task(FLAGS)
-        if FLAGS.target_accuracy is not None:
-            task.target = FLAGS.target_accuracy
+        task = build_task(FLAGS)     # --target_accuracy reaches the task through its config
         try:
             result = run_to_target(task, dist, dataclasses.replace(loop_config(eval_before_run),
                                                                    seed_source=seed_source), mlog)
