@@ -1,7 +1,7 @@
 """The campaign's Slurm script on a real one-node Slurm (tests/cluster_fixtures.py: munged, slurmctld and slurmd
 from Debian's packages, two fake GPUs): `sbatch --wait` of what `tf-mlperf-campaign --dry_run` writes, with two
-tasks, trains the ResNet and the BERT smoke configurations to their targets in both styles (srun --mpi=pmix one
-task per GPU; horovodrun with a hostfile made from the allocation) and the logs pass the compliance checker.
+tasks, trains the smoke configurations to their targets (srun --mpi=pmix one task per GPU: ResNet and BERT;
+horovodrun with a hostfile made from the allocation: ResNet) and the logs pass the compliance checker.
 Faults: kill -9 of a rank (ResNet) or scancel of the job step (BERT) ends the job non-zero within 60 s;
 submitting the same script again resumes from the checkpoint, keeps the interrupted attempt as result_0.txt (a
 failed run: the MLPerf clock may not be paused) and logs the resumed attempt beside its checkpoints; a third
@@ -80,7 +80,9 @@ def result_log(tmp_path, benchmark):
     return tmp_path / "results" / "slurmci" / benchmark / "result_0.txt"
 
 
-@pytest.mark.parametrize("benchmark", ["resnet", "bert"])
+# ResNet only: the horovodrun line of campaign.sbatch is the same for both benchmarks (BERT runs through Slurm in
+# the srun/PMIx style below); a BERT run here cost ~4.5 min of CI on 2 cores (CI's time budget, docs/cluster.md).
+@pytest.mark.parametrize("benchmark", ["resnet"])
 def test_horovodrun_with_a_hostfile_from_the_allocation_reaches_target(
         slurm, sample_tfrecords, smoke_records, tmp_path, benchmark):
     data = sample_tfrecords if benchmark == "resnet" else smoke_records
