@@ -35,8 +35,20 @@ def test_closed_flagfile_matches_rcp(gbs):
     assert int(flags["train_batch_size"]) == gbs
     for flag, key in FLAG_TO_RCP.items():
         assert float(flags[flag]) == pytest.approx(rcp[key]), flag
-    assert flags["max_seq_length"] == "512" and flags["max_predictions_per_seq"] == "76"
-    assert flags["eval_interval_samples"] == "0" and flags["num_eval_examples"] == "10000"
+    # The values the rules fix are the configs' defaults, written once there; a preset only overrides.
+    restated = RULES_FIXED.keys() & flags.keys()
+    assert not restated, f"gbs{gbs}.cfg restates the defaults of {sorted(restated)}"
+
+
+RULES_FIXED = {"max_seq_length": 512, "max_predictions_per_seq": 76, "eval_interval_samples": 0,
+               "num_eval_examples": 10000, "max_samples": 0, "poly_power": 1.0}
+
+
+def test_rules_fixed_values_are_the_config_defaults():
+    import dataclasses
+    defaults = {(f.metadata.get("flag") or f.name): f.default
+                for cls in (BertTaskConfig, LambConfig) for f in dataclasses.fields(cls)}
+    assert {name: defaults[name] for name in RULES_FIXED} == RULES_FIXED
 
 
 def test_flagfiles_parse_with_the_trainer_flags():
