@@ -200,10 +200,12 @@ def train_bert_init_checkpoint(model_dir: pathlib.Path, records: pathlib.Path) -
     """One smoke training run of our own BERT trainer; its last checkpoint (tf.train.Checkpoint(model=...,
     optimizer=...)) is the --init_checkpoint of the campaign, as a site restarting from its own run would.
     Started from a trained model, each campaign run reaches the target at its first eval: 10 short runs."""
+    # Evaluating every 10 steps stops it just past the 0.720 target (seed fixed): a checkpoint that is already near
+    # 1.0 lets a campaign run reach eval_accuracy 1.0, which the compliance checker rejects (value < 1.0).
     proc = subprocess.run([sys.executable, "-m", "tf_mlperf.bert.train", "--flagfile=flags/bert/smoke_cpu.cfg",
                            f"--train_file_pattern={records}", f"--eval_file_pattern={records}",
                            "--num_eval_examples=64", f"--model_dir={model_dir}", "--notensorboard",
-                           "--distribution=none"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=1800)
+                           "--eval_interval_samples=320", "--seed=1", "--distribution=none"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import tensorflow as tf
     return tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
@@ -222,7 +224,7 @@ def test_campaign_of_smoke_runs_packages_and_the_package_checker_passes(tmp_path
     init = train_bert_init_checkpoint(tmp_path / "init", smoke_records)
     campaign("bert", REPO / "flags/bert/smoke_cpu.cfg", results, work, f"--train_file_pattern={smoke_records}",
              f"--eval_file_pattern={smoke_records}", "--num_eval_examples=64", f"--init_checkpoint={init}",
-             "--eval_interval_samples=320", "--notensorboard", platform)     # trained already: eval early
+             "--eval_interval_samples=64", "--notensorboard", platform)     # trained already: eval after 2 steps
     template = tmp_path / "system.json"
     template.write_text(json.dumps(SITE_FIELDS))
     before = snapshot(results)
