@@ -359,8 +359,11 @@ def slurm_script(args) -> str:
         if args.pre_run_cmd:
             body.append(f"srun --nodes={n} --ntasks={n} --ntasks-per-node=1 "
                         f"bash -c {shlex.quote(args.pre_run_cmd)}")
-        trainer = shlex.join(trainer_command(args, k, seed)).replace(
-            shlex.quote(f"--mllog_path={log}"), '--mllog_path="$MLLOG"')
+        # the log is chosen when the job runs ($MLLOG, _resubmission_guard): never leave the fixed path in place
+        trainer, fixed = shlex.join(trainer_command(args, k, seed)), shlex.quote(f"--mllog_path={log}")
+        if trainer.count(fixed) != 1:
+            raise AssertionError(f"campaign.sbatch: {fixed} not found once in {trainer}")
+        trainer = trainer.replace(fixed, '--mllog_path="$MLLOG"')
         if args.slurm_launcher == "srun":
             launch = (f"srun --nodes={n} --ntasks={ranks} --ntasks-per-node={per_node} "
                       f'--cpus-per-task="$CPUS_PER_TASK" --cpu-bind={args.cpu_bind} --mpi={args.srun_mpi} '
