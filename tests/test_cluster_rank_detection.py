@@ -99,3 +99,22 @@ def test_horovod_joining_fewer_ranks_than_the_launcher_announced_is_refused(tmp_
     last = proc.stderr.strip().splitlines()[-1]
     assert "started 2 ranks" in last and "joined a job of 1" in last, proc.stderr[-3000:]
     assert not (tmp_path / "model" / "mlperf_log.txt").exists()
+
+
+@pytest.mark.parametrize("local_rank, local_size, visible, cvd, expected", [
+    (3, 8, 8, None, 3),          # every rank sees the node's 8 GPUs: its local rank's
+    (1, 2, 4, "0,1,2,3", 1),
+    (5, 8, 1, "5", 0),           # srun --gpus-per-task=1 / --gpu-bind: each rank sees its own one
+    (0, 4, 0, None, None),       # CPU only: nothing to pin
+])
+def test_each_rank_gets_its_own_gpu(local_rank, local_size, visible, cvd, expected):
+    assert distribution.gpu_for_rank(local_rank, local_size, visible, cvd) == expected
+
+
+@pytest.mark.parametrize("local_size, visible, cvd", [(8, 4, None), (4, 2, "0,1"), (2, 1, None), (2, 1, "")])
+def test_more_ranks_on_a_node_than_gpus_is_refused(local_size, visible, cvd):
+    """Ranks never share a GPU silently (local_rank % GPUs did): the error names the counts and the fix."""
+    with pytest.raises(distribution.LaunchError,
+                       match=rf"{local_size} ranks on this node but {visible} GPU\(s\) visible.*"
+                             rf"srun --ntasks-per-node={visible}"):
+        distribution.gpu_for_rank(local_size - 1, local_size, visible, cvd)

@@ -170,7 +170,7 @@ class HorovodDistribution(Distribution):
         import horovod.tensorflow as hvd  # only place horovod is imported
         self._hvd = hvd
         hvd.init()
-        _pin_gpu(hvd.local_rank())
+        _pin_gpu(hvd.local_rank(), hvd.local_size())
 
     rank = property(lambda self: self._hvd.rank())
     size = property(lambda self: self._hvd.size())
@@ -282,11 +282,30 @@ class TFDistribution(Distribution):
         self.allreduce_sum(np.zeros(1))
 
 
-def _pin_gpu(local_rank: int) -> None:
-    """One GPU per process, chosen by local rank; grow memory instead of grabbing it all."""
+def gpu_for_rank(local_rank: int, local_size: int, visible: int, cuda_visible_devices: str | None) -> int | None:
+    """Index of this rank's GPU among the `visible` ones: one GPU per rank, never shared. A launcher that binds
+    one GPU to each rank (srun --gpus-per-task=1, --gpu-bind) leaves each rank one, named in
+    CUDA_VISIBLE_DEVICES; otherwise every rank on a node sees all its GPUs and takes its local rank's. More
+    ranks on a node than GPUs would share them (slow, or out of memory hours in): refused before init."""
+    if visible == 0:
+        return None
+    if visible >= local_size:
+        return local_rank
+    cvd = (cuda_visible_devices or "").strip()
+    if visible == 1 and cvd and "," not in cvd:
+        return 0
+    raise LaunchError(f"{local_size} ranks on this node but {visible} GPU(s) visible "
+                      f"(CUDA_VISIBLE_DEVICES={cvd or 'unset'}): more ranks than GPUs would share them; start "
+                      f"{visible} rank(s) per node (horovodrun -H host:{visible}, srun --ntasks-per-node={visible}, "
+                      f"tf-mlperf-campaign --gpus_per_node {visible})")
+
+
+def _pin_gpu(local_rank: int, local_size: int) -> None:
+    """One GPU per process (gpu_for_rank); grow memory instead of grabbing it all."""
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        gpu = gpus[local_rank % len(gpus)]
+    index = gpu_for_rank(local_rank, local_size, len(gpus), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if index is not None:
+        gpu = gpus[index]
         tf.config.set_visible_devices(gpu, "GPU")
         tf.config.experimental.set_memory_growth(gpu, True)
 
