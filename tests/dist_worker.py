@@ -1,6 +1,7 @@
 """Worker for the distribution-layer tests; launched as real processes (horovodrun or TF_CONFIG workers).
 
-Usage: python tests/dist_worker.py MODE OUT_DIR BACKEND, MODE in {allreduce, broadcast, train, die}.
+Usage: python tests/dist_worker.py MODES OUT_DIR BACKEND, MODES a comma-separated list of allreduce,
+broadcast, train, die, run in order in one job (one launch: the launcher's start-up is most of a test's time).
 Each process writes OUT_DIR/<mode>_rank<r>.npz.
 """
 import os
@@ -44,8 +45,14 @@ def small_model():
                                 tf_keras.layers.Dense(3)])
 
 
-def main(mode, out_dir, backend):
+def main(modes, out_dir, backend):
     dist = distribution.create(backend)
+    for mode in modes.split(","):
+        run_mode(dist, mode, out_dir)
+        dist.barrier()
+
+
+def run_mode(dist, mode, out_dir):
     out = os.path.join(out_dir, f"{mode}_rank{dist.rank}.npz")
     if mode == "allreduce":
         local = [tf.constant((dist.rank + 1.0) * np.arange(1, 7, dtype=np.float32).reshape(3, 2)),
@@ -91,7 +98,8 @@ def main(mode, out_dir, backend):
             os._exit(3)           # a crashed rank
         dist.barrier()            # rank 0 would wait here forever without the launcher's cleanup
         time.sleep(600)
-    dist.barrier()
+    else:
+        raise ValueError(f"unknown mode {mode}")
 
 
 if __name__ == "__main__":

@@ -57,16 +57,14 @@ def _initial_kernel():
 
 @pytest.mark.parametrize("controller", ["gloo", "mpi"])
 def test_horovod_allreduce_broadcast_and_training(tmp_path, controller):
-    for mode in ("allreduce", "broadcast", "train"):
-        horovodrun([WORKER, mode, tmp_path, "horovod"], controller=controller)
+    horovodrun([WORKER, "allreduce,broadcast,train", tmp_path, "horovod"], controller=controller)
     _check_allreduce(tmp_path)
     _check_broadcast(tmp_path)
     _check_train_matches(tmp_path, _single_process_weights(tmp_path))
 
 
 def test_multi_worker_allreduce_broadcast_and_training(tmp_path):
-    for mode in ("allreduce", "broadcast", "train"):
-        tf_config_workers([WORKER, mode, tmp_path, "multi_worker"])
+    tf_config_workers([WORKER, "allreduce,broadcast,train", tmp_path, "multi_worker"])
     _check_allreduce(tmp_path)
     _check_broadcast(tmp_path)
     _check_train_matches(tmp_path, _single_process_weights(tmp_path))
