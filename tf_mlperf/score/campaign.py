@@ -340,6 +340,14 @@ def slurm_script(args) -> str:
             f'  echo "campaign.sbatch: written for {n} node(s), the allocation has ${{SLURM_JOB_NUM_NODES:-none}} '
             f'(SLURM_JOB_NODELIST=${{SLURM_JOB_NODELIST:-unset}}): submit it with sbatch as written" >&2; exit 2',
             "fi",
+            # sbatch --gpus-per-node=K on the command line overrides the header: never more ranks than GPUs
+            'GPUS_PER_NODE=${SLURM_GPUS_PER_NODE:-}; GPUS_PER_NODE=${GPUS_PER_NODE##*:}; '
+            'GPUS_PER_NODE=${GPUS_PER_NODE%%[!0-9]*}',
+            f'if [ -n "$GPUS_PER_NODE" ] && [ "$GPUS_PER_NODE" -lt {per_node} ]; then',
+            f'  echo "campaign.sbatch: written for {per_node} ranks per node, one per GPU, the allocation has '
+            f'$GPUS_PER_NODE GPU(s) per node (SLURM_GPUS_PER_NODE=$SLURM_GPUS_PER_NODE): submit it as written, or '
+            f'write it again with --gpus_per_node $GPUS_PER_NODE" >&2; exit 2',
+            "fi",
             f"TASKS_PER_NODE={per_node}",
             # cores per rank: given, or from the allocation this script was written in, else the node's
             f"CPUS_PER_TASK={args.cpus_per_task or (topo.cpus_per_task if slurm_allocation() else '') or ''}",
@@ -404,6 +412,8 @@ def dry_run(args) -> dict[str, pathlib.Path]:
     if not args.flagfile.is_file():
         raise CampaignError(f"flagfile {args.flagfile} does not exist")
     check_results_folder(args)
+    if topo.hosts is None or slurm_allocation() is None:      # the script will ask Slurm for its nodes
+        check_partition_fits(args, topo)
     files = {}
     if topo.hosts is not None:
         files["hostfile"] = hostfile_text(topo.hosts)
@@ -452,6 +462,50 @@ def check_results_folder(args) -> None:
         # Mixing logs of two campaigns would be choosing runs; start clean or say so.
         raise CampaignError(f"{len(existing)} result file(s) already in {folder} "
                             f"(e.g. {existing[0].name}); use another --system/--results_dir or --overwrite")
+
+
+def _sinfo_nodes(partition: str | None, environ=None) -> list[tuple[str, int, int]] | None:
+    """(node, GPUs in its gres, CPUs) of each node of the partition (the default one when None), as the
+    Slurm controller reached from here reports them; None when there is no Slurm to ask."""
+    sinfo = shutil.which("sinfo")
+    if not sinfo:
+        return None
+    try:
+        proc = subprocess.run([sinfo, "-h", "-N", "-o", "%N|%P|%G|%c"], capture_output=True, text=True,
+                              timeout=30, env=dict(os.environ if environ is None else environ))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode:
+        return None          # no controller configured or reachable: a script written away from the cluster
+    nodes = {}
+    for line in proc.stdout.splitlines():
+        name, part, gres, cpus = (line.split("|") + ["", "", ""])[:4]
+        if part.rstrip("*") != partition if partition else not part.endswith("*"):
+            continue
+        gpus = sum(int(n) for n in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", gres))
+        nodes[name] = (name, gpus, int(cpus) if cpus.isdigit() else 0)
+    return list(nodes.values())
+
+
+def check_partition_fits(args, topo: Topology, environ=None) -> None:
+    """A script asking more nodes, GPUs or cores per node than the partition has would wait in the queue
+    forever (Slurm keeps it PENDING, reason PartitionConfig, unless the site sets EnforcePartLimits): refused
+    here, when Slurm answers from where the script is written."""
+    nodes = _sinfo_nodes(args.partition, environ)
+    if nodes is None:
+        return
+    where = f"partition {args.partition}" if args.partition else "the default partition"
+    if not nodes:
+        raise CampaignError(f"sinfo lists no node in {where}: check --partition")
+    cores = topo.tasks_per_node * (args.cpus_per_task or 1)
+    fit = [n for n, gpus, cpus in nodes if gpus >= topo.tasks_per_node and cpus >= cores]
+    if len(fit) < topo.nodes:
+        most = max(gpus for _, gpus, _ in nodes)
+        raise CampaignError(
+            f"the script asks {topo.nodes} node(s) x {topo.tasks_per_node} GPUs (one rank per GPU, "
+            f"{cores} cores), but {where} has {len(fit)} such node(s) of {len(nodes)} (sinfo: at most {most} "
+            f"GPU(s) per node): Slurm would keep the job pending forever; use --gpus_per_node/--nodes the "
+            "partition has, or another --partition")
 
 
 def check_hosts_answer(topo: Topology) -> None:
