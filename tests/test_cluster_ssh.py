@@ -4,6 +4,7 @@ trainer on each over ssh; --distribution=auto joins them, the smoke configuratio
 compliant log, and the weights of its last checkpoint equal those of the same 2-process job on localhost. The
 campaign driver checks the ssh hosts before it writes anything, and over the two hosts (horovodrun --hostfile,
 one rank on each) trains the ResNet smoke configuration to its target, to the same weights."""
+import re
 import subprocess
 import sys
 
@@ -74,7 +75,8 @@ def launch_over_ssh(ssh, how, data, out):
     else:
         hostfile = out / "hostfile"
         hostfile.write_text(campaign.hostfile_text(hosts))
-        cmd = ["mpirun", "--allow-run-as-root", "-np", "2", "--hostfile", str(hostfile), "--bind-to", "none",
+        cmd = ["mpirun", "--allow-run-as-root", "--display-map", "-np", "2", "--hostfile", str(hostfile),
+               "--bind-to", "none",
                "-x", "PATH", "-x", "PYTHONPATH", "-x", "TF_CPP_MIN_LOG_LEVEL", "-x", "CUDA_VISIBLE_DEVICES", *trainer]
     return subprocess.run(cmd, cwd=REPO, env=ssh.env(env(**NO_OFI)), capture_output=True, text=True, timeout=900)
 
@@ -86,9 +88,12 @@ def test_two_ssh_hosts_train_resnet_to_its_target_and_the_weights_of_two_local_p
     proc = launch_over_ssh(ssh, how, sample_tfrecords, tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     reached_target_like_localhost(tmp_path / "mlperf_log.txt", tmp_path, localhost_run)
-    # the launcher really went over ssh to both "hosts"
+    # the launcher really went over ssh to both "hosts", and placed one rank on each
     called = " ".join(ssh.calls()[calls_before:]).split()
     assert all(host in called for host in ssh.hosts), ssh.calls()[calls_before:]
+    if how == "mpirun_hostfile":        # Open MPI starts a daemon on every host of the hostfile: read its map
+        for host in ssh.hosts:
+            assert re.search(rf"Data for node: {re.escape(host)}\s.*Num procs: 1\b", proc.stdout), proc.stdout[:3000]
 
 
 def test_campaign_checks_the_ssh_hosts_before_writing(ssh, tmp_path):
