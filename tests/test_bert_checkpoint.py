@@ -2,6 +2,10 @@
 checkpoint tf-models' converter writes, checked against a NumPy forward pass of the reference equations."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,6 +15,7 @@ from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert.config import BertConfig
 
 from bert_reference import SMALL, reference_variable_shapes
+from launch import env
 
 SEQ, PRED, BATCH = 24, 5, 3
 
@@ -149,13 +154,18 @@ def test_missing_tensor_fails_listing_its_name(tmp_path):
 
 @pytest.mark.parametrize("converted_model", ["encoder", "pretrainer"])
 def test_tf2_converted_checkpoint(tf1_checkpoint, tmp_path, converted_model):
-    """The TF2 checkpoint of tf-models' tf2_bert_encoder_checkpoint_converter (the reference README's tool)."""
-    from official.legacy.bert import configs as legacy_configs
-    from official.nlp.tools import tf2_bert_encoder_checkpoint_converter as converter
+    """The TF2 checkpoint of tf-models' tf2_bert_encoder_checkpoint_converter (the reference README's tool), run
+    as its command line, as a site does (importing it here would define its absl flags, e.g. --bert_config_file,
+    a second time in a test process that has imported our trainer)."""
     path, weights = tf1_checkpoint
     out = str(tmp_path / "tf2" / "model.ckpt-28252")
-    converter.convert_checkpoint(legacy_configs.BertConfig.from_dict(SMALL.to_dict()), out, path,
-                                 checkpoint_model_name="encoder", converted_model=converted_model)
+    config = tmp_path / "bert_config.json"
+    config.write_text(json.dumps(SMALL.to_dict()))
+    subprocess.run([sys.executable, "-m", "official.nlp.tools.tf2_bert_encoder_checkpoint_converter",
+                    f"--bert_config_file={config}", f"--checkpoint_to_convert={path}",
+                    f"--converted_checkpoint_path={out}", "--checkpoint_model_name=encoder",
+                    f"--converted_model={converted_model}"], env=env(), check=True, capture_output=True,
+                   timeout=300)
     tf2_path = tf.train.latest_checkpoint(str(tmp_path / "tf2")) or out + "-1"
     model = model_lib.build_model(SMALL, SEQ, PRED)
     with pytest.raises(ValueError, match="cls/seq_relationship"):     # the converter drops the NSP head
