@@ -8,7 +8,7 @@ from launch import BIN, REPO, env
 
 def test_horovod_check_build_ticks_tensorflow_gloo_and_mpi():
     out = subprocess.run([str(BIN / "horovodrun"), "--check-build"], env=env(), capture_output=True,
-                         text=True, timeout=120, check=True).stdout
+                         text=True, timeout=600, check=True).stdout
     for line in ("[X] TensorFlow", "[X] Gloo", "[X] MPI"):
         assert line in out, out
     controllers = out.split("Available Controllers:")[1].split("Available Tensor Operations:")[0]
