@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -21,11 +22,26 @@ def env(**extra):
     return e
 
 
+def run_job(cmd, environ, timeout):
+    """subprocess.run for a launcher (horovodrun, mpirun): on timeout the launcher's whole process group (mpirun,
+    orted, the ranks) is killed and AssertionError raised, so a hung job does not go on eating the CPU of the
+    tests after it (subprocess.run would kill the launcher alone)."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(cmd[:8])} ... still running after {timeout}s\n{out[-3000:]}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def horovodrun(args, np_=2, controller="gloo", timeout=600, check=True):
     """Runs `horovodrun -np N -H localhost:N --gloo|--mpi python ARGS...` and returns the CompletedProcess."""
     cmd = [str(BIN / "horovodrun"), "-np", str(np_), "-H", f"localhost:{np_}", f"--{controller}",
            sys.executable, *map(str, args)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+    proc = run_job(cmd, env(), timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
     return proc

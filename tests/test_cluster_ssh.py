@@ -4,21 +4,18 @@ trainer on each over ssh; --distribution=auto joins them, the smoke configuratio
 compliant log, and the weights of its last checkpoint equal those of the same 2-process job on localhost. The
 campaign driver checks the ssh hosts before it writes anything, and over the two hosts (horovodrun --hostfile,
 one rank on each) trains the ResNet smoke configuration to its target, to the same weights."""
-import fcntl
-import os
 import re
-import signal
 import socket
-import struct
 import subprocess
 import sys
 
 import numpy as np
+import psutil
 import pytest
 import tensorflow as tf
 
 from cluster_fixtures import ssh_hosts
-from launch import BIN, REPO, compliance_check, env, horovodrun, read_mllog
+from launch import BIN, REPO, compliance_check, env, horovodrun, read_mllog, run_job
 from test_resnet_e2e import SMOKE, TRAIN, sample_tfrecords  # noqa: F401  (the fixture: the sample as TFRecords)
 from tf_mlperf.score import campaign
 
@@ -68,29 +65,10 @@ def reached_target_like_localhost(log, model_dir, localhost_run):
 
 def nic():
     """The first interface with an IPv4 address that is not loopback (eth0 here)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _, name in socket.if_nameindex():
-            try:
-                fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))   # SIOCGIFADDR
-            except OSError:
-                continue                                                                    # no IPv4 address
-            if name != "lo":
-                return name
+    for name, addrs in psutil.net_if_addrs().items():
+        if name != "lo" and any(a.family == socket.AF_INET for a in addrs):
+            return name
     raise AssertionError("no network interface with an IPv4 address besides lo")
-
-
-def run_killing_the_group(cmd, environ, timeout):
-    """subprocess.run, but a timeout kills the launcher's whole process group (mpirun, orted, the ranks), so a
-    hung job does not go on eating the CPU of the tests after it."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"{' '.join(cmd[:8])} ... still running after {timeout}s\n{out[-3000:]}\n{err[-3000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def launch_over_ssh(ssh, how, data, out):
@@ -110,7 +88,7 @@ def launch_over_ssh(ssh, how, data, out):
         cmd = ["mpirun", "--allow-run-as-root", "--display-map", "-np", "2", "--hostfile", str(hostfile),
                "--bind-to", "none",
                "-x", "PATH", "-x", "PYTHONPATH", "-x", "TF_CPP_MIN_LOG_LEVEL", "-x", "CUDA_VISIBLE_DEVICES", *trainer]
-    return run_killing_the_group(cmd, ssh.env(env()), timeout=600)
+    return run_job(cmd, ssh.env(env()), timeout=600)
 
 
 @pytest.mark.parametrize("how", ["horovodrun_gloo", "horovodrun_mpi", "mpirun_hostfile"])
