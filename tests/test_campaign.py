@@ -1,6 +1,7 @@
 """tf-mlperf-campaign: one machine description (--hosts, --nodes x --gpus_per_node, or the Slurm allocation)
 turned into run_local.sh, the hostfile and campaign.sbatch; refusals before anything is written; runs tied to
 the driver (kill -9 of the driver ends the launcher and its ranks)."""
+import contextlib
 import json
 import os
 import pathlib
@@ -254,3 +255,114 @@ def test_kill_9_of_the_driver_ends_the_launcher_and_every_rank(tmp_path, launche
         os.kill(pid, signal.SIGKILL)
     assert not survivors, "processes outlived the driver"
     assert not list((tmp_path / "results").rglob("result_*.txt"))
+
+
+# --------------------------------------------------------------------------- issue #30: a run meets another run
+
+@pytest.mark.parametrize("flag", [["--runs", "0"], ["--runs", "-1"], ["--np", "0"], ["--nodes", "0"],
+                                  ["--gpus_per_node", "-2"], ["--cpus_per_task", "0"]], ids=lambda f: f[0][2:] + f[1])
+def test_counts_below_one_are_refused_in_one_line(tmp_path, capsys, flag):
+    """`--runs 0` used to run the default 5 runs, `--runs -1 --dry_run` to write scripts with no run in them."""
+    with pytest.raises(SystemExit) as exit_:
+        campaign.main(campaign_args(tmp_path, *flag, "--dry_run"))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"tf-mlperf-campaign: error: {flag[0]} {flag[1]}: give 1 or more, or leave it out "
+                                f"(default: {err.split('(default: ')[-1].strip()}"], err
+    assert not (tmp_path / "work").exists()
+
+
+def test_runs_below_the_rules_count_are_allowed_with_a_note(tmp_path, capsys):
+    assert campaign.main(campaign_args(tmp_path, "--runs", "2", "--dry_run", benchmark="bert")) == 0
+    assert ("--runs 2 is below the rules' count for bert (10): tf-mlperf-score needs --allow_fewer"
+            in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("hosts, named, fix", [
+    ("127.0.0.1:1,127.0.0.1:1", "127.0.0.1 2 times", "127.0.0.1:2"),
+    ("node1:4,node2:4,node1:4", "node1 2 times", "node1:8"),
+    ("localhost:1,127.0.0.1", "this machine (localhost, 127.0.0.1) 2 times", "localhost:2"),
+], ids=["loopback", "node", "two_names"])
+def test_a_host_named_twice_is_refused(tmp_path, capsys, hosts, named, fix):
+    """Each entry would number its local ranks from 0: two ranks on GPU 0 of one node."""
+    assert campaign.main(campaign_args(tmp_path, "--hosts", hosts, "--dry_run")) == 2
+    err = capsys.readouterr().err
+    assert f"--hosts {hosts} names {named}" in err and f"give it once with the slots summed: {fix}" in err, err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "work").exists()
+
+
+def _stand_in(tmp_path, body):
+    fake = tmp_path / "fake_python"
+    fake.write_text(f"#!{sys.executable}\nimport os, sys, time\n" + textwrap.dedent(body))
+    fake.chmod(0o755)
+    return fake
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["none", "horovodrun"])
+def test_ctrl_c_ends_the_trainers_and_says_so_in_one_line(tmp_path, launcher):
+    """SIGINT to the driver while a (sleeping) trainer runs: one line, no traceback, exit 130, the launcher and
+    the rank gone, the interrupted run recorded in campaign.json."""
+    import psutil
+    fake = _stand_in(tmp_path, f"""\
+        log = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--mllog_path=")][0]
+        open(log, "w").write(":::MLLOG run_start, and no run_stop\\n")     # a log begun, as a real trainer's
+        open(os.path.join({str(tmp_path)!r}, "rank.pid"), "w").write(str(os.getpid()))
+        time.sleep(60)
+    """)
+    machine = ["--hosts", "localhost:1"] if launcher == "horovodrun" else []
+    driver = subprocess.Popen([sys.executable, "-m", "tf_mlperf.score.campaign",
+                               *campaign_args(tmp_path, "--launcher", launcher, "--python", str(fake), *machine)],
+                              cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (tmp_path / "rank.pid").exists():
+        assert driver.poll() is None, driver.communicate()
+        time.sleep(0.2)
+    time.sleep(0.5)
+    rank = psutil.Process(int((tmp_path / "rank.pid").read_text()))
+    launcher_proc, = [c for c in psutil.Process(driver.pid).children() if c.cmdline()[1:2] != ["-c"]]  # not the guard
+    driver.send_signal(signal.SIGINT)
+    try:
+        out, err = driver.communicate(timeout=30)
+    finally:
+        for proc in (driver, rank, launcher_proc):      # nothing left behind when the test fails
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+    assert driver.returncode == 130, out + err
+    assert "Traceback" not in out + err
+    work = tmp_path / "work" / "sysA" / "resnet"
+    assert err.strip().splitlines() == [
+        "[campaign] interrupted at run 1/5: its launcher and ranks were ended; 0 finished run(s) recorded in "
+        f"{work / 'campaign.json'}; to start the campaign again: the same command with --overwrite (moves the runs "
+        "so far aside)"], err
+    assert not _alive(rank.pid) and not _alive(launcher_proc.pid)
+    runs = json.loads((work / "campaign.json").read_text())["runs"]
+    assert [(r["run"], r["seed"], r["exit_code"], r["interrupted"]) for r in runs] == [(0, 100, None, True)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["none", "horovodrun"])
+def test_the_trainers_one_line_error_is_the_last_line_of_a_failed_run(tmp_path, launcher):
+    """A trainer that fails prints `error: ...` and exits 2; horovodrun then prints its own traceback (the
+    `none` stand-in prints a fake one): the campaign repeats the error as the run's last line."""
+    fake = _stand_in(tmp_path, """\
+        print("training...", flush=True)
+        print("error: --data_dir /nope: no such folder; give the folder of the TFRecords", file=sys.stderr)
+        if os.environ.get("FAKE_TRACEBACK"):
+            print("Traceback (most recent call last):\\n  File launcher.py\\nRuntimeError: rank 0 failed",
+                  file=sys.stderr)
+        sys.exit(2)
+    """)
+    machine = ["--hosts", "localhost:1"] if launcher == "horovodrun" else []
+    proc = subprocess.run([sys.executable, "-m", "tf_mlperf.score.campaign", "--runs", "1",
+                           *campaign_args(tmp_path, "--launcher", launcher, "--python", str(fake), *machine)],
+                          cwd=REPO, env=env(FAKE_TRACEBACK="1" if launcher == "none" else ""), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1, proc.stdout
+    assert "Traceback (most recent call last):" in lines and "training..." in proc.stdout, proc.stdout
+    code = 1 if launcher == "horovodrun" else 2     # horovodrun exits 1 whatever its rank exited
+    assert lines[-2] == (f"[campaign] run 1/1 (result_0.txt) failed (exit {code}; it counts as a failed run, the "
+                         "campaign goes on): error: --data_dir /nope: no such folder; give the folder of the TFRecords"
+                         ), proc.stdout
+    assert lines[-1].startswith("[campaign] 0/1 runs exited 0; failed: [0]")

@@ -241,3 +241,47 @@ def test_an_out_dir_that_is_a_file_is_one_line_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"tf-mlperf-score: {tmp_path / 'out'}: File exists") and "Traceback" not in err
     assert (tmp_path / "out").read_text() == "not a folder"
+
+
+# --------------------------------------------------------------------------- flags and folders
+
+@pytest.mark.parametrize("benchmark, known, unknown", [("resnet", "4.0.0", "4.1.0"), ("bert", "5.0.0", "6.0.0")])
+def test_a_ruleset_mlperf_logging_does_not_know_is_one_line_naming_the_flag(tmp_path, capsys, benchmark, known,
+                                                                             unknown):
+    # Before the fix: a traceback from mlperf-logging's parser (--resnet_ruleset), or a score that never read
+    # the flag (--bert_ruleset with no BERT logs: exit 0).
+    write_resnet_runs(tmp_path / "results" / "sysA" / "resnet")
+    for ruleset in ("9.9.9", unknown):  # unknown: mlperf-logging has the round, not the benchmark in it
+        assert score.main([str(tmp_path / "results"), "--out_dir", str(tmp_path / "out"),
+                           f"--{benchmark}_ruleset", ruleset]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tf-mlperf-score: --{benchmark}_ruleset {ruleset}: ") and err.count("\n") == 1, err
+        assert f" {known}\n" in err or f" {known}, " in err  # the rulesets it knows, asked of mlperf-logging
+        assert f" {unknown}," not in err and f" {unknown}\n" not in err
+        assert not (tmp_path / "out").exists()
+
+
+def test_an_out_dir_inside_the_results_folder_is_refused_before_writing(tmp_path, capsys):
+    # Before the fix: scored (exit 0), leaving copies of the logs under results/report/rcp/, so that the next
+    # score of results/ refused ("two folders hold sysA/resnet runs").
+    results = tmp_path / "results"
+    write_resnet_runs(results / "sysA" / "resnet")
+    before = sorted(str(p) for p in results.rglob("*"))
+    for out in (results / "report", results):
+        assert score.main([str(results), "--out_dir", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--out_dir {out} is " in err and f"the results folder {results}" in err
+        assert "pick an --out_dir outside it" in err
+    assert sorted(str(p) for p in results.rglob("*")) == before
+
+
+def test_results_inside_the_out_dirs_rcp_folder_are_refused_not_emptied(tmp_path, capsys):
+    # Before the fix: the RCP check's clean-up of <out_dir>/rcp/sysA/resnet/ deleted the very logs it scored.
+    out = tmp_path / "out"
+    folder = write_resnet_runs(out / "rcp" / "sysA" / "resnet")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert score.main([str(out / "rcp"), "--out_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the results folder {out / 'rcp'} is {out / 'rcp'}" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in out.iterdir()) == ["rcp"]

@@ -151,6 +151,53 @@ def test_truncated_shard_without_a_manifest_is_named_when_read(data_dir, tmp_pat
     assert line.startswith(f"error: {shard}: truncated") and "DataLoss" not in line.split(":", 2)[1]
 
 
+@pytest.mark.slow
+def test_truncated_shard_without_a_manifest_is_named_when_counted(data_dir, tmp_path):
+    """Without a manifest and without --num_train_images the trainer counts the records first: the cut shard is
+    named there too (tf.data's DataLossError names no file)."""
+    for split in ("train", "validation"):
+        (data_dir / f"{split}-manifest.json").unlink()
+    shard = data_dir / "train-00001-of-00004"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    line = error_line(run([*RESNET, f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}",
+                           "--distribution=none"]))
+    assert line.startswith(f"error: {shard}: truncated"), line
+
+
+def test_half_the_shards_without_a_manifest_are_refused_naming_the_missing_ones(data_dir):
+    for split in ("train", "validation"):
+        (data_dir / f"{split}-manifest.json").unlink()
+    (data_dir / "train-00001-of-00004").unlink()
+    (data_dir / "train-00003-of-00004").unlink()
+    with pytest.raises(RunError) as err:
+        resnet_task(data_dir)
+    assert "2 of the 4 shards" in err.value.problem
+    assert "train-00001-of-00004, train-00003-of-00004" in err.value.problem
+
+
+def test_flag_set_twice_in_a_flagfile_is_named_with_both_lines(tmp_path):
+    flagfile = tmp_path / "mine.cfg"
+    flagfile.write_text(f"--flagfile={REPO / 'flags' / 'resnet50' / 'smoke_cpu.cfg'}\n# comment\n"
+                        "--train_epochs=3\n--label_smoothing=0.1\n--train_epochs=5\n")
+    proc = run(["-m", "tf_mlperf.resnet.train", f"--flagfile={flagfile}", f"--data_dir={tmp_path / 'none'}",
+                f"--model_dir={tmp_path / 'run'}", "--distribution=none", "--train_epochs=7"])
+    # overriding the included preset (smoke_cpu.cfg's --train_epochs=40) and the command line's override of
+    # the flagfile are by design; only the repetition inside mine.cfg is named
+    warnings = [line for line in proc.stderr.splitlines() if "is set twice" in line]
+    assert warnings == [f"WARNING: --train_epochs is set twice in one flagfile, {flagfile}:3 (--train_epochs=3) and "
+                        f"{flagfile}:5 (--train_epochs=5): the last one wins; delete the other line"], proc.stderr
+
+
+def test_resnet_checkpoint_given_to_bert_is_named_as_not_bert(data_dir, tmp_path):
+    task = resnet_task(data_dir)
+    path = tf.train.Checkpoint(model=task.build_model()).save(str(tmp_path / "ckpt"))   # as our ResNet runs save
+    from bert_reference import SMALL
+    with pytest.raises(RunError) as err:
+        checkpoint_lib.load_init_checkpoint(model_lib.build_model(SMALL, 24, 5), path)
+    assert err.value.where == f"--init_checkpoint={path}"
+    assert "is not a BERT checkpoint" in err.value.problem and "another model size" not in err.value.problem
+
+
 # ---------------------------------------------------------------- BERT records, eval set, init checkpoint
 
 SEQ, PRED = 128, 20

@@ -24,6 +24,9 @@ flags.DEFINE_float("toy_first_block_epochs", None, "Epochs before the first eval
 flags.DEFINE_bool("toy_eval_before_run", False, "Evaluate the initial weights during init (app.main's "
                   "eval_before_run).")
 flags.DEFINE_integer("toy_hidden", 0, "Width of a hidden layer (0: none): bigger checkpoints.")
+flags.DEFINE_bool("toy_batchnorm", False, "BatchNormalization on the inputs (moving statistics per replica).")
+flags.DEFINE_float("toy_rank_shift", 0.0, "Input pipeline i adds i * this to its training features (so every "
+                   "replica's BatchNorm moving mean differs); eval features are never shifted.")
 flags.DEFINE_string("toy_random_probe_dir", None, "Each process prints an unseeded random draw of every train "
                     "step (what dropout draws) to probe_<pid>.txt here.")
 
@@ -41,14 +44,18 @@ class ToyTask(Task):
     benchmark = "resnet"
 
     def __init__(self, global_batch=16, max_epochs=40.0, sleep=0.0, separation=3.0, random_probe_dir=None,
-                 hidden=0, epochs_per_block=1.0, first_block_epochs=None):
+                 hidden=0, epochs_per_block=1.0, first_block_epochs=None, batchnorm=False, rank_shift=0.0):
         self.epochs_per_block, self.first_block_epochs = epochs_per_block, first_block_epochs
         self.global_batch_size, self.max_epochs, self.sleep, self.sep = global_batch, max_epochs, sleep, separation
         self.hidden = hidden
+        self.batchnorm, self.rank_shift = batchnorm, rank_shift
         self.random_probe_dir = random_probe_dir
         self.target = 0.95
 
     def build_model(self):
+        if self.batchnorm:
+            return tf_keras.Sequential([tf_keras.layers.BatchNormalization(input_shape=(DIM,), momentum=0.5),
+                                        tf_keras.layers.Dense(2)])
         if self.hidden:
             return tf_keras.Sequential([tf_keras.layers.Dense(self.hidden, input_shape=(DIM,)),
                                         tf_keras.layers.Dense(2)])
@@ -59,6 +66,7 @@ class ToyTask(Task):
 
     def train_dataset(self, ctx: InputContext):
         x, y = blobs(NUM_TRAIN, 0, self.sep)
+        x = x + np.float32(self.rank_shift * ctx.input_pipeline_id)
         ds = tf.data.Dataset.from_tensor_slices((x, y)).shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
         return ds.repeat().shuffle(64, seed=ctx.input_pipeline_id).batch(ctx.per_replica_batch_size)
 
@@ -96,7 +104,8 @@ class ToyTask(Task):
 
 def build_task(f):
     task = ToyTask(f.toy_global_batch, f.toy_max_epochs, f.toy_sleep_per_step, f.toy_separation,
-                   f.toy_random_probe_dir, f.toy_hidden, f.toy_epochs_per_block, f.toy_first_block_epochs)
+                   f.toy_random_probe_dir, f.toy_hidden, f.toy_epochs_per_block, f.toy_first_block_epochs,
+                   f.toy_batchnorm, f.toy_rank_shift)
     task.num_accumulation_steps = f.num_accumulation_steps
     if f.target_accuracy is not None:        # the common --target_accuracy, as the real tasks take it
         task.target = f.target_accuracy

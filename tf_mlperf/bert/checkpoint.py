@@ -94,6 +94,7 @@ def is_object_based(path: str) -> bool:
 def load_init_checkpoint(model, path: str, allow_missing_heads: bool = False) -> None:
     """Loads `path` (TF1 reference or TF2 converted) into `model`; raises listing anything left unset."""
     try:
+        check_is_bert(path)
         if is_object_based(path):
             load_tf2_checkpoint(model, path, allow_missing_heads)
         else:
@@ -104,6 +105,20 @@ def load_init_checkpoint(model, path: str, allow_missing_heads: bool = False) ->
         reason = str(getattr(e, "message", e)).splitlines()[0]
         raise RunError(where, f"--init_checkpoint cannot be read ({type(e).__name__}: {reason}): the file is "
                        "truncated or damaged; copy the checkpoint again") from e
+
+
+def check_is_bert(path: str) -> None:
+    """RunError unless the checkpoint holds a BERT embedding table (TF1 `bert/embeddings/word_embeddings`, TF2
+    `.../embeddings/.ATTRIBUTES/...` of the encoder's embedding layer): a checkpoint of another model (e.g. our
+    ResNet-50's) is named as such, not taken for a BERT of another size."""
+    names = [name for name, _ in tf.train.list_variables(path)]
+    if any("embeddings" in name for name in names):
+        return
+    kind = "a ResNet-50 checkpoint" if any("conv" in n.lower() or "batch_normalization" in n for n in names) else (
+        "a checkpoint of another model")
+    raise RunError(f"--init_checkpoint={path}", f"is not a BERT checkpoint: none of its {len(names)} tensors is an "
+                   f"embedding table (it looks like {kind}, e.g. {names[0] if names else 'no tensor'}); pass the "
+                   "MLPerf BERT reference checkpoint (model.ckpt-28252, docs/bert.md) or a checkpoint of a BERT run")
 
 
 def load_tf1_checkpoint(model, path: str) -> None:

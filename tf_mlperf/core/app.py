@@ -9,7 +9,6 @@ import dataclasses
 import logging as std_logging
 import os
 import socket
-import struct
 import sys
 from typing import Callable
 
@@ -18,6 +17,8 @@ from absl import app as absl_app
 from absl import flags, logging
 
 from tf_mlperf.core import distribution as distribution_lib
+from tf_mlperf.core import input as core_input
+from tf_mlperf.core import run_dir
 from tf_mlperf.core.loop import LoopConfig, RunResult, run_to_target, shared_seed
 from tf_mlperf.core.mlperf_log import MLPerfLogger
 from tf_mlperf.core.task import RunError, Task
@@ -33,6 +34,9 @@ flags.DEFINE_enum("precision", "fp32", ["fp32", "fp16", "bf16"],
                   "Compute precision: fp16 uses dynamic loss scaling; weights stay fp32 in all cases.")
 flags.DEFINE_bool("xla", False, "Compile forward+backward with XLA (jit_compile); allreduce stays outside.")
 flags.DEFINE_string("model_dir", "/tmp/tf_mlperf", "Checkpoints and TensorBoard events go here.")
+flags.DEFINE_bool("overwrite", False, "Start a new run in a --model_dir that holds a finished run: the old folder "
+                  "(and a --mllog_path outside it) is moved aside to <name>.old-N first. Without it such a rerun is "
+                  "refused (a finished run stays finished).")
 flags.DEFINE_string("mllog_path", None,
                     "MLPerf log file written by rank 0 (default: <model_dir>/mlperf_log.txt).")
 flags.DEFINE_integer("seed", None, "Random seed, logged as the mllog `seed` (default: a fresh one from "
@@ -107,40 +111,45 @@ def configure_stall_check(timeout_s: int) -> None:
         os.environ["HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"] = str(timeout_s)
 
 
-def _tfrecord_damage(path: str) -> str | None:
-    """How a TFRecord file's framing is broken (a record running past the end of the file), else None.
-    Reads only the 12-byte headers: cheap even for large files."""
-    size, offset = os.path.getsize(path), 0
-    with open(path, "rb") as f:
-        while offset < size:
-            f.seek(offset)
-            header = f.read(12)
-            if len(header) < 12:
-                return f"truncated: a record header at byte {offset} is cut off ({size} bytes in all)"
-            (length,) = struct.unpack("<Q", header[:8])
-            if offset + 16 + length > size:
-                return f"truncated: the record at byte {offset} needs {16 + length} bytes, {size - offset} are left"
-            offset += 16 + length
-    return None
-
-
-def damaged_input_error(files: list[str], err: Exception) -> RunError:
-    """The RunError for a DataLossError from tf.data: finds the damaged file among `files` (framing first,
-    then checksums: tf.data's own message names no file)."""
-    reason = str(getattr(err, "message", err)).splitlines()[0]
-    fix = "rewrite it (rerun the data-prep command that made it; it resumes) or restore it from a copy"
-    for path in files:
-        damage = _tfrecord_damage(path) if os.path.exists(path) else "missing"
-        if damage:
-            return RunError(path, f"{damage} ({reason}): {fix}")
-    from data_prep.wiki.tfrecord import read_records   # checks both CRCs of every record
-    for path in files:
+def claim_model_dir(dist, mllog_path: str):
+    """Rank 0 locks --model_dir (refusing a second live run on it) and refuses to rerun a finished run there
+    (--overwrite moves it aside); every rank stops with the same error. A resumed run whose MLPerf log already
+    ends with run_stop (the earlier attempt stopped on an error: a failed run) logs beside it instead of
+    appending. Returns (the lock or None, the MLPerf log path to write)."""
+    lock, error = None, None
+    if dist.is_chief:
         try:
-            for _ in read_records(path):
-                pass
-        except Exception as e:   # pylint: disable=broad-except
-            return RunError(path, f"corrupt ({e}; {reason}): {fix}")
-    return RunError(f"one of {len(files)} input files", f"{reason}: check them with the data-prep verify command")
+            for move in run_dir.check_not_finished(FLAGS.model_dir, mllog_path, FLAGS.overwrite):
+                logging.warning("--overwrite: moved %s", move)
+            lock = run_dir.RunLock(FLAGS.model_dir).acquire()
+        except (RunError, OSError) as e:
+            error = e if isinstance(e, RunError) else RunError(FLAGS.model_dir, f"cannot be used ({e}): pass a "
+                                                               "--model_dir this user can write")
+    if dist.size > 1 and dist.allreduce_sum([float(error is not None)])[0] > 0 and error is None:
+        error = RunError(f"rank {dist.rank}", f"rank 0 refused --model_dir={FLAGS.model_dir} (its error above)")
+    if error:
+        if lock:
+            lock.release()
+        raise error
+    if dist.is_chief and run_dir.log_has_run_stop(mllog_path):
+        resumed = run_dir.resumed_log_path(mllog_path)
+        logging.warning("%s already ends with run_stop (an earlier attempt that stopped on an error counts as a "
+                        "failed run: the MLPerf clock may not be paused); this attempt resumes and logs to %s",
+                        mllog_path, resumed)
+        mllog_path = resumed
+    return lock, mllog_path
+
+
+def nonfinite_loss_error(task: Task, err: FloatingPointError) -> RunError:
+    """A non-finite loss: names the input record holding a NaN/inf when there is one, else the likely cause."""
+    logging.warning("%s: looking for a non-finite value in the input files", err)
+    found = core_input.find_nonfinite_record(task.input_files())
+    if found:
+        path, index, feature = found
+        return RunError(path, f"record {index} holds a non-finite value in feature {feature!r} ({err}): fix or "
+                        "rewrite that file (rerun the data-prep command that made it) and start a new run")
+    return RunError("training", f"{err} with finite input files: the run diverged; lower the learning rate or "
+                    "check --precision, then start a new run (--overwrite, or another --model_dir)")
 
 
 def train(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool = False) -> RunResult:
@@ -156,23 +165,26 @@ def train(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool 
         raise RunError(f"--preset={FLAGS.preset}", "works on the command line only; inside a flagfile write "
                        f"--flagfile={resolve_flagfile(FLAGS.preset, '--preset')}")
     dist = distribution_lib.create(FLAGS.distribution)
+    mllog_path = FLAGS.mllog_path or os.path.join(FLAGS.model_dir, "mlperf_log.txt")
+    lock, mllog_path = claim_model_dir(dist, mllog_path)
     watchdog = None
     if dist.size > 1 and FLAGS.stall_timeout_s > 0:
         watchdog = Watchdog(os.path.join(FLAGS.model_dir, "heartbeat"), dist.rank, dist.size,
                             FLAGS.stall_timeout_s).start()
-    mllog_path = FLAGS.mllog_path or os.path.join(FLAGS.model_dir, "mlperf_log.txt")
     mlog = MLPerfLogger(mllog_path, enabled=dist.is_chief, to_stdout=FLAGS.verbose)
     seed_source = "--seed" if FLAGS.seed is not None else "os.urandom"
-    FLAGS.seed = shared_seed(FLAGS.seed, dist)          # before build_task: every rank builds the same task
-    if not dist.is_chief:
-        logging.set_verbosity(logging.WARNING)
     try:
+        FLAGS.seed = shared_seed(FLAGS.seed, dist)      # before build_task: every rank builds the same task
+        if not dist.is_chief:
+            logging.set_verbosity(logging.WARNING)
         task = build_task(FLAGS)     # --target_accuracy reaches the task through its config
         try:
             result = run_to_target(task, dist, dataclasses.replace(loop_config(eval_before_run),
                                                                    seed_source=seed_source), mlog)
         except tf.errors.DataLossError as e:
-            raise damaged_input_error(task.input_files(), e) from e
+            raise core_input.damaged_input_error(task.input_files(), e) from e
+        except FloatingPointError as e:
+            raise nonfinite_loss_error(task, e) from e
         except Exception as e:   # pylint: disable=broad-except
             if _HOROVOD_SHUT_DOWN not in str(e):
                 raise
@@ -184,10 +196,14 @@ def train(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool 
                            f"made no progress for --stall_timeout_s={FLAGS.stall_timeout_s} s (Horovod's warning "
                            "above names it under 'Missing ranks') or failed (its error is above); check that "
                            "host, then rerun: the run resumes from its last checkpoint") from e
+        if dist.is_chief:
+            run_dir.mark_finished(FLAGS.model_dir, result.status, result.metric, mllog_path)
     finally:
         if watchdog:
             watchdog.stop()
         mlog.close()
+        if lock:
+            lock.release()
     logging.info("run %s: metric %s after %s units, %d steps", result.status, result.metric,
                  result.units, result.steps)
     return result
@@ -265,6 +281,33 @@ def resolve_flagfile(value: str, flag: str = "--flagfile") -> str:
     raise absl_app.UsageError(f"{flag}={value}: no such file and no such preset; presets: {', '.join(presets())}")
 
 
+def repeated_flags(path: str, _depth: int = 0) -> list[str]:
+    """A flag set twice in one flagfile: absl takes the last silently; say so, naming both lines. (A flag that
+    overrides one of an included flagfile, or one given after the flagfile on the command line, overrides it
+    by design: no warning.) Included flagfiles are checked the same way."""
+    warnings, seen = [], {}
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return warnings           # absl reports an unreadable flagfile itself
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text.startswith("-"):
+            continue
+        name = text.lstrip("-").split("=", 1)[0]
+        if name == "flagfile" and "=" in text and _depth < 10:
+            warnings += repeated_flags(resolve_flagfile(text.split("=", 1)[1]), _depth + 1)
+            continue
+        bare = name[2:] if name.startswith("no") and name[2:] in FLAGS else name
+        here = f"{path}:{number}"
+        if bare in seen:
+            warnings.append(f"--{bare} is set twice in one flagfile, {seen[bare][0]} ({seen[bare][1]}) and {here} "
+                            f"({text}): the last one wins; delete the other line")
+        seen[bare] = (here, text)
+    return warnings
+
+
 def rewrite_argv(argv: list[str]) -> list[str]:
     """--preset=NAME -> --flagfile=<shipped file>, --flagfile=NAME resolved the same way; a reference flag
     name we do not take -> UsageError with the one to use."""
@@ -276,6 +319,8 @@ def rewrite_argv(argv: list[str]) -> list[str]:
             if not eq and i + 1 < len(argv):            # --preset NAME
                 value, i = argv[i + 1], i + 1
             out.append(f"--flagfile={resolve_flagfile(value, '--' + name)}")
+            for warning in repeated_flags(out[-1][len("--flagfile="):]):
+                print(f"WARNING: {warning}", file=sys.stderr)
         elif arg.startswith("-") and arg != "--":
             bare = name[2:] if name.startswith("no") and name[2:] in REFERENCE_REFUSED else name
             if bare in REFERENCE_REFUSED and bare not in FLAGS:

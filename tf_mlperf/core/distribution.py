@@ -148,6 +148,10 @@ class Distribution(abc.ABC):
         """Sum of a host array over processes (metric sums)."""
         return np.asarray(values)
 
+    def average_variables(self, variables: Sequence[tf.Variable]) -> None:
+        """Sets each variable to its mean over all replicas: statistics every replica updates from its own
+        batches (BatchNorm's moving mean and variance), so that evaluation and checkpoints see one model."""
+
     def barrier(self) -> None:
         """Blocks until every process gets here."""
 
@@ -199,6 +203,14 @@ class HorovodDistribution(Distribution):
         if self.size == 1:
             return values
         return self._hvd.allreduce(tf.constant(values), op=self._hvd.Sum, name="allreduce_sum").numpy()
+
+    def average_variables(self, variables):
+        variables = [v for v in variables if v.dtype.is_floating]
+        if self.size == 1 or not variables:
+            return
+        wire = [tf.cast(v, tf.float32) for v in variables]   # (no bf16 allreduce in Horovod)
+        for v, mean in zip(variables, self._hvd.grouped_allreduce(wire, op=self._hvd.Average)):
+            v.assign(tf.cast(mean, v.dtype))
 
     def barrier(self):
         if self.size > 1:
@@ -269,6 +281,22 @@ class TFDistribution(Distribution):
                     v.assign(ctx.all_reduce(tf.distribute.ReduceOp.SUM, v * tf.cast(is_root, v.dtype)))
             self._strategy.run(replica_fn)
         _bcast()
+
+    def average_variables(self, variables):
+        """Keras creates BatchNorm's moving statistics ON_READ with MEAN aggregation under a strategy: each
+        replica updates its own copy; a checkpoint saves the mean, but eval steps read their local copy."""
+        variables = [v for v in variables if v.dtype.is_floating]
+        if self.num_replicas == 1 or not variables:
+            return
+
+        @tf.function
+        def _average():
+            def replica_fn():
+                ctx = tf.distribute.get_replica_context()
+                for v in variables:
+                    v.assign(ctx.all_reduce(tf.distribute.ReduceOp.MEAN, v))
+            self._strategy.run(replica_fn)
+        _average()
 
     def allreduce_sum(self, values):
         values = np.asarray(values, dtype=np.float64)

@@ -5,7 +5,11 @@ A benchmark's input_pipeline.py keeps only what is its own: the record format an
 """
 from __future__ import annotations
 
+import fnmatch
 import glob
+import os
+import re
+import struct
 from typing import Any, Callable, Sequence
 
 import tensorflow as tf
@@ -26,7 +30,38 @@ def list_files(patterns: str | Sequence[str], where: str, problem: str) -> list[
     files = sorted({f for p in patterns if p for f in (tf.io.gfile.glob(p) if "://" in p else glob.glob(p))})
     if not files:
         raise RunError(where, problem)
+    check_shard_sets(files, [p for p in patterns if p], where)
     return files
+
+
+_SHARD_NAME = re.compile(r"(?P<stem>.*)-(?P<index>\d+)-of-(?P<total>\d+)$")
+
+
+def check_shard_sets(files: Sequence[str], patterns: Sequence[str], where: str) -> None:
+    """Shards named <stem>-NNNNN-of-MMMMM say how many there are: RunError when the patterns match only part of
+    such a set (a deleted or not-yet-copied shard would silently shrink the data), naming the missing ones, or
+    match two sets of one stem (two conversions side by side). Shards the patterns could not match anyway
+    (e.g. `part-0000[0-3]-of-00500`, a chosen subset) are not asked for."""
+    sets: dict[tuple[str, str], dict[int, str]] = {}
+    for path in files:
+        match = _SHARD_NAME.match(path)
+        if match:
+            sets.setdefault((match["stem"], match["total"]), {})[int(match["index"])] = path
+    stems: dict[str, list[str]] = {}
+    for (stem, total), found in sorted(sets.items()):
+        stems.setdefault(stem, []).append(total)
+        width = len(next(iter(found.values())).rsplit("-of-", 1)[0]) - len(stem) - 1
+        missing = [f"{stem}-{i:0{width}d}-of-{total}" for i in range(int(total)) if i not in found]
+        missing = [m for m in missing if any(fnmatch.fnmatchcase(m, p) for p in patterns)]
+        if missing:
+            shown = ", ".join(os.path.basename(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise RunError(where, f"{len(found)} of the {int(total)} shards {os.path.basename(stem)}-*-of-{total} "
+                           f"are there, {len(missing)} missing ({shown} in {os.path.dirname(stem) or '.'}): the "
+                           "set is incomplete; copy or convert the missing shards (the data-prep command resumes)")
+    for stem, totals in stems.items():
+        if len(totals) > 1:
+            raise RunError(where, f"two shard sets side by side: {os.path.basename(stem)}-*-of-{totals[0]} and "
+                           f"-of-{totals[1]} (two conversions?): keep one set in the folder")
 
 
 def pipeline_seed(seed: int, ctx: InputContext) -> int:
@@ -60,8 +95,62 @@ def records(files: Sequence[str], ctx: InputContext, *, shuffle_seed: int | None
 
 
 def count_records(files: Sequence[str]) -> int:
-    """Records in TFRecord files (reads them all)."""
-    return int(tf.data.TFRecordDataset(list(files)).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    """Records in TFRecord files (reads them all); a damaged file is a RunError naming it."""
+    try:
+        return int(tf.data.TFRecordDataset(list(files)).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    except tf.errors.DataLossError as e:
+        raise damaged_input_error(files, e) from e
+
+
+# ---- what is wrong with an input file, when tf.data's error names none
+
+def tfrecord_damage(path: str) -> str | None:
+    """How a TFRecord file's framing is broken (a record running past the end of the file), else None.
+    Reads only the 12-byte headers: cheap even for large files."""
+    size, offset = os.path.getsize(path), 0
+    with open(path, "rb") as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(12)
+            if len(header) < 12:
+                return f"truncated: a record header at byte {offset} is cut off ({size} bytes in all)"
+            (length,) = struct.unpack("<Q", header[:8])
+            if offset + 16 + length > size:
+                return f"truncated: the record at byte {offset} needs {16 + length} bytes, {size - offset} are left"
+            offset += 16 + length
+    return None
+
+
+def damaged_input_error(files: Sequence[str], err: Exception) -> RunError:
+    """The RunError for a DataLossError from tf.data: finds the damaged file among `files` (framing first,
+    then checksums: tf.data's own message names no file)."""
+    reason = str(getattr(err, "message", err)).splitlines()[0]
+    fix = "rewrite it (rerun the data-prep command that made it; it resumes) or restore it from a copy"
+    for path in files:
+        damage = tfrecord_damage(path) if os.path.exists(path) else "missing"
+        if damage:
+            return RunError(path, f"{damage} ({reason}): {fix}")
+    from data_prep.wiki.tfrecord import read_records   # checks both CRCs of every record
+    for path in files:
+        try:
+            for _ in read_records(path):
+                pass
+        except Exception as e:   # pylint: disable=broad-except
+            return RunError(path, f"corrupt ({e}; {reason}): {fix}")
+    return RunError(f"one of {len(files)} input files", f"{reason}: check them with the data-prep verify command")
+
+
+def find_nonfinite_record(files: Sequence[str]) -> tuple[str, int, str] | None:
+    """(file, record index, feature) of the first tf.train.Example holding a NaN or infinite float, else None."""
+    import numpy as np
+    for path in files:
+        for index, raw in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):
+            example = tf.train.Example.FromString(raw)
+            for name, feature in example.features.feature.items():
+                values = feature.float_list.value
+                if values and not np.all(np.isfinite(np.asarray(values, np.float32))):
+                    return path, index, name
+    return None
 
 
 def pad_batch(batch: Any, batch_size: int) -> Any:

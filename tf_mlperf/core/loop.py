@@ -52,6 +52,7 @@ class RunResult:
     units: float
     steps: int
     evals: list = dataclasses.field(default_factory=list)   # [(units, metric)]
+    trained_units: float = 0.0           # units really trained when the run stopped (the last eval's, or more)
 
 
 def build_model_and_optimizer(task: Task, dist: Distribution, precision: str):
@@ -181,10 +182,16 @@ class _Trainer:
     def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
 
+    def sync_statistics(self) -> None:
+        """Every replica's own BatchNorm moving statistics replaced by their mean over replicas (timm's
+        distribute_bn): the model that is evaluated is the one that is checkpointed, on every rank."""
+        self.dist.average_variables(self.model.non_trainable_variables)
+
     def save(self) -> None:
         """Checkpoints the current step (once: a block end on the periodic cadence is not written twice)."""
         if self.step == self.saved_step:
             return
+        self.sync_statistics()
         if self.dist.is_chief or self.dist.every_worker_saves:
             prefix = os.path.join(self.manager.directory, f"ckpt-{self.step}")
             try:
@@ -202,6 +209,7 @@ class _Trainer:
         self.saved_step = self.step
 
     def evaluate(self) -> float:
+        self.sync_statistics()
         totals: dict[str, tf.Tensor] = {}
         for batch in self.eval_data:               # sums stay on device: no host sync per batch
             for key, value in self.eval_step(batch).items():
@@ -338,6 +346,25 @@ def run_to_target(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfL
     task.check_inputs()
     tf_keras.utils.set_random_seed(cfg.seed)
     _log_init(mlog, task, dist, cfg)
+    try:
+        trainer, result = _run_logged(task, dist, cfg, mlog)
+    except BaseException as e:
+        # Whatever stops a run early (an error, Ctrl-C, a stalled rank), its MLPerf log ends with run_stop
+        # aborted; the "error" metadata marks the stop as not the run's own end, so a resubmission resumes it.
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        mlog.end(constants.RUN_STOP, metadata={"status": "aborted", "error": reason})
+        raise
+    mlog.hyperparameters(task.mllog_run_end(result.trained_units))
+    mlog.end(constants.RUN_STOP, metadata={"status": result.status, **(
+        {"epoch_num": task.mllog_epoch_num(result.units)} if result.evals else {})})
+    trainer.close()
+    dist.barrier()
+    return result
+
+
+def _run_logged(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfLogger):
+    """Everything between init_start and run_stop: build, restore, run_start, blocks and evals. Returns the
+    trainer and the result (`units`: what was really trained)."""
     trainer = _Trainer(task, dist, cfg)
     # Unseeded random ops (dropout) get their op seeds from the global seed when the step is traced, which
     # is after this: with one seed every rank would apply the same dropout masks to its own examples.
@@ -388,9 +415,5 @@ def run_to_target(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfL
         if metric >= task.target:
             result.status = "success"
             break
-    mlog.hyperparameters(task.mllog_run_end(trained_units(trainer.step)))
-    mlog.end(constants.RUN_STOP, metadata={"status": result.status, **(
-        {"epoch_num": task.mllog_epoch_num(result.units)} if result.evals else {})})
-    trainer.close()
-    dist.barrier()
-    return result
+    result.trained_units = trained_units(trainer.step)
+    return trainer, result

@@ -28,9 +28,8 @@ class MLPerfLogger:
         logger = logging.getLogger(f"tf_mlperf.mllog.{id(self)}")
         logger.propagate = False
         logger.setLevel(logging.INFO)
-        if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            logger.addHandler(logging.FileHandler(path))
+        if path:   # opened at the first line: a run refused before it logs anything leaves no file behind
+            logger.addHandler(_LazyFileHandler(path))
         if to_stdout:
             logger.addHandler(logging.StreamHandler(sys.stdout))
         # stack offset 2: report the caller of event()/start()/end(), not this wrapper.
@@ -67,6 +66,17 @@ class MLPerfLogger:
                 handler.close()
                 self._mllogger.logger.removeHandler(handler)
             self._mllogger = None
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """A FileHandler that creates its folder and file only when the first line is written."""
+
+    def __init__(self, path: str):
+        super().__init__(path, delay=True)
+
+    def _open(self):
+        os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+        return super()._open()
 
 
 def draw_seed() -> int:

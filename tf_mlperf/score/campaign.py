@@ -11,8 +11,9 @@ what `tf-mlperf-score RESULTS` reads. Locally each run is
 The machine is described once (`--hosts`, or the Slurm allocation, or `--nodes` x `--gpus_per_node`):
 ranks, tasks per node and cores per rank come from it for run_local.sh, the hostfile and campaign.sbatch
 (docs/cluster.md). `--dry_run` runs nothing: it writes and prints those files. Trainer flags after `--` are
-passed to every run. A failed run does not stop the campaign: the rules count it (see docs/scoring.md). The
-launcher and its ranks end with the driver, even when it is killed with kill -9.
+passed to every run. A failed run does not stop the campaign: the rules count it (see docs/scoring.md); its one-line
+`error: ...` is repeated as the run's last line, after the launcher's traceback. The launcher and its ranks end
+with the driver, even when it is killed with kill -9; Ctrl-C ends them, says so in one line and exits 130.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import socket
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 from mlperf_logging import benchmark_meta
@@ -42,6 +44,10 @@ MODULES = {"resnet": "tf_mlperf.resnet.train", "bert": "tf_mlperf.bert.train"}
 
 class CampaignError(Exception):
     """A refusal to start, with a message meant for the user."""
+
+
+class CampaignInterrupted(Exception):
+    """Ctrl-C during a campaign, after the running trainers were ended: one line for the user, exit 130."""
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -87,7 +93,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     slurm.add_argument("--srun_mpi", default="pmix", help="srun --mpi plugin")
     args = p.parse_args(own)
     args.extra = extra
-    args.runs = args.runs or benchmark_meta.get_result_file_counts("training")[args.benchmark]
+    rules_runs = benchmark_meta.get_result_file_counts("training")[args.benchmark]
+    refuse_nonsense_counts(p, args, rules_runs)
+    if args.runs is None:
+        args.runs = rules_runs
+    elif args.runs < rules_runs:   # a smoke campaign is fine; a short submission is not
+        print(f"tf-mlperf-campaign: note: --runs {args.runs} is below the rules' count for {args.benchmark} "
+              f"({rules_runs}): tf-mlperf-score needs --allow_fewer and calls the result UNOFFICIAL",
+              file=sys.stderr, flush=True)
     args.seeds = ([draw_seed() for _ in range(args.runs)] if args.seed_base is None
                   else [args.seed_base + k for k in range(args.runs)])
     for name in ("flagfile", "results_dir", "work_dir"):  # runs may start in another directory
@@ -95,6 +108,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.python = str(pathlib.Path(shutil.which(args.python) or args.python).absolute())
     args.topology = None
     return args
+
+
+def refuse_nonsense_counts(parser: argparse.ArgumentParser, args, rules_runs: int) -> None:
+    """Counts below 1 are refused in one line: `--runs 0` used to run the default 5 and `--runs -1 --dry_run`
+    wrote scripts with no run at all, both without a word."""
+    defaults = {"runs": f"the rules' count, {rules_runs} for {args.benchmark}", "np": "every slot",
+                "nodes": "--hosts or the Slurm allocation", "gpus_per_node": "--hosts or the Slurm allocation",
+                "cpus_per_task": "the node's CPUs / ranks per node"}
+    for name, default in defaults.items():
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.exit(2, f"{parser.prog}: error: --{name} {value}: give 1 or more, or leave it out "
+                           f"(default: {default})\n")
 
 
 # --------------------------------------------------------------------------- commands
@@ -177,7 +203,24 @@ def host_slots(hosts: str) -> list[tuple[str, int]]:
         if not name or (slots and not slots.isdigit()) or slots == "0":
             raise CampaignError(f"--hosts {hosts}: {host!r} is not host or host:slots")
         pairs.append((name, int(slots or 1)))
+    refuse_repeated_hosts(hosts, pairs)
     return pairs
+
+
+def refuse_repeated_hosts(hosts: str, pairs: list[tuple[str, int]]) -> None:
+    """A host named twice (or this machine under two of its names) would be two nodes to the launcher: each
+    gets its own local rank 0, so on a GPU node both ranks would train on GPU 0."""
+    seen = {}
+    for name, _ in pairs:
+        key = "this machine" if name in LOCAL_NAMES else name
+        seen.setdefault(key, []).append(name)
+    for key, names in seen.items():
+        if len(names) > 1:
+            slots = sum(n for h, n in pairs if h in names)
+            same = names[0] if len(set(names)) == 1 else f"this machine ({', '.join(dict.fromkeys(names))})"
+            raise CampaignError(f"--hosts {hosts} names {same} {len(names)} times: the launcher numbers the local "
+                                "ranks of each entry from 0, so ranks would share a GPU (local rank 0 twice); give "
+                                f"it once with the slots summed: {names[0]}:{slots}")
 
 
 def topology(args, environ=None) -> Topology:
@@ -296,16 +339,21 @@ def _env_exports() -> list[str]:
 
 def _resubmission_guard(k: int, log: pathlib.Path, run_dir: pathlib.Path) -> list[str]:
     """Shell lines before run k of campaign.sbatch, so that submitting the script again never appends a second
-    run to a log (the checkers take a log with two run_start as broken): a finished run (run_stop in its log)
-    is skipped; an interrupted one (its result_K.txt without run_stop) keeps that log as its result, a failed
+    run to a log (the checkers take a log with two run_start as broken): a finished run (run_finished.json in
+    its model_dir, or run_stop in its log) is skipped; an interrupted one (its result_K.txt without run_stop,
+    or ending with the run_stop "error" the trainer writes when an error stops it) keeps that log as its result, a failed
     run, since MLPerf's clock may not be paused, and resumes from its checkpoint with the MLPerf log of the
     resumed attempt beside the checkpoints (run_K/resumed-JOBID.txt, compliant on its own); checkpoints
     without a result_K.txt would make a resumed run look like a whole one, so that run is refused. Opens an
     `if` that the caller closes with `fi`."""
     q_log, q_dir = shlex.quote(str(log)), shlex.quote(str(run_dir))
     return [f"MLLOG={q_log}",
-            f'if grep -qs \'"key": "run_stop"\' "$MLLOG" {q_dir}/resumed-*.txt; then',
-            f'  echo "run {k}: finished in an earlier job (run_stop in $MLLOG or {q_dir}/resumed-*.txt): skipped"',
+            # finished: the trainer's marker, or a run_stop that is the run's own end (one written when an error
+            # stopped the run carries "error" in its metadata: that run resumes)
+            f'if [ -e {q_dir}/run_finished.json ] || grep -hs \'"key": "run_stop"\' "$MLLOG" {q_dir}/resumed-*.txt'
+            ' | grep -qv \'"error": \'; then',
+            f'  echo "run {k}: finished in an earlier job ({q_dir}/run_finished.json, or run_stop in $MLLOG or '
+            f'{q_dir}/resumed-*.txt): skipped"',
             f'elif [ ! -e "$MLLOG" ] && [ -d {q_dir}/checkpoints ]; then',
             f'  echo "run {k}: {q_dir} holds checkpoints but $MLLOG is missing: a resumed run would log as a whole'
             f' one; move {q_dir} away for a fresh run {k}" >&2; FAILED=$((FAILED + 1))',
@@ -588,25 +636,163 @@ def _die_with_parent():
         os._exit(1)
 
 
-def run_tied_to_driver(cmd: list[str], grace_s: float = 10.0) -> int:
-    """Runs cmd; if this driver dies (even kill -9), the launcher and every rank below it end too."""
-    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+# The trainer's one-line error (tf_mlperf.core.app): `error: <where>: <problem>`, or `train.py: <problem>` for a
+# launch it refuses; horovodrun puts `[rank]<stderr>:` (after a timestamp, if asked) before every rank's line.
+ERROR_LINE = re.compile(r"^(?:.*?\[[\d,]+\]<std(?:out|err)>:)?((?:error|train\.py): .+?)\s*$")
+
+
+class _Tee:
+    """Copies a run's stdout and stderr to the driver's, line by line as they come, and keeps the last one-line
+    error among them: horovodrun follows a rank's failure with ~25 lines of its own traceback, so the campaign
+    repeats that line after them (run_one)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.last_error = None
+        self.muted = False      # set when the campaign ends the run itself: the launcher's dying words are noise
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._copy, args=(pipe, name), daemon=True)
+                         for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]
+        for thread in self._threads:
+            thread.start()
+
+    def _copy(self, pipe, name: str) -> None:
+        with pipe:
+            for raw in iter(pipe.readline, b""):
+                line = raw.decode(errors="replace")
+                match = ERROR_LINE.match(line)
+                with self._lock:
+                    if match:
+                        self.last_error = match.group(1)
+                    if not self.muted:
+                        self._write(getattr(sys, name), line)   # looked up now: the driver's stream of the moment
+
+    @staticmethod
+    def _write(stream, line: str) -> None:
+        """Never stops the copy: a pipe nobody reads would block the ranks once it fills."""
+        for text in (line, line.encode("ascii", "backslashreplace").decode()):
+            try:
+                stream.write(text)
+                stream.flush()
+                return
+            except UnicodeEncodeError:      # a driver's stream in an ASCII locale
+                continue
+            except (OSError, ValueError):   # the driver's stream closed (`| head`): drop the line, keep draining
+                return
+
+    def join(self, timeout: float) -> None:
+        """Waits until both pipes closed (every process holding them ended), at most timeout seconds."""
+        deadline = time.time() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.time()))
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    code: int
+    error: str | None       # the last one-line error the run printed, if any
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """While the trainers are being ended after a Ctrl-C, a second Ctrl-C must not cut that short (a traceback,
+    ranks left running until the guard's SIGKILL)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:      # not the main thread: no signal to hold off
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def run_tied_to_driver(cmd: list[str], grace_s: float = 10.0) -> RunOutcome:
+    """Runs cmd, its output copied through (_Tee); if this driver dies (even kill -9) or is interrupted (Ctrl-C:
+    the KeyboardInterrupt goes on once they are gone), the launcher and every rank below it end too."""
+    unbuffered = {"PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED", "1")}   # lines as they come, via the pipe
+    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, **unbuffered})
+    tee = _Tee(proc)
     read_end, write_end = os.pipe()
     guard = subprocess.Popen([sys.executable, "-c", _GUARD, str(proc.pid), str(grace_s)], stdin=read_end,
                              start_new_session=True)   # not in the driver's group: a Ctrl-C must not kill it
     os.close(read_end)
-    try:
-        return proc.wait()
-    except BaseException:
-        proc.terminate()
-        raise
-    finally:
+
+    def end_all():
         os.close(write_end)     # the guard ends the leftovers (none when the launcher cleaned up) and exits
         guard.wait()
+        tee.join(timeout=5.0)
+
+    try:
+        code = proc.wait()
+    except BaseException:
+        with _sigint_ignored():
+            tee.muted = True    # horovodrun answers SIGTERM with a traceback: the campaign says what happened
+            proc.terminate()
+            end_all()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)    # reaped, not left a zombie
+        raise
+    end_all()
+    return RunOutcome(code, tee.last_error)
+
+
+def write_manifest(args, records: list[dict]) -> None:
+    (campaign_dir(args) / "campaign.json").write_text(json.dumps(
+        {"benchmark": args.benchmark, "system": args.system, "flagfile": str(args.flagfile),
+         "seeds": seeds(args), "runs": records}, indent=2) + "\n")
+
+
+def run_one(args, k: int, seed: int, replaced: pathlib.Path, records: list[dict]) -> None:
+    """Run k: its record goes into records, also when a Ctrl-C ends it (`interrupted`, no exit code)."""
+    log = result_dir(args) / f"result_{k}.txt"
+    for old in (log, campaign_dir(args) / f"run_{k}"):
+        if args.overwrite and old.exists():
+            # the trainer appends to its log and resumes from its model_dir: move the old run aside whole
+            replaced.mkdir(exist_ok=True)
+            old.rename(replaced / old.name)
+            print(f"[campaign] --overwrite: moved {old} to {replaced}", flush=True)
+    if args.pre_run_cmd:
+        subprocess.run(args.pre_run_cmd, shell=True, check=False)
+    cmd = local_command(args, k, seed)
+    print(f"[campaign] run {k + 1}/{args.runs} seed {seed}: {shlex.join(cmd)}", flush=True)
+    record = {"run": k, "seed": seed, "command": cmd, "exit_code": None, "wall_s": None, "log": str(log)}
+    started = time.time()
+    try:
+        outcome = run_tied_to_driver(cmd)
+    except KeyboardInterrupt:
+        records.append({**record, "wall_s": round(time.time() - started, 1), "interrupted": True})
+        raise
+    records.append({**record, "exit_code": outcome.code, "wall_s": round(time.time() - started, 1)})
+    if outcome.code:
+        # the last line of this run, after whatever the launcher printed below the trainer's own error
+        print(f"[campaign] run {k + 1}/{args.runs} ({log.name}) failed (exit {outcome.code}; it counts as a failed "
+              "run, the campaign goes on): "
+              + (outcome.error or "no one-line error in its output: read the traceback above"), flush=True)
+    if not log.exists():
+        # A run that died before logging still happened: keep it in the set (empty, so it
+        # fails compliance and counts as non-converging) rather than let it vanish.
+        log.touch()
+
+
+def interrupted_message(args, k: int, records: list[dict]) -> str:
+    """What a Ctrl-C at run k left, and how to start again (the folder now holds runs: --overwrite)."""
+    ended = bool(records) and records[-1].get("interrupted", False)
+    finished = len(records) - ended
+    left = any(p.exists() for j in range(args.runs)
+               for p in (result_dir(args) / f"result_{j}.txt", campaign_dir(args) / f"run_{j}"))
+    again = ("the same command with --overwrite (moves the runs so far aside)" if left and not args.overwrite
+             else "the same command")
+    return (f"[campaign] interrupted at run {k + 1}/{args.runs}: "
+            + ("its launcher and ranks were ended; " if ended else "no trainer was running; ")
+            + f"{finished} finished run(s) recorded in {campaign_dir(args) / 'campaign.json'}; "
+            + f"to start the campaign again: {again}")
 
 
 def run_campaign(args) -> list[dict]:
-    """Run every seed in turn; record exit codes and wall times in campaign.json."""
+    """Run every seed in turn; record exit codes and wall times in campaign.json, after every run and when a
+    Ctrl-C ends one (CampaignInterrupted)."""
     check_can_run(args)
     result_dir(args).mkdir(parents=True, exist_ok=True)
     campaign_dir(args).mkdir(parents=True, exist_ok=True)
@@ -616,31 +802,13 @@ def run_campaign(args) -> list[dict]:
     records = []
     replaced = campaign_dir(args) / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
     for k, seed in enumerate(seeds(args)):
-        for old in (result_dir(args) / f"result_{k}.txt", campaign_dir(args) / f"run_{k}"):
-            if args.overwrite and old.exists():
-                # the trainer appends to its log and resumes from its model_dir: move the old run aside whole
-                replaced.mkdir(exist_ok=True)
-                old.rename(replaced / old.name)
-                print(f"[campaign] --overwrite: moved {old} to {replaced}", flush=True)
-        if args.pre_run_cmd:
-            subprocess.run(args.pre_run_cmd, shell=True, check=False)
-        cmd = local_command(args, k, seed)
-        print(f"[campaign] run {k + 1}/{args.runs} seed {seed}: {shlex.join(cmd)}", flush=True)
-        started = time.time()
-        code = run_tied_to_driver(cmd)
-        records.append({"run": k, "seed": seed, "command": cmd, "exit_code": code,
-                        "wall_s": round(time.time() - started, 1),
-                        "log": str(result_dir(args) / f"result_{k}.txt")})
-        if code:
-            print(f"[campaign] run {k} exited {code}; continuing (it counts as a failed run)", flush=True)
-        log = result_dir(args) / f"result_{k}.txt"
-        if not log.exists():
-            # A run that died before logging still happened: keep it in the set (empty, so it
-            # fails compliance and counts as non-converging) rather than let it vanish.
-            log.touch()
-        (campaign_dir(args) / "campaign.json").write_text(json.dumps(
-            {"benchmark": args.benchmark, "system": args.system, "flagfile": str(args.flagfile),
-             "seeds": seeds(args), "runs": records}, indent=2) + "\n")
+        try:
+            run_one(args, k, seed, replaced, records)
+        except KeyboardInterrupt:
+            with _sigint_ignored():
+                write_manifest(args, records)
+            raise CampaignInterrupted(interrupted_message(args, k, records)) from None
+        write_manifest(args, records)
     return records
 
 
@@ -654,6 +822,12 @@ def main(argv=None) -> int:
     except CampaignError as error:
         print(f"tf-mlperf-campaign: {error}", file=sys.stderr)
         return 2
+    except CampaignInterrupted as interrupted:
+        print(interrupted, file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:       # before the first run or between two: nothing of ours is running
+        print("[campaign] interrupted (Ctrl-C): no trainer was running", file=sys.stderr, flush=True)
+        return 130
     failed = [r["run"] for r in records if r["exit_code"]]
     print(f"[campaign] {len(records) - len(failed)}/{len(records)} runs exited 0"
           + (f"; failed: {failed}" if failed else "") + f". Score: tf-mlperf-score {args.results_dir}")

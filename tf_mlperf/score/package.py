@@ -19,8 +19,10 @@ end up non-empty (hw_notes/sw_notes may be empty), else packaging refuses listin
 `--write_template PATH` writes the prefilled JSON (missing fields "") for you to complete.
 
 Bad input (systems or benchmarks mixed, a log of another benchmark or system, two runs with one seed, a
-truncated log, a missing field) is refused with the file and the rule; RESULTS_DIR is only read; nothing is
-left at <out> or <out>.tar.gz unless every check passed. See docs/submission.md.
+truncated log, a missing field, an --out inside RESULTS_DIR) is refused with the file and the rule; RESULTS_DIR is
+only read; nothing is left at <out> or <out>.tar.gz, nor a folder made for them, unless every check passed. A
+package prints, per benchmark, the runs that do not count and why, and what the package checker accepted and
+why (one non-converging run is allowed). See docs/submission.md.
 """
 from __future__ import annotations
 
@@ -396,7 +398,61 @@ def run_checkers(tree: pathlib.Path, benchmarks: list[str], checks: pathlib.Path
         shutil.rmtree(out / "view")
 
 
-def build(args, staging: pathlib.Path) -> pathlib.Path:
+def checker_said(log: pathlib.Path) -> dict[str, list[str]]:
+    """The package checker's verdicts on failed runs, per benchmark section of its log ("1 file does not
+    comply, accepting this under olympic scoring")."""
+    said: dict[str, list[str]] = {}
+    benchmark = None
+    for line in log.read_text().splitlines():
+        message = line.split(" - ", 1)[-1].strip()
+        if re.fullmatch(r"Benchmark \S+", message):
+            benchmark = message.split()[1]
+        elif "does not comply" in message and benchmark:
+            said.setdefault(benchmark, []).append(message)
+    return said
+
+
+def run_summary(staging: pathlib.Path, system: str, benchmarks: list[str]) -> list[str]:
+    """One line per benchmark: its runs, each run that does not count with the file and why (the compliance
+    checker's first line for a log it rejects), and what the package checker accepted and why; then the score.
+    From tf-mlperf-score's report and the package checker's logs."""
+    report_path = staging / "score" / "report.json"
+    if not report_path.is_file():
+        raise PackageError(f"tf-mlperf-score wrote no report (its output: {staging.name}/score/tf-mlperf-score.out)")
+    entry = json.loads(report_path.read_text())["systems"][system]
+    lines = []
+    for benchmark in benchmarks:
+        b = entry["benchmarks"][benchmark]
+        log = staging / "checks" / BENCHMARKS[benchmark].ruleset / "package_checker.log"
+        said = checker_said(log).get(benchmark, [])
+        failed: dict[str, list[str]] = {}
+        for r in b["runs"]:
+            if r["counted"]:
+                continue
+            first = r["compliance_messages"][0] if r["compliance_messages"] else "compliance checker failed"
+            if r["status"] != "success":
+                kind, why = "did not converge", f"run_stop status {r['status'] or 'missing'}" + (
+                    f", compliance checker: {first}" if not r["compliant"] else "")
+            elif not r["compliant"]:
+                kind, why = "rejected by the compliance checker", first
+            else:
+                kind, why = "failed", r["reason"]
+            failed.setdefault(kind, []).append(f"{pathlib.Path(r['file']).name}: {why}")
+        parts = [f"{b['n_runs']} runs", f"{b['n_counted']} compliant and reached the target"]
+        parts += [f"{len(items)} {kind} ({'; '.join(items)})" for kind, items in failed.items()]
+        verdict = "accepted by the package checker" + (f' (its log: "{said[0]}")' if said else "")
+        if sum(map(len, failed.values())) == 1:
+            verdict += (" — the olympic mean drops the failed run as the slowest; the rules allow one "
+                        "(training_rules.adoc, Benchmark Results)")
+        if not b["valid"]:
+            verdict += "; tf-mlperf-score: INVALID, " + "; ".join(b["problems"])
+        lines.append(f"{benchmark}: {', '.join(parts)}: {verdict}")
+    score = f"{entry['score']:.4f}" if entry["valid"] else "INVALID"
+    lines.append(f"{system}: score {score} (tf-mlperf-score, score/report.md)")
+    return lines
+
+
+def build(args, staging: pathlib.Path) -> list[str]:
     system, runs = collect(args.results_dir, args.system)
     log_info = check_logs(system, runs, seed_check=not args.seed_checker_bypass)
     template = {}
@@ -442,11 +498,13 @@ def build(args, staging: pathlib.Path) -> pathlib.Path:
     (staging / "score" / "tf-mlperf-score.out").write_text(score.stdout + score.stderr)
     if score.returncode == 2:
         raise PackageError(f"tf-mlperf-score refused the results: {score.stderr.strip()}")
+    summary = run_summary(staging, system, sorted(runs, key=list(BENCHMARKS).index))
     (staging / "PACKAGE.txt").write_text(
         f"tf-mlperf-package {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}\n"
         f"system {system}; benchmarks {', '.join(sorted(runs))}; checker switches: {' '.join(switches) or 'none'}\n"
-        f"source commit {git['commit']}{' (dirty)' if git['dirty'] else ''}\n")
-    return tree
+        f"source commit {git['commit']}{' (dirty)' if git['dirty'] else ''}\n"
+        + "".join(f"{line}\n" for line in summary))
+    return summary
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -478,21 +536,38 @@ def main(argv=None) -> int:
         if path.exists():
             print(f"tf-mlperf-package: {path} already exists; remove it or pick another --out", file=sys.stderr)
             return 2
+    if out.is_relative_to(args.results_dir.resolve()):
+        # The package holds results/<system>/<benchmark>/result_N.txt copies: the next package or score of
+        # RESULTS_DIR would find them as runs (and this one finds its staging folder as a system).
+        print(f"tf-mlperf-package: --out {args.out} is inside the results folder {args.results_dir}; pick an "
+              "--out outside it", file=sys.stderr)
+        return 2
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     partial_tar = tarball.with_name(f".{tarball.name}.partial")
+    done = False
     try:
-        build(args, staging)
+        summary = build(args, staging)
         with tarfile.open(partial_tar, "w:gz") as tar:
             tar.add(staging, arcname=out.name)
         staging.rename(out)
         partial_tar.rename(tarball)
+        done = True
     except PackageError as error:
         print(f"tf-mlperf-package: {error}", file=sys.stderr)
         return 2
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         partial_tar.unlink(missing_ok=True)
+        if not done:  # the folders this call made for --out, unless something was kept there (a checker log)
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+    for line in summary:
+        print(f"tf-mlperf-package: {line}")
     print(f"tf-mlperf-package: {out} and {tarball}")
     return 0
 

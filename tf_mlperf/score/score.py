@@ -81,6 +81,46 @@ def result_index(path: pathlib.Path) -> int:
     return int(RESULT_FILE.search(path.name).group(1))
 
 
+def known_rulesets(benchmark: str) -> list[str]:
+    """The training rulesets the installed mlperf-logging knows for a benchmark: its compliance checker has
+    rules for the benchmark (closed_<benchmark>.yaml) and its benchmark_meta lists the benchmark in them."""
+    from mlperf_logging.compliance_checker import mlp_compliance
+    folder = pathlib.Path(mlp_compliance.__file__).parent
+    known = []
+    for ruleset in mlp_compliance.rule_choices():
+        try:
+            allowed = benchmark_meta.get_allowed_benchmarks(USAGE, ruleset)
+        except ValueError:  # a ruleset of another usage (hpc)
+            continue
+        if benchmark in allowed and (folder / f"{USAGE}_{ruleset}" / f"closed_{benchmark}.yaml").is_file():
+            known.append(ruleset)
+    return sorted(known, key=lambda r: tuple(int(n) for n in r.split(".") if n.isdigit()))
+
+
+def check_rulesets(rulesets: dict[str, str]) -> None:
+    """Refuse a ruleset mlperf-logging does not know for the benchmark, naming the flag and those it knows."""
+    from importlib import metadata
+    for name, ruleset in rulesets.items():
+        known = known_rulesets(name)
+        if ruleset not in known:
+            raise ScoreError(f"--{name}_ruleset {ruleset}: mlperf-logging {metadata.version('mlperf-logging')} "
+                             f"has no {USAGE} ruleset {ruleset} for {name}; it knows {', '.join(known)}")
+
+
+def check_folders(results_dir: pathlib.Path, out_dir: pathlib.Path) -> None:
+    """Refuse an --out_dir that mixes with the results: the report copies logs (rcp/<system>/<benchmark>/
+    result_N.txt), which a later run would find as results, and it empties those rcp/ folders first."""
+    results, out = results_dir.resolve(), out_dir.resolve()
+    if out.is_relative_to(results):
+        raise ScoreError(f"--out_dir {out_dir} is {'' if out == results else 'inside '}the results folder "
+                         f"{results_dir}: the report's copies of the logs would be read as results by the next "
+                         "run; pick an --out_dir outside it")
+    if results.is_relative_to(out / "rcp"):
+        raise ScoreError(f"the results folder {results_dir} is {'' if results == out / 'rcp' else 'inside '}"
+                         f"{out_dir / 'rcp'}, the folder of --out_dir {out_dir} that the RCP check empties and "
+                         "refills; pick another --out_dir")
+
+
 def run_compliance_checker(path: pathlib.Path, ruleset: str, log_output: pathlib.Path) -> tuple[bool, list[str]]:
     """The official checker, as a submitter runs it; returns (passed, its warning/error lines)."""
     cmd = [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", USAGE,
@@ -399,6 +439,8 @@ def refuse_too_few(found: dict, allow_fewer: bool) -> list[str]:
 def score_results(results_dir, out_dir, rulesets: dict[str, str], allow_fewer=False, use_rcp=True) -> dict:
     """Score every system under results_dir; returns the report (also written as JSON/MD/PNG)."""
     results_dir, out_dir = pathlib.Path(results_dir), pathlib.Path(out_dir)
+    check_rulesets(rulesets)
+    check_folders(results_dir, out_dir)
     found = find_result_files(results_dir)
     if not found:
         raise ScoreError(f"no <system>/<benchmark>/result_N.txt files under {results_dir} "
