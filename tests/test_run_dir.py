@@ -66,6 +66,8 @@ def test_second_run_on_a_live_model_dir_is_refused_naming_the_first_and_a_killed
         line = error_line(second)
         assert f"pid {first.pid}" in line and "another run is using this --model_dir" in line, line
         assert first.poll() is None                                       # the first run goes on
+        line = error_line(toy(tmp_path, "--toy_max_epochs=1", "--overwrite"))   # not even moved aside
+        assert f"pid {first.pid}" in line and not (tmp_path.parent / f"{tmp_path.name}.old-1").exists()
         assert (tmp_path / "mlperf_log.txt").read_text().startswith(log_before)
         assert log_before.count("init_start") == 1 and "run_stop" not in log_before
     finally:
@@ -77,6 +79,16 @@ def test_second_run_on_a_live_model_dir_is_refused_naming_the_first_and_a_killed
     assert "taking over the lock of a run that is gone" in third.stderr
     assert f"at step {saved}" in third.stderr                             # resumed, not restarted
     assert not (tmp_path / run_dir.LOCK_NAME).exists()                    # released at the end
+
+
+def test_overwrite_of_an_unfinished_run_starts_from_step_0_and_keeps_the_old_one(tmp_path):
+    model_dir = tmp_path / "run"
+    (model_dir / "checkpoints").mkdir(parents=True)
+    (model_dir / "mlperf_log.txt").write_text(":::MLLOG {}\n")                  # an interrupted attempt
+    fresh = toy(model_dir, "--toy_max_epochs=2", "--overwrite")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert "resumed from" not in fresh.stderr and "--overwrite: moved" in fresh.stderr
+    assert (tmp_path / "run.old-1" / "mlperf_log.txt").read_text() == ":::MLLOG {}\n"
 
 
 def test_lock_of_another_host_is_live_until_it_goes_stale(tmp_path):

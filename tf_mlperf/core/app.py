@@ -34,9 +34,9 @@ flags.DEFINE_enum("precision", "fp32", ["fp32", "fp16", "bf16"],
                   "Compute precision: fp16 uses dynamic loss scaling; weights stay fp32 in all cases.")
 flags.DEFINE_bool("xla", False, "Compile forward+backward with XLA (jit_compile); allreduce stays outside.")
 flags.DEFINE_string("model_dir", "/tmp/tf_mlperf", "Checkpoints and TensorBoard events go here.")
-flags.DEFINE_bool("overwrite", False, "Start a new run in a --model_dir that holds a finished run: the old folder "
-                  "(and a --mllog_path outside it) is moved aside to <name>.old-N first. Without it such a rerun is "
-                  "refused (a finished run stays finished).")
+flags.DEFINE_bool("overwrite", False, "Start a new run from step 0 in a --model_dir that is in use by no live run: "
+                  "what it holds (and a --mllog_path outside it) is moved aside to <name>.old-N first. Without it a "
+                  "finished run's folder is refused (a finished run stays finished) and an unfinished one resumes.")
 flags.DEFINE_string("mllog_path", None,
                     "MLPerf log file written by rank 0 (default: <model_dir>/mlperf_log.txt).")
 flags.DEFINE_integer("seed", None, "Random seed, logged as the mllog `seed` (default: a fresh one from "

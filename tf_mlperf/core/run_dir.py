@@ -6,8 +6,9 @@
   belongs to a later process (start time in /proc differs, or the machine rebooted), on another host when it
   has not been refreshed for LOCK_STALE_S.
 - `<model_dir>/run_finished.json`, written when the loop ends on its own (target reached or budget spent): a
-  rerun of the same command is refused, saying where the result is; `--overwrite` moves the finished folder
-  (and a --mllog_path outside it) aside to `<name>.old-N` instead, so nothing written is lost.
+  rerun of the same command is refused, saying where the result is; `--overwrite` moves the folder (finished
+  or not, unless a live run holds it) and a --mllog_path outside it aside to `<name>.old-N` instead, so
+  nothing written is lost.
 """
 from __future__ import annotations
 
@@ -109,10 +110,7 @@ class RunLock:
         holder = _read_json(self.path)
         if holder is None:                       # released meanwhile
             return
-        if _alive(holder, self.path):
-            raise RunError(os.path.dirname(self.path), f"another run is using this --model_dir: "
-                           f"{describe(holder)}; wait for it to end or stop it, or give this run another "
-                           f"--model_dir (its lock: {self.path})")
+        refuse_live_run(os.path.dirname(self.path))
         aside = f"{self.path}.stale-{os.getpid()}"
         try:
             os.replace(self.path, aside)
@@ -149,27 +147,39 @@ def _aside(path: str) -> str:
     return f"{path}.old-{n}"
 
 
+def refuse_live_run(model_dir: str) -> None:
+    """RunError naming the live run that holds --model_dir's lock, if one does (a stale lock is left for
+    RunLock.acquire to take over, or moves aside with the folder under --overwrite)."""
+    path = os.path.join(model_dir, LOCK_NAME)
+    holder = _read_json(path)
+    if holder is not None and _alive(holder, path):
+        raise RunError(model_dir, f"another run is using this --model_dir: {describe(holder)}; wait for it to end "
+                       f"or stop it, or give this run another --model_dir (its lock: {path})")
+
+
 def check_not_finished(model_dir: str, mllog_path: str, overwrite: bool) -> list[str]:
-    """Refuses to run again in a finished run's folder; with --overwrite moves it (and a --mllog_path outside
-    it that holds a finished run) aside. Returns the moves made, as 'old -> new'."""
+    """Refuses to run again in a finished run's folder. With --overwrite, moves a non-empty --model_dir (finished
+    or not: the new run starts from step 0) and a --mllog_path outside it aside to <name>.old-N, after refusing
+    when a live run holds it. Returns the moves made, as 'old -> new'."""
+    if overwrite:
+        refuse_live_run(model_dir)
+        moves = []
+        inside = os.path.abspath(mllog_path).startswith(os.path.abspath(model_dir) + os.sep)
+        if os.path.exists(mllog_path) and not inside:
+            target = _aside(mllog_path)
+            os.replace(mllog_path, target)
+            moves.append(f"{mllog_path} -> {target}")
+        if os.path.isdir(model_dir) and os.listdir(model_dir):
+            target = _aside(model_dir.rstrip(os.sep))
+            os.replace(model_dir, target)
+            moves.append(f"{model_dir} -> {target}")
+        return moves
     finished = _read_json(finished_path(model_dir))
-    if finished is None:
-        return []
-    if not overwrite:
-        status = finished.get("status", "?")
-        raise RunError(model_dir, f"holds a finished run (status {status}, its MLPerf log: "
+    if finished is not None:
+        raise RunError(model_dir, f"holds a finished run (status {finished.get('status', '?')}, its MLPerf log: "
                        f"{finished.get('mllog_path', mllog_path)}): it stays as it is; start a new run with another "
                        "--model_dir, or pass --overwrite to move this one aside (to <model_dir>.old-N) first")
-    moves = []
-    inside = os.path.abspath(mllog_path).startswith(os.path.abspath(model_dir) + os.sep)
-    if os.path.exists(mllog_path) and not inside:
-        target = _aside(mllog_path)
-        os.replace(mllog_path, target)
-        moves.append(f"{mllog_path} -> {target}")
-    target = _aside(model_dir.rstrip(os.sep))
-    os.replace(model_dir, target)
-    moves.append(f"{model_dir} -> {target}")
-    return moves
+    return []
 
 
 def mark_finished(model_dir: str, status: str, metric, mllog_path: str) -> None:
