@@ -149,15 +149,18 @@ def test_multi_worker_checkpoint_and_resume(tmp_path):
     assert [rc for rc, _ in first] == [1, 1], first[0][1][-3000:] + first[1][1][-3000:]
     ckpt_dir = tmp_path / "checkpoints"
     assert latest_checkpoint_step(ckpt_dir) == 2 * 16
+    (tmp_path / "run_finished.json").unlink()      # as if killed after its last checkpoint (finished: never resumed)
     second = _multi_worker_toy(tmp_path, *flags, "--toy_max_epochs=4")
     assert [rc for rc, _ in second] == [1, 1], second[0][1][-3000:] + second[1][1][-3000:]
     out = second[0][1]                                                      # the chief's console (others are quiet)
     assert "resumed from" in out and "at step 32" in out, out[-3000:]
     assert latest_checkpoint_step(ckpt_dir) == 4 * 16
-    events = read_mllog(tmp_path / "mlperf_log.txt")
+    # the first log ends with run_stop: the resumed attempt logs beside it, never after it
+    assert [e["key"] for e in read_mllog(tmp_path / "mlperf_log.txt")].count("run_start") == 1
+    events = read_mllog(tmp_path / "mlperf_log.resumed-1.txt")
     run_starts = [i for i, e in enumerate(events) if e["key"] == "run_start"]
-    assert len(run_starts) == 2                                             # one log line per run (chief)
-    resumed = events[run_starts[1]:]
+    assert len(run_starts) == 1                                             # one log line per run (chief)
+    resumed = events[run_starts[0]:]
     # the resumed run trains epochs 3 and 4 only (the eval at the resume point is repeated: it may be lost)
     assert [e["metadata"]["first_epoch_num"] for e in resumed if e["key"] == "block_start"] == [2, 3]
     assert [e["metadata"]["epoch_num"] for e in resumed if e["key"] == "eval_accuracy"] == [2, 3, 4]

@@ -306,6 +306,7 @@ def test_unreadable_checkpoint_state_resumes_from_the_latest_complete_checkpoint
     checkpoints = tmp_path / "checkpoints"
     assert latest_checkpoint_step(checkpoints) == 32
     kept = {p.name: p.read_bytes() for p in checkpoints.glob("ckpt-32.*")}
+    (tmp_path / "run_finished.json").unlink()      # as if killed after its last checkpoint (finished: never resumed)
     (checkpoints / "checkpoint").write_text("\x00garbage{{{ not a CheckpointState\n")
     second = toy(tmp_path, "--toy_max_epochs=3", f"--mllog_path={tmp_path / 'second.txt'}")
     assert second.returncode == 1, second.stderr[-3000:]
@@ -320,6 +321,8 @@ def test_unreadable_checkpoint_state_resumes_from_the_latest_complete_checkpoint
 @pytest.mark.slow
 def test_truncated_checkpoint_data_is_named_and_nothing_is_overwritten(tmp_path):
     assert toy(tmp_path, "--toy_max_epochs=1").returncode == 1
+    (tmp_path / "run_finished.json").unlink()      # as if killed after its last checkpoint (finished: never resumed)
+    (tmp_path / "mlperf_log.txt").unlink()
     data = tmp_path / "checkpoints" / "ckpt-16.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:-8])
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
