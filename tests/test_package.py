@@ -20,16 +20,27 @@ import sys
 import pytest
 
 from launch import REPO, env, read_mllog
-from mllog_fixtures import write_result_log
+from mllog_fixtures import RUN_START_MS, write_result_log
 from test_bert_smoke import smoke_records  # noqa: F401  (fixture: BERT smoke TFRecords)
 from test_resnet_e2e import sample_tfrecords  # noqa: F401  (fixture: ImageNet-sample TFRecords)
 
-# What a site states about its machine: the fields no machine can tell about itself.
-SITE_FIELDS = {
-    "host_processor_interconnect": "N/A (one socket)", "host_storage_type": "NVMe SSD",
-    "host_storage_capacity": "1 TB", "host_networking": "N/A (one node)", "host_networking_topology": "N/A",
-    "host_memory_configuration": "test machine", "cooling": "air",
+# The machine the fixture campaigns ran on, as its submitter describes it: one CPU node, one process
+# (--launcher none). Nothing is filled from the packaging machine: every field the checker wants is here.
+SYSTEM = {
+    "submitter": "tf_mlperf", "division": "closed", "status": "Available on-premise", "system_name": "sys-a",
+    "number_of_nodes": "1", "host_processors_per_node": "1", "host_processor_model_name": "Test CPU",
+    "host_processor_core_count": "2", "host_processor_vcpu_count": "2", "host_processor_frequency": "2.0 GHz",
+    "host_processor_caches": "L3 32 MB", "host_processor_interconnect": "N/A (one socket)", "host_memory_capacity": "8 GB",
+    "host_storage_type": "NVMe SSD", "host_storage_capacity": "1 TB", "host_networking": "N/A (one node)",
+    "host_networking_topology": "N/A", "host_memory_configuration": "test machine", "accelerators_per_node": "0",
+    "accelerator_model_name": "N/A (CPU only)", "accelerator_host_interconnect": "N/A",
+    "accelerator_frequency": "N/A", "accelerator_on-chip_memories": "N/A", "accelerator_memory_configuration": "N/A",
+    "accelerator_memory_capacity": "N/A", "accelerator_interconnect": "N/A", "accelerator_interconnect_topology": "N/A",
+    "cooling": "air", "hw_notes": "", "framework": "TensorFlow 2.20", "other_software_stack": "python 3.11",
+    "operating_system": "Linux", "sw_notes": "",
 }
+ONE_PROCESS = {"launcher": "none", "source": "--nodes 1 --gpus_per_node 1", "hosts": [["localhost", 1]],
+               "nodes": 1, "tasks_per_node": 1, "ranks": 1, "cpus_per_task": 2}
 
 
 def package(*args):
@@ -46,8 +57,16 @@ def snapshot(folder: pathlib.Path) -> dict:
 def fixture_results(root: pathlib.Path, seeds=(1, 2, 3, 4, 5), system="sys-a") -> pathlib.Path:
     for k, seed in enumerate(seeds):
         write_result_log(root / system / "resnet" / f"result_{k}.txt", "resnet", minutes=10 + k,
-                         hparams={"seed": seed})
+                         hparams={"seed": seed, "submission_platform": system})
     return root
+
+
+def template_file(tmp_path, fields=None, **changes) -> pathlib.Path:
+    """SYSTEM (or `fields`) with changes (None: the field left out) as a --system_template file."""
+    desc = {k: v for k, v in {**(fields or SYSTEM), **changes}.items() if v is not None}
+    path = tmp_path / "system.json"
+    path.write_text(json.dumps(desc))
+    return path
 
 
 def assert_refused(tmp_path, results, *words, extra=()):
@@ -57,6 +76,7 @@ def assert_refused(tmp_path, results, *words, extra=()):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     message = proc.stderr.strip()
     assert message.startswith("tf-mlperf-package: "), message
+    assert "Traceback" not in proc.stderr, proc.stderr
     for word in words:
         assert word in message, (word, message)
     assert snapshot(results) == before                        # the results folder is only read
@@ -79,32 +99,39 @@ def test_log_of_another_benchmark_is_refused(tmp_path):
 
 def test_two_runs_with_one_seed_are_refused(tmp_path):
     results = fixture_results(tmp_path / "results", seeds=(1, 2, 3, 2, 5))
-    assert_refused(tmp_path, results, "result_3.txt", "seed 2", "result_1.txt", "seed check")
+    assert_refused(tmp_path, results, "result_3.txt", "seed 2", "result_1.txt", "seed check", "same line")
 
 
-@pytest.mark.parametrize("cut", ["mid_line", "last_line"])
-def test_truncated_log_is_refused(tmp_path, cut):
+def test_a_cut_log_is_refused(tmp_path):
+    # A line cut mid-JSON: the package checker's seed check cannot parse the log and its RCP check raises. (A log
+    # cut between lines, run_stop missing, is a run that did not converge: test_package_rules.py.)
     results = fixture_results(tmp_path / "results")
     log = results / "sys-a" / "resnet" / "result_4.txt"
     lines = log.read_text().splitlines(keepends=True)
-    if cut == "mid_line":                                      # cut inside the last (run_stop) line
-        log.write_text("".join(lines)[:-60])
-        assert_refused(tmp_path, results, f"{log}:{len(lines)}: truncated")
-    else:                                                      # whole lines, the run_stop one missing
-        log.write_text("".join(lines[:-1]))
-        assert_refused(tmp_path, results, str(log), "truncated", "no run_stop")
+    log.write_text("".join(lines)[:-60])
+    assert_refused(tmp_path, results, f"{log}:{len(lines)}: truncated", "seed check")
+
+
+def test_a_log_with_no_mllog_line_is_refused_naming_the_seed_check(tmp_path):
+    results = fixture_results(tmp_path / "results")
+    log = results / "sys-a" / "resnet" / "result_2.txt"
+    log.write_text("")                                         # tf-mlperf-campaign's trace of a run that died early
+    assert_refused(tmp_path, results, str(log), "no :::MLLOG lines", "seed check refuses a log without a seed")
 
 
 def test_wrong_number_of_runs_is_refused(tmp_path):
     results = fixture_results(tmp_path / "results", seeds=(1, 2, 3, 4))
-    assert_refused(tmp_path, results, "4 result files", "exactly 5")
+    assert_refused(tmp_path, results, "4 result files", "the rules require 5")
 
 
 def test_missing_system_fields_are_listed(tmp_path):
+    # Before the fix the description was prefilled from the packaging machine (model, counts; "N/A" accelerator
+    # fields on a CPU box): nothing of that is filled now, so every machine field is named.
     results = fixture_results(tmp_path / "results")
     message = assert_refused(tmp_path, results, "missing field(s)", "cooling", "host_storage_type",
-                             "--system_template")
-    assert "host_processor_model_name" not in message          # prefilled from this machine
+                             "host_processor_model_name", "number_of_nodes", "accelerators_per_node",
+                             "accelerator_model_name", "--system_template")
+    assert "package checker" in message.split("empty or a placeholder")[0]   # absent keys: the checker's check
 
 
 def test_a_refused_package_removes_only_the_folders_it_made(tmp_path):
@@ -147,57 +174,95 @@ def add_seed(log: pathlib.Path, seed: int) -> None:
     mllog.MLLogger(logger=logger, default_stack_offset=1, root_dir=str(REPO)).event(key=C.SEED, value=seed)
     handler.close()
     logger.removeHandler(handler)
-    lines = log.read_text().splitlines(keepends=True)
-    at = next(i for i, line in enumerate(lines) if '"init_start"' in line) + 1
-    log.write_text("".join(lines[:at]) + line_file.read_text() + "".join(lines[at:]))
+    splice(log, line_file.read_text())
     line_file.unlink()
 
 
-def campaign_results(root: pathlib.Path, benchmarks=("resnet", "bert"),
-                     faults: dict | None = None) -> tuple[pathlib.Path, pathlib.Path]:
-    """Compliant fixture logs of a whole campaign (5 ResNet, 10 BERT) and the campaign.json it would write;
-    faults[(benchmark, K)]: write_result_log arguments for run K (e.g. converge=False)."""
+def splice(log: pathlib.Path, text: str) -> None:
+    lines = log.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if '"init_start"' in line) + 1
+    log.write_text("".join(lines[:at]) + text + "".join(lines[at:]))
+
+
+MINUTES = {"resnet": [10, 11, 12, 13, 14], "bert": [20, 21, 22, 23, 24, 25, 26, 27, 28, 29]}
+DATA = {"resnet": ["--data_dir=/data/imagenet"],
+        "bert": ["--train_file_pattern=/data/bert/tfrecords/part-*", "--eval_file_pattern=/data/bert/tfrecords/eval_10k",
+                 "--init_checkpoint=/data/bert/tf1_ckpt/model.ckpt-28252"]}
+
+
+def campaign_results(root: pathlib.Path, benchmarks=("resnet", "bert"), faults: dict | None = None, *,
+                     system="sys-a", minutes=None, seeds=None, hparams=None, topology=None, pre_run_cmd=None,
+                     code=None) -> tuple[pathlib.Path, pathlib.Path]:
+    """Compliant fixture logs of a whole campaign (5 ResNet, 10 BERT; minutes[benchmark] sets the count) and the
+    campaign.json tf-mlperf-campaign would write for them: the code record (source_code.record_code, as the
+    campaign makes it when its runs start, unless `code`), the machine (`topology`, default ONE_PROCESS), each
+    run's command. faults[(benchmark, K)]: write_result_log arguments for run K (e.g. converge=False);
+    seeds[benchmark]: the seeds (default 1000 * first minutes + K)."""
+    from tf_mlperf.score.source_code import record_code
     results, work = root / "results", root / "campaign"
     flagfile = root / "smoke.cfg"
     flagfile.write_text("--batch_size=32\n")
-    for benchmark, runs, minutes in (("resnet", 5, 10), ("bert", 10, 20)):
-        if benchmark not in benchmarks:
-            continue
+    topo = topology or ONE_PROCESS
+    for benchmark in benchmarks:
+        times = (minutes or {}).get(benchmark, MINUTES[benchmark])
+        run_seeds = (seeds or {}).get(benchmark) or [1000 * times[0] + k for k in range(len(times))]
+        folder = work / system / benchmark
+        folder.mkdir(parents=True)
+        record_of_code = code if code is not None else record_code(folder)
+        python = sys.executable
+        prefix = [] if topo["launcher"] == "none" else [
+            str(pathlib.Path(python).parent / "horovodrun"), "-np", str(topo["ranks"]), "--hostfile",
+            str(folder / "hostfile"), "--gloo"]
         records = []
-        for k in range(runs):
-            log = write_result_log(results / "sys-a" / benchmark / f"result_{k}.txt", benchmark, minutes + k,
+        for k, (m, seed) in enumerate(zip(times, run_seeds)):
+            log = write_result_log(results / system / benchmark / f"result_{k}.txt", benchmark, m,
+                                   run_start_ms=RUN_START_MS + k * 3_600_000,
+                                   hparams={"submission_platform": system, **(hparams or {}).get(benchmark, {})},
                                    **(faults or {}).get((benchmark, k), {}))
-            seed = 1000 * minutes + k
             add_seed(log, seed)
-            records.append({"run": k, "seed": seed, "command": ["python", "-m", f"tf_mlperf.{benchmark}.train",
-                                                              f"--seed={seed}"], "exit_code": 0, "log": str(log)})
-        (work / "sys-a" / benchmark).mkdir(parents=True)
-        (work / "sys-a" / benchmark / "campaign.json").write_text(json.dumps(
-            {"benchmark": benchmark, "flagfile": str(flagfile), "runs": records}))
+            command = [*prefix, python, "-m", f"tf_mlperf.{benchmark}.train", f"--flagfile={flagfile}",
+                       f"--seed={seed}", f"--mllog_path={log}", f"--model_dir={folder / f'run_{k}'}",
+                       f"--submission_platform={system}", *DATA[benchmark]]
+            records.append({"run": k, "seed": seed, "command": command, "exit_code": 0, "wall_s": m * 60.0,
+                            "log": str(log), "cache_flush": {"command": pre_run_cmd, "exit_code": 0}
+                            if pre_run_cmd else None})
+        (folder / "campaign.json").write_text(json.dumps(
+            {"benchmark": benchmark, "system": system, "flagfile": str(flagfile), "python": python,
+             "pre_run_cmd": pre_run_cmd, "code": record_of_code, "topology": topo, "seeds": run_seeds,
+             "runs": records}))
     return results, work
+
+
+def package_campaign(tmp_path, results, work, *extra, template=None):
+    out = tmp_path / "out" / "submission"
+    proc = package(results, "--out", out, "--work_dir", work, "--system_template", template or template_file(tmp_path),
+                   *extra)
+    return proc, out
 
 
 def test_fixture_campaign_packages_and_the_real_checkers_pass(tmp_path):
     results, work = campaign_results(tmp_path)
-    template = tmp_path / "system.json"
-    template.write_text(json.dumps(SITE_FIELDS))
     before = snapshot(results)
-    out = tmp_path / "out" / "submission"
-    proc = package(results, "--out", out, "--work_dir", work, "--system_template", template)
+    proc, out = package_campaign(tmp_path, results, work)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert snapshot(results) == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["submission", "submission.tar.gz"]
+    # Everything inside the submitter folder (the rules keep a submission's content there).
+    assert [p.name for p in out.iterdir()] == ["closed"] and [p.name for p in (out / "closed").iterdir()] == ["tf_mlperf"]
+    tree = out / "closed" / "tf_mlperf"
+    assert sorted(p.name for p in tree.iterdir()) == ["PACKAGE.txt", "benchmarks", "checks", "results", "score",
+                                                      "systems"]
     for ruleset in ("4.0.0", "5.0.0"):                         # fixture logs meet the RCPs: no switch
-        assert "PACKAGE CHECKER FOUND NO ERRORS, SUCCESS !" in (out / "checks" / ruleset / "package_checker.log").read_text()
-        assert json.loads((out / "checks" / ruleset / "summary.json").read_text())
-    system = json.loads((out / "closed" / "tf_mlperf" / "systems" / "sys-a.json").read_text())
-    assert all(isinstance(v, str) and v != "" for k, v in system.items() if k not in ("hw_notes", "sw_notes"))
-    code = out / "closed" / "tf_mlperf" / "benchmarks" / "bert" / "implementations" / "tf_mlperf"
+        log = (tree / "checks" / ruleset / "package_checker.log").read_text()
+        assert "PACKAGE CHECKER FOUND NO ERRORS, SUCCESS !" in log and "Running Seed Checker" in log
+        assert json.loads((tree / "checks" / ruleset / "summary.json").read_text())
+    assert json.loads((tree / "systems" / "sys-a.json").read_text()) == SYSTEM
+    code = tree / "benchmarks" / "bert" / "implementations" / "tf_mlperf"
     assert (code / "flags_used" / "smoke.cfg").is_file() and (code / "tf_mlperf" / "core" / "loop.py").is_file()
-    assert (out / "score" / "report.md").is_file()
+    assert (tree / "score" / "report.md").is_file()
     for line in ("resnet: 5 runs, 5 compliant and reached the target: accepted by the package checker\n",
                  "bert: 10 runs, 10 compliant and reached the target: accepted by the package checker\n"):
-        assert f"tf-mlperf-package: {line}" in proc.stdout and line in (out / "PACKAGE.txt").read_text()
+        assert f"tf-mlperf-package: {line}" in proc.stdout and line in (tree / "PACKAGE.txt").read_text()
 
 
 @pytest.mark.parametrize("fault, kind, why", [
@@ -210,10 +275,7 @@ def test_a_failed_run_is_named_and_why_the_package_is_accepted(tmp_path, fault, 
     # the slowest) and the package checker accepts one log that does not comply. Before the fix the package said
     # nothing about it: exit 0 and only the paths of the package.
     results, work = campaign_results(tmp_path, benchmarks=("resnet",), faults={("resnet", 3): fault})
-    template = tmp_path / "system.json"
-    template.write_text(json.dumps(SITE_FIELDS))
-    out = tmp_path / "out" / "submission"
-    proc = package(results, "--out", out, "--work_dir", work, "--system_template", template)
+    proc, out = package_campaign(tmp_path, results, work)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     line = next(line for line in proc.stdout.splitlines() if line.startswith("tf-mlperf-package: resnet: "))
     assert line.startswith(f"tf-mlperf-package: resnet: 5 runs, 4 compliant and reached the target, 1 {kind} "
@@ -221,15 +283,16 @@ def test_a_failed_run_is_named_and_why_the_package_is_accepted(tmp_path, fault, 
     assert line.endswith('accepted by the package checker (its log: "1 file does not comply, accepting this under '
                          'olympic scoring") — the olympic mean drops the failed run as the slowest; the rules allow '
                          'one (training_rules.adoc, Benchmark Results)'), line
-    assert line.split(": ", 1)[1] + "\n" in (out / "PACKAGE.txt").read_text()
+    assert line.split(": ", 1)[1] + "\n" in (out / "closed" / "tf_mlperf" / "PACKAGE.txt").read_text()
 
 
 def test_logs_of_other_code_are_refused(tmp_path):
     results, work = campaign_results(tmp_path)
     other = results / "sys-a" / "resnet" / "result_1.txt"
-    write_result_log(other, "resnet", 11, hparams={"seed": 4242})   # its seed logged from another line
+    write_result_log(other, "resnet", 11, run_start_ms=RUN_START_MS + 3_600_000,
+                     hparams={"seed": 10001, "submission_platform": "sys-a"})   # run 1's seed, from another line
     assert_refused(tmp_path, results, str(other), "another version of the code",
-                   extra=("--work_dir", work, *[f"--field={k}={v}" for k, v in SITE_FIELDS.items()]))
+                   extra=("--work_dir", work, "--system_template", template_file(tmp_path)))
 
 
 def test_results_of_another_campaign_are_refused(tmp_path):
@@ -239,7 +302,7 @@ def test_results_of_another_campaign_are_refused(tmp_path):
     record["runs"][3]["seed"] += 1
     manifest.write_text(json.dumps(record))
     assert_refused(tmp_path, results, "result_3.txt", str(manifest), "different campaigns",
-                   extra=("--work_dir", work, *[f"--field={k}={v}" for k, v in SITE_FIELDS.items()]))
+                   extra=("--work_dir", work, "--system_template", template_file(tmp_path)))
 
 
 # --------------------------------------------------------------------------- end to end
@@ -282,7 +345,8 @@ def test_campaign_of_smoke_runs_packages_and_the_package_checker_passes(tmp_path
              f"--eval_file_pattern={smoke_records}", "--num_eval_examples=64", f"--init_checkpoint={init}",
              "--eval_interval_samples=64", "--notensorboard", platform)     # trained already: eval after 2 steps
     template = tmp_path / "system.json"
-    template.write_text(json.dumps(SITE_FIELDS))
+    smoke_system = {**SYSTEM, "system_name": "cpu-smoke"}      # the runs: one process (--launcher=none), this CPU
+    template.write_text(json.dumps(smoke_system))
     before = snapshot(results)
 
     out = tmp_path / "out" / "submission"
@@ -302,12 +366,12 @@ def test_campaign_of_smoke_runs_packages_and_the_package_checker_passes(tmp_path
             assert (code / name).is_file(), name
         assert (code / "launch_commands.sh").read_text().count("--seed=") == runs
     for ruleset in ("4.0.0", "5.0.0"):
-        log = (out / "checks" / ruleset / "package_checker.log").read_text()
+        log = (tree / "checks" / ruleset / "package_checker.log").read_text()
         assert "PACKAGE CHECKER FOUND NO ERRORS, SUCCESS !" in log
         assert "Seed checker failed" not in log and "System description checker passed" in log
         assert "Bypassing Seed Checker" not in log
-        assert (out / "checks" / ruleset / "result_summarizer.txt").is_file()
-    assert (out / "score" / "report.md").is_file()
+        assert (tree / "checks" / ruleset / "result_summarizer.txt").is_file()
+    assert (tree / "score" / "report.md").is_file()
 
     # BERT: every run started from the checkpoint, logged its initial eval with an epoch_num, and its
     # train_samples line (what --rcp-bert-train-samples reads) is the sample count of its last eval.
@@ -321,8 +385,8 @@ def test_campaign_of_smoke_runs_packages_and_the_package_checker_passes(tmp_path
         assert rcp_checker.read_submission_file(str(log), "5.0.0", True)[1] == last_eval
 
     # The same results with a field missing: refused, nothing written.
-    template.write_text(json.dumps({k: v for k, v in SITE_FIELDS.items() if k != "cooling"}))
+    template.write_text(json.dumps({k: v for k, v in smoke_system.items() if k != "host_storage_type"}))
     again = package(results, "--out", tmp_path / "out2" / "submission", "--work_dir", work,
                     "--system_template", template, "--rcp-bypass")
-    assert again.returncode == 2 and "cooling" in again.stderr
+    assert again.returncode == 2 and "host_storage_type" in again.stderr
     assert not (tmp_path / "out2").exists()

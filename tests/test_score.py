@@ -154,6 +154,14 @@ def test_rcp_normalization(tmp_path, last_epoch, passes):
     assert resnet["rcp"]["passed"] is passes and resnet["rcp"]["message"] == "RCP found"
     assert resnet["rcp"]["norm_factor"] == pytest.approx(rcp_mean / last_epoch)
     assert resnet["result_minutes"] == pytest.approx(11.0 * rcp_mean / last_epoch)
+    # result_summarizer in a checked package multiplies by the scaling.json the RCP checker writes, only when the
+    # check passes (issue 27: the report showed its time before that scaling under "result_summarizer (min)").
+    assert resnet["summarizer_minutes"] == pytest.approx(11.0)
+    assert resnet["summarizer_scaling"] == (pytest.approx(rcp_mean / last_epoch) if passes else 1.0)
+    assert resnet["summarizer_scaled_minutes"] == pytest.approx(11.0 * resnet["summarizer_scaling"])
+    row = next(line for line in (tmp_path / "out" / "report.md").read_text().splitlines()
+               if line.startswith("| resnet |"))
+    assert row.endswith(f"| 11.0000 | {resnet['summarizer_scaled_minutes']:.4f} (x{resnet['summarizer_scaling']:.4f}) |")
 
 
 # The campaign driver's tests are in tests/test_campaign.py.

@@ -38,6 +38,7 @@ import time
 from mlperf_logging import benchmark_meta
 
 from tf_mlperf.core.mlperf_log import draw_seed
+from tf_mlperf.score.source_code import record_code
 
 MODULES = {"resnet": "tf_mlperf.resnet.train", "bert": "tf_mlperf.bert.train"}
 
@@ -97,10 +98,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     refuse_nonsense_counts(p, args, rules_runs)
     if args.runs is None:
         args.runs = rules_runs
-    elif args.runs < rules_runs:   # a smoke campaign is fine; a short submission is not
-        print(f"tf-mlperf-campaign: note: --runs {args.runs} is below the rules' count for {args.benchmark} "
-              f"({rules_runs}): tf-mlperf-score needs --allow_fewer and calls the result UNOFFICIAL",
-              file=sys.stderr, flush=True)
+    args.notes = []
+    if args.runs < rules_runs:   # a smoke campaign is fine; a short submission is not (said at the end)
+        args.notes.append(f"tf-mlperf-campaign: note: --runs {args.runs} is below the rules' count for "
+                          f"{args.benchmark} ({rules_runs}): tf-mlperf-score needs --allow_fewer and calls the "
+                          "result UNOFFICIAL")
     args.seeds = ([draw_seed() for _ in range(args.runs)] if args.seed_base is None
                   else [args.seed_base + k for k in range(args.runs)])
     for name in ("flagfile", "results_dir", "work_dir"):  # runs may start in another directory
@@ -739,8 +741,17 @@ def run_tied_to_driver(cmd: list[str], grace_s: float = 10.0) -> RunOutcome:
 
 
 def write_manifest(args, records: list[dict]) -> None:
+    """campaign.json. Its first write, before the first run, records the code the runs use (git commit, sha256 of
+    uncommitted changes, saved beside it: source_code.record_code) and the machine (hosts, nodes, ranks); the
+    package ships that code and checks the system description against that machine."""
+    if getattr(args, "code", None) is None:
+        args.code = record_code(campaign_dir(args))
+    topo = topology(args)
+    machine = {"launcher": args.launcher, "source": topo.source, "hosts": topo.hosts, "nodes": topo.nodes,
+               "tasks_per_node": topo.tasks_per_node, "ranks": topo.ranks, "cpus_per_task": topo.cpus_per_task}
     (campaign_dir(args) / "campaign.json").write_text(json.dumps(
         {"benchmark": args.benchmark, "system": args.system, "flagfile": str(args.flagfile),
+         "python": args.python, "pre_run_cmd": args.pre_run_cmd, "code": args.code, "topology": machine,
          "seeds": seeds(args), "runs": records}, indent=2) + "\n")
 
 
@@ -753,11 +764,14 @@ def run_one(args, k: int, seed: int, replaced: pathlib.Path, records: list[dict]
             replaced.mkdir(exist_ok=True)
             old.rename(replaced / old.name)
             print(f"[campaign] --overwrite: moved {old} to {replaced}", flush=True)
-    if args.pre_run_cmd:
-        subprocess.run(args.pre_run_cmd, shell=True, check=False)
+    flush = None
+    if args.pre_run_cmd:   # the cache flush the rules ask before each run: its exit code goes into campaign.json
+        flush = {"command": args.pre_run_cmd,
+                 "exit_code": subprocess.run(args.pre_run_cmd, shell=True, check=False).returncode}
     cmd = local_command(args, k, seed)
     print(f"[campaign] run {k + 1}/{args.runs} seed {seed}: {shlex.join(cmd)}", flush=True)
-    record = {"run": k, "seed": seed, "command": cmd, "exit_code": None, "wall_s": None, "log": str(log)}
+    record = {"run": k, "seed": seed, "command": cmd, "exit_code": None, "wall_s": None, "log": str(log),
+              "cache_flush": flush}
     started = time.time()
     try:
         outcome = run_tied_to_driver(cmd)
@@ -794,12 +808,15 @@ def run_campaign(args) -> list[dict]:
     """Run every seed in turn; record exit codes and wall times in campaign.json, after every run and when a
     Ctrl-C ends one (CampaignInterrupted)."""
     check_can_run(args)
+    for note in args.notes:                # after the checks: a refused campaign prints its one line only
+        print(note, file=sys.stderr, flush=True)
     result_dir(args).mkdir(parents=True, exist_ok=True)
     campaign_dir(args).mkdir(parents=True, exist_ok=True)
     topo = topology(args)
     if args.launcher != "none":
         (campaign_dir(args) / "hostfile").write_text(hostfile_text(topo.hosts))
     records = []
+    write_manifest(args, records)      # before the first run: the code and machine the runs start with
     replaced = campaign_dir(args) / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
     for k, seed in enumerate(seeds(args)):
         try:
@@ -817,6 +834,8 @@ def main(argv=None) -> int:
     try:
         if args.dry_run:
             dry_run(args)
+            for note in args.notes:        # after the checks: a refused campaign prints its one line only
+                print(note, file=sys.stderr, flush=True)
             return 0
         records = run_campaign(args)
     except CampaignError as error:

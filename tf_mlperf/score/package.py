@@ -1,28 +1,33 @@
 """tf-mlperf-package RESULTS_DIR: the MLPerf Training submission package of a campaign, checked and tarred.
 
 From RESULTS_DIR/<system>/<benchmark>/result_N.txt (as tf-mlperf-campaign writes it, with its campaign.json
-under --work_dir) and a system description, it writes
+under --work_dir) and the submitter's system description, it writes
 
     <out>/<division>/<submitter>/systems/<system>.json
     <out>/<division>/<submitter>/results/<system>/<benchmark>/result_N.txt
     <out>/<division>/<submitter>/benchmarks/<benchmark>/implementations/tf_mlperf/
-        README.md, source tree (git ls-files), flags/ (the flagfile the runs used), launch_commands.sh,
-        campaign.json, SOURCE.txt (commit, dirty state; source.diff when dirty)
-    <out>/checks/<ruleset>/  package_checker.log, result_summarizer.txt  (one per ruleset: ResNet 4.0.0,
-        BERT 5.0.0; each run on a view of the tree holding only that ruleset's benchmarks)
-    <out>/score/             tf-mlperf-score's report of the same logs
-    <out>.tar.gz             all of the above, the one file to hand in
+        the runs' source tree (the commit and changes campaign.json recorded when they started), flags_used/,
+        launch_commands.sh, campaign.json, SOURCE.txt [source.diff], README.md
+    <out>/<division>/<submitter>/benchmarks/<benchmark>/implementations/<system>/
+        <system>_tf_mlperf.json, README.md, setup.sh, init_datasets.sh, run_and_time.sh [hostfile]
+    <out>/<division>/<submitter>/checks/<ruleset>/  package_checker.log, result_summarizer.txt, summary.json
+        (one per ruleset: ResNet 4.0.0, BERT 5.0.0; each on a view of the tree holding that ruleset's benchmarks)
+    <out>/<division>/<submitter>/checks/m_of_n/<benchmark>/  with more runs than the rules' N: all runs, selection
+    <out>/<division>/<submitter>/score/        tf-mlperf-score's report of the submitted logs
+    <out>/<division>/<submitter>/PACKAGE.txt   when, what, checker switches, per benchmark what counted and why
+    <out>.tar.gz                                all of the above, the one file to hand in
 
-The system JSON is prefilled from this machine (CPU, memory, nvidia-smi GPUs, software versions), then
---system_template, then --field KEY=VALUE; every field the package checker's system_desc check requires must
-end up non-empty (hw_notes/sw_notes may be empty), else packaging refuses listing the missing ones.
-`--write_template PATH` writes the prefilled JSON (missing fields "") for you to complete.
+The system description is --system_template JSON and --field KEY=VALUE, nothing from the packaging machine;
+it must hold what the package checker and the rules require and match the logs and campaign.json (nodes,
+ranks, batch, platform, submitter, division): see tf_mlperf/score/system_desc.py. `--write_template PATH`
+writes the fields to fill.
 
-Bad input (systems or benchmarks mixed, a log of another benchmark or system, two runs with one seed, a
-truncated log, a missing field, an --out inside RESULTS_DIR) is refused with the file and the rule; RESULTS_DIR is
-only read; nothing is left at <out> or <out>.tar.gz, nor a folder made for them, unless every check passed. A
-package prints, per benchmark, the runs that do not count and why, and what the package checker accepted and
-why (one non-converging run is allowed). See docs/submission.md.
+Bad input (systems or benchmarks mixed, a log of another benchmark or system, two runs logging one seed on one
+source line, a cut log, a run without a cache flush, a missing or mismatched system field, a corrupt
+campaign.json, logs of other code, an --out inside RESULTS_DIR) is refused in one line with the file and the
+rule; RESULTS_DIR is only read; nothing is left at <out> or <out>.tar.gz, nor a folder made for them, unless
+every check passed. One run that did not converge (aborted, or its log ends without run_stop) is accepted, as
+the rules and the package checker accept it, and the package says so. See docs/submission.md.
 """
 from __future__ import annotations
 
@@ -31,7 +36,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import re
 import shlex
 import shutil
@@ -42,39 +46,20 @@ import tempfile
 
 from mlperf_logging import benchmark_meta
 
-from tf_mlperf.score.score import BENCHMARKS, RESULT_FILE
+from tf_mlperf.score import implementation, m_of_n, source_code, system_desc
+from tf_mlperf.score.score import BENCHMARKS, RESULT_FILE, result_index
+from tf_mlperf.score.system_desc import PackageError
 
 USAGE = "training"
-IMPLEMENTATION = "tf_mlperf"
-REPO = pathlib.Path(__file__).resolve().parents[2]
-
-# mlperf_logging/system_desc_checker/system_desc_checker.py, required_fields (4.1.68).
-REQUIRED_FIELDS = (
-    "submitter", "division", "status", "system_name", "number_of_nodes", "host_processors_per_node",
-    "host_processor_model_name", "host_processor_core_count", "host_processor_vcpu_count",
-    "host_processor_frequency", "host_processor_caches", "host_processor_interconnect", "host_memory_capacity",
-    "host_storage_type", "host_storage_capacity", "host_networking", "host_networking_topology",
-    "host_memory_configuration", "accelerators_per_node", "accelerator_model_name",
-    "accelerator_host_interconnect", "accelerator_frequency", "accelerator_on-chip_memories",
-    "accelerator_memory_configuration", "accelerator_memory_capacity", "accelerator_interconnect",
-    "accelerator_interconnect_topology", "cooling", "hw_notes", "framework", "other_software_stack",
-    "operating_system", "sw_notes",
-)
-MAY_BE_EMPTY = {"hw_notes", "sw_notes"}
-# mllog submission_status -> the system_desc checker's availability values (training >= 4.0).
-STATUS = {"onprem": "Available on-premise", "cloud": "Available cloud",
-          "research": "Research, Development, or Internal (RDI)", "preview": "Preview"}
+REPO = source_code.REPO
 CHECKER_OK = "PACKAGE CHECKER FOUND NO ERRORS, SUCCESS !"
-
-
-class PackageError(Exception):
-    """A refusal to package, with a message meant for the user (file and rule)."""
 
 
 # --------------------------------------------------------------------------- reading the results
 
-def read_events(path: pathlib.Path) -> list[dict]:
-    """The :::MLLOG events of a log; a line that does not parse is a truncated (or corrupt) log."""
+def read_events(path: pathlib.Path, strict: bool = True) -> list[dict]:
+    """The :::MLLOG events of a log; a line that does not parse is a cut (or corrupt) log: refused when strict,
+    skipped otherwise."""
     events = []
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if ":::MLLOG " not in line:
@@ -82,8 +67,10 @@ def read_events(path: pathlib.Path) -> list[dict]:
         try:
             events.append(json.loads(line.split(":::MLLOG ", 1)[1]))
         except json.JSONDecodeError as err:
-            raise PackageError(f"{path}:{number}: truncated or corrupt :::MLLOG line ({err.msg}); a log must be "
-                               "complete (MLPerf rules: every run's full log is submitted)") from err
+            if strict:
+                raise PackageError(f"{path}:{number}: truncated or corrupt :::MLLOG line ({err.msg}); the package "
+                                   "checker cannot read it (its seed check fails on a line it cannot parse, its RCP "
+                                   "check raises): rerun the campaign, or run more (M-of-N)") from err
     return events
 
 
@@ -92,7 +79,7 @@ def first_value(events: list[dict], key: str):
 
 
 def collect(results_dir: pathlib.Path, only_system: str | None) -> tuple[str, dict[str, list[pathlib.Path]]]:
-    """The one system and its {benchmark: [result_N.txt sorted]}; refuses mixtures and strays."""
+    """The one system and its {benchmark: [result_N.txt in run order]}; refuses mixtures and strays."""
     if not results_dir.is_dir():
         raise PackageError(f"{results_dir}: no such results folder")
     systems = sorted(p.name for p in results_dir.iterdir() if p.is_dir())
@@ -111,257 +98,112 @@ def collect(results_dir: pathlib.Path, only_system: str | None) -> tuple[str, di
         if folder.name not in BENCHMARKS:
             raise PackageError(f"{folder}: unknown benchmark {folder.name!r} (this package covers "
                                f"{sorted(BENCHMARKS)})")
-        files = sorted(folder.iterdir(), key=lambda p: (len(p.name), p.name))
-        strays = [p.name for p in files if not RESULT_FILE.fullmatch(p.name)]
+        files = list(folder.iterdir())
+        strays = sorted(p.name for p in files if not RESULT_FILE.fullmatch(p.name) or not p.is_file())
         if strays:
-            raise PackageError(f"{folder}: files other than result_N.txt: {strays} (the package checker "
+            raise PackageError(f"{folder}: entries other than result_N.txt files: {strays} (the package checker "
                                "accepts only result_*.txt there)")
         if files:
-            runs[folder.name] = files
+            runs[folder.name] = sorted(files, key=result_index)
     if not runs:
         raise PackageError(f"{results_dir / system}: no result_N.txt files")
     return system, runs
 
 
-def check_logs(system: str, runs: dict[str, list[pathlib.Path]], seed_check: bool = True) -> dict:
-    """Our own checks before the official ones, each naming the file and the rule. Returns what the logs say
-    (org, division, status) for the system description."""
-    seen_seeds: dict[int, pathlib.Path] = {}
-    info: dict[str, set] = {"submission_org": set(), "submission_division": set(), "submission_status": set(),
-                            "submission_platform": set()}
+def check_all_logs(runs: dict[str, list[pathlib.Path]]) -> None:
+    """Every log of the folder, before any is chosen: at least the rules' count, none of another benchmark."""
     for benchmark, paths in runs.items():
         needed = benchmark_meta.get_result_file_counts(USAGE)[benchmark]
-        if len(paths) != needed:
-            raise PackageError(f"{paths[0].parent}: {len(paths)} result files, the rules require exactly "
-                               f"{needed} for {benchmark} (training_rules, \"Benchmark Results\")")
+        if len(paths) < needed:
+            raise PackageError(f"{paths[0].parent}: {len(paths)} result files, the rules require {needed} for "
+                               f"{benchmark} (training_rules.adoc, Benchmark Results; more are M-of-N)")
+        for path in paths:
+            logged = first_value(read_events(path, strict=False), "submission_benchmark")
+            if logged not in (None, benchmark):
+                raise PackageError(f"{path}: a log of benchmark {logged!r} in the {benchmark!r} folder "
+                                   "(submission_benchmark must match results/<system>/<benchmark>)")
+
+
+def check_logs(system: str, runs: dict[str, list[pathlib.Path]], seed_check: bool = True) -> tuple[dict, dict]:
+    """The submitted logs, each check naming the file and the rule. Returns what the logs say (org, division,
+    status, platform) and per benchmark the facts the system description is compared with."""
+    info: dict[str, set] = {"submission_org": set(), "submission_division": set(), "submission_status": set(),
+                            "submission_platform": set()}
+    facts = {}
+    for benchmark, paths in runs.items():
+        seen_seeds: dict[tuple, pathlib.Path] = {}   # the package checker's seed check, per benchmark
+        fact = {"platforms": {}, "global_batch_size": set(), "gradient_accumulation_steps": set(),
+                "model_bn_span": set()}
         for path in paths:
             events = read_events(path)
             if not events:
-                raise PackageError(f"{path}: no :::MLLOG lines (the run died before logging?); every run of the "
-                                   "set must be a complete log")
-            logged = first_value(events, "submission_benchmark")
-            if logged != benchmark:
-                raise PackageError(f"{path}: a log of benchmark {logged!r} in the {benchmark!r} folder "
-                                   "(submission_benchmark must match results/<system>/<benchmark>)")
-            if not any(e.get("key") == "run_stop" for e in events):
-                raise PackageError(f"{path}: truncated log, no run_stop (a run's log must be complete; "
-                                   "rerun the campaign rather than drop a run)")
+                raise PackageError(f"{path}: no :::MLLOG lines (the run died before logging): the package checker's "
+                                   "seed check refuses a log without a seed; rerun the campaign, or run more (M-of-N)")
             for key in info:
                 info[key].add(first_value(events, key))
-            seeds = [e.get("value") for e in events if e.get("key") == "seed"]
+            fact["platforms"].setdefault(first_value(events, "submission_platform"), path)
+            for key in ("global_batch_size", "gradient_accumulation_steps", "model_bn_span"):
+                fact[key].add(first_value(events, key))
+            seeds = [e for e in events if e.get("key") == "seed"]
             if not seeds and seed_check:
                 raise PackageError(f"{path}: logs no seed (package checker seed check: every run logs its seed)")
-            for seed in seeds:
-                if seed in seen_seeds and seed_check:
-                    raise PackageError(f"{path}: seed {seed} is also the seed of {seen_seeds[seed]} (package "
-                                       "checker seed check: no two runs may log the same seed)")
-                seen_seeds[seed] = path
+            for event in seeds:
+                meta = event.get("metadata") or {}
+                where = (meta.get("file"), meta.get("lineno"), event.get("value"))
+                if where in seen_seeds and seed_check:
+                    raise PackageError(f"{path}: seed {event.get('value')} is also the seed of {seen_seeds[where]}, "
+                                       f"logged on the same line {where[0]}:{where[1]} (package checker seed check: "
+                                       f"no two {benchmark} runs may)")
+                seen_seeds.setdefault(where, path)
+        facts[benchmark] = {**fact, **{k: next(iter(v)) if len(v) == 1 else None for k, v in fact.items()
+                                       if k != "platforms"}}
     for key, values in info.items():
         if len(values) != 1 or None in values:
             raise PackageError(f"results of {system}: the logs disagree on {key} ({sorted(map(str, values))}); "
                                "one package is one submitter, division, status and system (platform)")
-    return {key: next(iter(values)) for key, values in info.items()}
+    return {key: next(iter(values)) for key, values in info.items()}, facts
 
 
-def campaign_record(work_dir: pathlib.Path, system: str, benchmark: str, results_dir: pathlib.Path) -> dict:
-    path = work_dir / system / benchmark / "campaign.json"
-    if not path.is_file():
-        raise PackageError(f"{path}: missing; the package's code folder needs the flagfile and launch commands "
-                           "that produced the logs (tf-mlperf-campaign writes it; pass its --work_dir)")
-    record = json.loads(path.read_text())
-    # By name and seed, not full path: a results folder may have been moved since the campaign.
-    logged = {pathlib.Path(r["log"]).name: r.get("seed") for r in record.get("runs", [])}
-    for log in sorted((results_dir / system / benchmark).glob("result_*.txt")):
-        seed = first_value(read_events(log), "seed")
-        if log.name not in logged or (seed is not None and logged[log.name] != seed):
-            raise PackageError(f"{log}: not a run {path} records (name {log.name}, seed {seed}): the results and "
-                               "the campaign manifest are from different campaigns")
-    return record
+def system_description(args, system: str, log_info: dict, campaigns_for_template) -> tuple[dict, list[str]]:
+    """The checked description and its notes (normalised values, fields left empty)."""
+    desc, notes = system_desc.describe(system, log_info, system_desc.load_template(args.system_template),
+                                       system_desc.parse_fields(args.field))
+    if args.write_template:
+        args.write_template.write_text(json.dumps(system_desc.template(system, log_info, campaigns_for_template()),
+                                                  indent=2) + "\n")
+        print(f"tf-mlperf-package: wrote {args.write_template}; complete it and pass --system_template")
+    refusals, warnings = system_desc.content_problems(desc)
+    if refusals:
+        raise PackageError(f"system description of {system}: " + "; ".join(refusals)
+                           + "; give them in --system_template JSON or --field KEY=VALUE")
+    for name in ("submitter", "division"):
+        if str(desc[name]) in (".", "..") or "/" in str(desc[name]) or os.sep in str(desc[name]):
+            raise PackageError(f"system description of {system}: {name} {desc[name]!r} cannot be a folder name "
+                               "(<division>/<submitter>/)")
+    return desc, notes + warnings
 
 
-# --------------------------------------------------------------------------- the system description
-
-def _run(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ""
+def read_campaigns(args, system: str, runs: dict) -> dict[str, dict]:
+    return {b: implementation.read_campaign(args.work_dir, system, b) for b in runs}
 
 
-def _cpuinfo() -> dict:
-    text = pathlib.Path("/proc/cpuinfo").read_text() if pathlib.Path("/proc/cpuinfo").exists() else ""
-    fields = dict(re.findall(r"^([^\t:]+?)\s*:\s*(.*)$", text, re.M))
-    sockets = len(set(re.findall(r"^physical id\s*:\s*(\d+)", text, re.M))) or 1
-    caches = []
-    for index in sorted(pathlib.Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+def campaigns_or_nothing(args, system: str, runs: dict):
+    def read():
         try:
-            level, kind, size = ((index / n).read_text().strip() for n in ("level", "type", "size"))
-            caches.append(f"L{level} {kind.lower()} {size}")
-        except OSError:
-            pass
-    freq = ""
-    max_khz = pathlib.Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
-    if max_khz.exists():
-        freq = f"{int(max_khz.read_text()) / 1e6:.2f} GHz"
-    elif "cpu MHz" in fields:
-        freq = f"{float(fields['cpu MHz']) / 1e3:.2f} GHz"
-    vcpus = os.cpu_count() or 0
-    cores = int(fields.get("cpu cores", 0)) or vcpus // sockets
-    return {"host_processors_per_node": sockets, "host_processor_model_name": fields.get("model name", ""),
-            "host_processor_core_count": cores, "host_processor_vcpu_count": vcpus,
-            "host_processor_frequency": freq, "host_processor_caches": ", ".join(caches)}
-
-
-def _memory() -> str:
-    meminfo = pathlib.Path("/proc/meminfo")
-    match = re.search(r"MemTotal:\s*(\d+) kB", meminfo.read_text()) if meminfo.exists() else None
-    return f"{int(match.group(1)) / 2 ** 20:.0f} GiB" if match else ""
-
-
-def _gpus() -> dict:
-    out = _run(["nvidia-smi", "--query-gpu=name,memory.total,clocks.max.sm,driver_version",
-                "--format=csv,noheader"])
-    rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
-    if not rows:   # a CPU-only system: the accelerator fields say so
-        return {"accelerators_per_node": 0, **{k: "N/A" for k in (
-            "accelerator_model_name", "accelerator_host_interconnect", "accelerator_frequency",
-            "accelerator_on-chip_memories", "accelerator_memory_configuration", "accelerator_memory_capacity",
-            "accelerator_interconnect", "accelerator_interconnect_topology")}}
-    name, memory, clock, driver = rows[0]
-    return {"accelerators_per_node": len(rows), "accelerator_model_name": name,
-            "accelerator_frequency": clock, "accelerator_memory_capacity": memory, "_driver": driver}
-
-
-def _versions() -> dict:
-    from importlib import metadata
-
-    def version(name):
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-    stack = [f"python {platform.python_version()}"]
-    stack += [f"{n} {version(n)}" for n in ("tf-keras", "tf-models-official", "horovod", "mlperf-logging",
-                                             "numpy") if version(n)]
-    framework = f"TensorFlow {version('tensorflow') or version('tensorflow-cpu') or 'unknown'}"
-    os_release = pathlib.Path("/etc/os-release")
-    pretty = re.search(r'^PRETTY_NAME="?([^"\n]*)', os_release.read_text(), re.M) if os_release.exists() else None
-    return {"framework": framework, "_stack": stack,
-            "operating_system": f"{pretty.group(1) if pretty else platform.system()} (kernel {platform.release()})"}
-
-
-def machine_fields() -> dict:
-    """What this machine can tell about itself (the run's machine: package on it)."""
-    fields = {**_cpuinfo(), "host_memory_capacity": _memory(), **_gpus(), **_versions()}
-    stack = fields.pop("_stack")
-    driver = fields.pop("_driver", None)
-    if driver:
-        stack.append(f"NVIDIA driver {driver}")
-    fields["other_software_stack"] = ", ".join(stack)
-    fields["number_of_nodes"] = 1
-    fields["hw_notes"] = ""
-    fields["sw_notes"] = ""
-    return fields
-
-
-def system_description(system: str, log_info: dict, template: dict, overrides: dict, nodes: int | None) -> dict:
-    desc = machine_fields()
-    if nodes:
-        desc["number_of_nodes"] = nodes
-    desc.update({"submitter": log_info["submission_org"], "division": log_info["submission_division"],
-                 "status": STATUS.get(log_info["submission_status"], log_info["submission_status"]),
-                 "system_name": system})
-    desc.update(template)
-    desc.update(overrides)
-    return desc
-
-
-def missing_fields(desc: dict) -> list[str]:
-    return [f for f in REQUIRED_FIELDS
-            if f not in desc or (f not in MAY_BE_EMPTY and str(desc[f]).strip() in ("", "None"))]
-
-
-def parse_fields(items: list[str]) -> dict:
-    fields = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise PackageError(f"--field {item!r}: expected KEY=VALUE")
-        fields[key] = value
-    return fields
-
-
-# --------------------------------------------------------------------------- the code folder
-
-def source_files() -> tuple[list[str], dict]:
-    """The repository's tracked files (as in the working tree) and its git state."""
-    listed = _run(["git", "-C", str(REPO), "ls-files", "-z"])
-    if not listed:
-        raise PackageError(f"{REPO}: not a git checkout; the package's code folder is the git-tracked source "
-                           "tree of the runs")
-    files = [f for f in listed.split("\0") if f and (REPO / f).is_file()]
-    commit = _run(["git", "-C", str(REPO), "rev-parse", "HEAD"]).strip()
-    diff = _run(["git", "-C", str(REPO), "diff", "HEAD"])
-    return files, {"commit": commit, "dirty": bool(diff.strip()), "diff": diff}
-
-
-def check_logs_match_source(runs: dict[str, list[pathlib.Path]]) -> None:
-    """Every log's seed event names the file:line that logged it; that line must log the seed in this tree,
-    else these logs came from other code than the code we would package."""
-    for paths in runs.values():
-        for path in paths:
-            for event in read_events(path):
-                if event.get("key") != "seed":
-                    continue
-                meta = event.get("metadata", {})
-                source = REPO / str(meta.get("file", ""))
-                lines = source.read_text().splitlines() if source.is_file() else []
-                lineno = int(meta.get("lineno", 0))
-                if not (0 < lineno <= len(lines) and "SEED" in lines[lineno - 1].upper()):
-                    raise PackageError(f"{path}: its seed was logged at {meta.get('file')}:{lineno}, which does "
-                                       f"not log a seed in {REPO}: the logs were written by another version "
-                                       "of the code; package from the checkout that ran them")
-
-
-def write_code(dest: pathlib.Path, benchmark: str, record: dict, files: list[str], git: dict) -> None:
-    for name in files:
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, target)
-    flagfile = pathlib.Path(record["flagfile"])
-    (dest / "flags_used").mkdir(exist_ok=True)
-    shutil.copy2(flagfile, dest / "flags_used" / flagfile.name)
-    (dest / "campaign.json").write_text(json.dumps(record, indent=2) + "\n")
-    commands = ["#!/bin/bash", f"# The {len(record['runs'])} {benchmark} runs of this package, as run "
-                "(tf-mlperf-campaign; paths are those of the submitter's machine).", "set -u"]
-    for run in record["runs"]:
-        commands.append(f"# run {run['run']}, seed {run['seed']}, exit code {run['exit_code']}")
-        commands.append(shlex.join(run["command"]))
-    (dest / "launch_commands.sh").write_text("\n".join(commands) + "\n")
-    (dest / "SOURCE.txt").write_text(f"git commit {git['commit']}\nuncommitted changes: "
-                                     f"{'yes, see source.diff' if git['dirty'] else 'none'}\n")
-    if git["dirty"]:
-        (dest / "source.diff").write_text(git["diff"])
-    (dest / "README.md").write_text(
-        f"# {benchmark}: tf_mlperf implementation\n\n"
-        "TensorFlow 2 / tf-keras / Horovod implementation of the MLPerf Training closed-division benchmark.\n"
-        "This folder is the project's whole git-tracked source tree as it was when packaged "
-        f"(commit {git['commit'][:12]}{', with the uncommitted changes in source.diff' if git['dirty'] else ''}).\n\n"
-        f"- `flags_used/{flagfile.name}`: the flagfile every run used\n"
-        "- `launch_commands.sh`: the exact command of every run (seed, log path, model dir)\n"
-        "- `campaign.json`: tf-mlperf-campaign's record (seeds, exit codes, wall times)\n\n"
-        "Setup: `bash scripts/setup.sh` (see README.md); data: `tf-mlperf-prep-imagenet` / `tf-mlperf-prep-wiki`;\n"
-        "run: `tf-mlperf-campaign --benchmark "
-        f"{benchmark} --flagfile flags_used/{flagfile.name} --system <system>` (docs/submission.md).\n")
+            return read_campaigns(args, system, runs)
+        except PackageError:
+            return {}
+    return read
 
 
 # --------------------------------------------------------------------------- checks and output
 
 def run_checkers(tree: pathlib.Path, benchmarks: list[str], checks: pathlib.Path, switches: list[str],
-                 failed_log_dir: pathlib.Path) -> None:
+                 failed_log_dir: pathlib.Path, division: str) -> None:
     """The official package checker and result summarizer, once per ruleset, each on a view of the tree that
     holds only that ruleset's benchmarks (one ruleset per checker run; ResNet's last round is 4.0.0, BERT's
-    5.0.0)."""
+    5.0.0). A closed package whose checker log shows no seed or RCP check of a benchmark is refused: the checker
+    skips them silently when it does not read the division as "closed"."""
     by_ruleset: dict[str, list[str]] = {}
     for benchmark in benchmarks:
         by_ruleset.setdefault(BENCHMARKS[benchmark].ruleset, []).append(benchmark)
@@ -390,6 +232,11 @@ def run_checkers(tree: pathlib.Path, benchmarks: list[str], checks: pathlib.Path
             errors = [line for line in (text + output).splitlines() if line.startswith("ERROR")][:8]
             raise PackageError(f"mlperf_logging.package_checker {ruleset} ({', '.join(members)}) found errors "
                                f"(its output: {kept}):\n  " + "\n  ".join(errors or output.splitlines()[-8:]))
+        for check in ("Running Seed Checker", "Running RCP Checker"):
+            if division == "closed" and text.count(check) < len(members):
+                raise PackageError(f"mlperf_logging.package_checker {ruleset} logged {text.count(check)} "
+                                   f"\"{check}\" for {len(members)} closed-division benchmark(s) ({log}): it skipped "
+                                   "closed-division checks; the package would not be checked as closed")
         cmd = [sys.executable, "-m", "mlperf_logging.result_summarizer", str(view.relative_to(out)), USAGE, ruleset]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
         (out / "result_summarizer.txt").write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
@@ -412,18 +259,18 @@ def checker_said(log: pathlib.Path) -> dict[str, list[str]]:
     return said
 
 
-def run_summary(staging: pathlib.Path, system: str, benchmarks: list[str]) -> list[str]:
+def run_summary(tree: pathlib.Path, system: str, benchmarks: list[str]) -> list[str]:
     """One line per benchmark: its runs, each run that does not count with the file and why (the compliance
     checker's first line for a log it rejects), and what the package checker accepted and why; then the score.
     From tf-mlperf-score's report and the package checker's logs."""
-    report_path = staging / "score" / "report.json"
+    report_path = tree / "score" / "report.json"
     if not report_path.is_file():
-        raise PackageError(f"tf-mlperf-score wrote no report (its output: {staging.name}/score/tf-mlperf-score.out)")
+        raise PackageError(f"tf-mlperf-score wrote no report (its output: {tree}/score/tf-mlperf-score.out)")
     entry = json.loads(report_path.read_text())["systems"][system]
     lines = []
     for benchmark in benchmarks:
         b = entry["benchmarks"][benchmark]
-        log = staging / "checks" / BENCHMARKS[benchmark].ruleset / "package_checker.log"
+        log = tree / "checks" / BENCHMARKS[benchmark].ruleset / "package_checker.log"
         said = checker_said(log).get(benchmark, [])
         failed: dict[str, list[str]] = {}
         for r in b["runs"]:
@@ -452,59 +299,84 @@ def run_summary(staging: pathlib.Path, system: str, benchmarks: list[str]) -> li
     return lines
 
 
+def choose_runs(runs: dict[str, list[pathlib.Path]], staging: pathlib.Path) -> dict[str, dict]:
+    """More logs than the rules' N: the M-of-N selection (runs[benchmark] becomes the chosen N)."""
+    selections = {}
+    for benchmark, paths in runs.items():
+        needed = benchmark_meta.get_result_file_counts(USAGE)[benchmark]
+        if len(paths) > needed:
+            chosen, record = m_of_n.select(paths, benchmark, needed, BENCHMARKS[benchmark].ruleset,
+                                           staging / ".m_of_n" / benchmark)
+            selections[benchmark] = {"all": paths, "record": record}
+            runs[benchmark] = chosen
+    shutil.rmtree(staging / ".m_of_n", ignore_errors=True)
+    return selections
+
+
 def build(args, staging: pathlib.Path) -> list[str]:
     system, runs = collect(args.results_dir, args.system)
-    log_info = check_logs(system, runs, seed_check=not args.seed_checker_bypass)
-    template = {}
-    if args.system_template:
-        try:
-            template = json.loads(args.system_template.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise PackageError(f"{args.system_template}: not a readable JSON object ({err})") from err
-        if not isinstance(template, dict):
-            raise PackageError(f"{args.system_template}: a JSON object of system fields is expected")
-    desc = system_description(system, log_info, template, parse_fields(args.field), args.nodes)
-    if args.write_template:
-        args.write_template.write_text(json.dumps({f: desc.get(f, "") for f in REQUIRED_FIELDS}, indent=2) + "\n")
-        print(f"tf-mlperf-package: wrote {args.write_template}; complete it and pass --system_template")
-    missing = missing_fields(desc)
-    if missing:
-        raise PackageError(f"system description of {system}: missing field(s) {', '.join(missing)} (package "
-                           "checker system_desc check); give them in --system_template JSON or --field KEY=VALUE")
-    check_logs_match_source(runs)
-    records = {b: campaign_record(args.work_dir, system, b, args.results_dir) for b in runs}
+    check_all_logs(runs)
+    selections = choose_runs(runs, staging)
+    log_info, facts = check_logs(system, runs, seed_check=not args.seed_checker_bypass)
+    desc, notes = system_description(args, system, log_info, campaigns_or_nothing(args, system, runs))
+    campaigns = read_campaigns(args, system, runs)
+    for benchmark, record in campaigns.items():
+        matched = implementation.match_logs(record, selections.get(benchmark, {}).get("all", runs[benchmark]),
+                                            first_value, lambda path: read_events(path, strict=False))
+        for path in runs[benchmark]:
+            implementation.check_cache_flush(path, matched[path.name], read_events(path))
+    mismatches = system_desc.machine_problems(desc, system, log_info, facts, campaigns)
+    if mismatches:
+        raise PackageError(f"system description of {system} does not describe the machine of the runs: "
+                           + "; ".join(mismatches))
 
-    tree = staging / log_info["submission_division"] / log_info["submission_org"]
+    tree = staging / str(desc["division"]) / str(desc["submitter"])
     (tree / "systems").mkdir(parents=True)
-    # Every value a string, as in MLPerf's own system files (the checker's summary table joins them).
-    (tree / "systems" / f"{system}.json").write_text(json.dumps(
-        {f: str(desc[f]) for f in REQUIRED_FIELDS} | {k: str(v) for k, v in desc.items() if k not in REQUIRED_FIELDS},
-        indent=2) + "\n")
-    files, git = source_files()
+    (tree / "systems" / f"{system}.json").write_text(system_desc.to_json(desc))
     for benchmark, paths in runs.items():
         result_dir = tree / "results" / system / benchmark
         result_dir.mkdir(parents=True)
         for path in paths:
             shutil.copy2(path, result_dir / path.name)
-        write_code(tree / "benchmarks" / benchmark / "implementations" / IMPLEMENTATION, benchmark,
-                   records[benchmark], files, git)
+        implementations = tree / "benchmarks" / benchmark / "implementations"
+        shipped = implementation.write_code(implementations / implementation.IMPLEMENTATION, benchmark,
+                                            campaigns[benchmark])
+        problem = source_code.check_logs_match_tree(paths, shipped, read_events, campaigns[benchmark]["code"]["repo"])
+        if problem:
+            raise PackageError(problem + f" ({campaigns[benchmark]['path']}: commit "
+                               f"{source_code.describe(campaigns[benchmark]['code'])})")
+        implementation.write_system_folder(implementations / system, benchmark, system, campaigns[benchmark], desc,
+                                           facts[benchmark], shipped)
+        if benchmark in selections:
+            write_m_of_n(tree / "checks" / "m_of_n" / benchmark, selections[benchmark])
     switches = [s for s, on in (("--rcp-bypass", args.rcp_bypass), ("--seed-checker-bypass", args.seed_checker_bypass),
                                 ("--rcp-bert-train-samples", args.rcp_bert_train_samples)) if on]
-    run_checkers(tree, sorted(runs), staging / "checks", switches, args.out.resolve())
-    score = subprocess.run([sys.executable, "-m", "tf_mlperf.score.score", str((tree / "results").relative_to(staging)),
-                            "--out_dir", "score"], capture_output=True, text=True, cwd=staging,
+    run_checkers(tree, sorted(runs), tree / "checks", switches, args.out.resolve(), desc["division"])
+    score = subprocess.run([sys.executable, "-m", "tf_mlperf.score.score", "results", "--out_dir", "score"],
+                           capture_output=True, text=True, cwd=tree,
                            env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
-    (staging / "score").mkdir(exist_ok=True)
-    (staging / "score" / "tf-mlperf-score.out").write_text(score.stdout + score.stderr)
+    (tree / "score").mkdir(exist_ok=True)
+    (tree / "score" / "tf-mlperf-score.out").write_text(score.stdout + score.stderr)
     if score.returncode == 2:
         raise PackageError(f"tf-mlperf-score refused the results: {score.stderr.strip()}")
-    summary = run_summary(staging, system, sorted(runs, key=list(BENCHMARKS).index))
-    (staging / "PACKAGE.txt").write_text(
+    summary = [f"system description: {note}" for note in notes]
+    summary += [f"{b}: {m_of_n.describe(selections[b]['record'])}" for b in sorted(selections)]
+    summary += run_summary(tree, system, sorted(runs, key=list(BENCHMARKS).index))
+    (tree / "PACKAGE.txt").write_text(
         f"tf-mlperf-package {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}\n"
         f"system {system}; benchmarks {', '.join(sorted(runs))}; checker switches: {' '.join(switches) or 'none'}\n"
-        f"source commit {git['commit']}{' (dirty)' if git['dirty'] else ''}\n"
+        + "".join(f"{b} code: commit {source_code.describe(c['code'])} (recorded when its runs started)\n"
+                  for b, c in sorted(campaigns.items()))
         + "".join(f"{line}\n" for line in summary))
     return summary
+
+
+def write_m_of_n(dest: pathlib.Path, selection: dict) -> None:
+    """All M logs and the selection, beside the N submitted ones (the rules: keep the M logs for the review)."""
+    (dest / "all_runs").mkdir(parents=True)
+    for path in selection["all"]:
+        shutil.copy2(path, dest / "all_runs" / path.name)
+    (dest / "selection.json").write_text(json.dumps(selection["record"], indent=2) + "\n")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -517,8 +389,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--system", help="the system folder to package when RESULTS_DIR holds several")
     p.add_argument("--system_template", type=pathlib.Path, help="JSON with system description fields")
     p.add_argument("--field", action="append", default=[], metavar="KEY=VALUE", help="one system field (repeat)")
-    p.add_argument("--nodes", type=int, help="number_of_nodes (default 1)")
-    p.add_argument("--write_template", type=pathlib.Path, help="write the prefilled system JSON here too")
+    p.add_argument("--write_template", type=pathlib.Path, help="write the fields to fill (\"\" = to fill) here")
     p.add_argument("--rcp-bypass", dest="rcp_bypass", action="store_true",
                    help="package_checker --rcp-bypass: a failed RCP check passes (must be justified to the committee)")
     p.add_argument("--seed-checker-bypass", dest="seed_checker_bypass", action="store_true",
@@ -556,6 +427,10 @@ def main(argv=None) -> int:
         done = True
     except PackageError as error:
         print(f"tf-mlperf-package: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:   # an unreadable log or campaign file, a full disk: one line, no traceback
+        print(f"tf-mlperf-package: {error.filename or ''}{': ' if error.filename else ''}{error.strerror or error}",
+              file=sys.stderr)
         return 2
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -257,8 +257,8 @@ def prepare_rcp_folder(runs: list[dict], bench: Benchmark, ruleset: str,
     """
     from mlperf_logging.rcp_checker import rcp_checker
     rcp_dir.mkdir(parents=True, exist_ok=True)
-    for stale in rcp_dir.glob("result_*.txt"):
-        stale.unlink()
+    for stale in [*rcp_dir.glob("result_*.txt"), rcp_dir / "scaling.json"]:
+        stale.unlink(missing_ok=True)
     invalid, unreadable, by_batch = [], [], {}
     for r in runs:
         path = pathlib.Path(r["file"])
@@ -311,8 +311,10 @@ def check_rcp(folder: pathlib.Path, benchmark: str, ruleset: str) -> dict:
     from mlperf_logging.rcp_checker import rcp_checker
     try:
         with _silenced():
+            # set_scaling as the package checker runs it: scaling.json (in our copy of the logs) holds the factor
+            # result_summarizer then multiplies its time by (summarizer_scaling)
             passed, message, factor = rcp_checker.check_directory(
-                str(folder), USAGE, ruleset, False, False, rcp_pass="pruned_rcps", set_scaling=False)
+                str(folder), USAGE, ruleset, False, False, rcp_pass="pruned_rcps", set_scaling=True)
     except Exception as error:  # the checker raises on logs it cannot read
         return {"available": True, "passed": False, "norm_factor": None, "factor_ok": False,
                 "message": f"RCP checker error: {type(error).__name__}: {error}",
@@ -327,8 +329,19 @@ def check_rcp(folder: pathlib.Path, benchmark: str, ruleset: str) -> dict:
             "factor_ok": True, "error": ""}
 
 
+def summarizer_scaling(rcp: dict) -> float:
+    """The factor result_summarizer applies in a checked package: the scaling.json the RCP checker wrote in the
+    folder it checked (only when the check passed and the runs converged faster than the RCP mean), else 1.0."""
+    folder = rcp.get("folder")
+    scaling = pathlib.Path(folder) / "scaling.json" if folder else None
+    if scaling is None or not scaling.is_file():
+        return 1.0
+    return float(json.loads(scaling.read_text())["scaling_factor"])
+
+
 def summarizer_minutes(folder: pathlib.Path, benchmark: str, system: str, ruleset: str) -> float | None:
-    """mlperf-logging's result_summarizer on the same folder, for a cross-check (None: no score)."""
+    """mlperf-logging's result_summarizer on the same folder, for a cross-check (None: no score). Our results
+    folder holds no scaling.json: this is its time before RCP scaling."""
     from mlperf_logging.result_summarizer import result_summarizer
     try:
         with _silenced():
@@ -383,12 +396,15 @@ def score_benchmark(system: str, bench: Benchmark, paths: list[pathlib.Path], ru
     # (only under --no_rcp, or --allow_fewer with too few runs; both UNOFFICIAL) it is not normalized.
     factor = rcp["norm_factor"] if rcp["factor_ok"] else 1.0
     result = olympic["minutes"] * factor if valid else None
+    unscaled = summarizer_minutes(folder, bench.name, system, ruleset)
+    scaling = summarizer_scaling(rcp)
     return {"benchmark": bench.name, "ruleset": ruleset, "target": bench.target,
             "x_label": bench.x_label, "weight": bench.weight,
             "required_runs": required, "n_runs": len(runs), "n_counted": len(counted), "runs": runs,
             "olympic": olympic, "rcp": rcp, "result_minutes": result,
             "term": bench.weight / result if result else None,
-            "summarizer_minutes": summarizer_minutes(folder, bench.name, system, ruleset),
+            "summarizer_minutes": unscaled, "summarizer_scaling": scaling,
+            "summarizer_scaled_minutes": unscaled * scaling if unscaled is not None else None,
             "valid": valid, "problems": problems, "warnings": warnings}
 
 
@@ -498,14 +514,16 @@ def render_markdown(report: dict) -> str:
         headline = fmt(entry["score"]) if entry["valid"] else "INVALID (see below)"
         partial = f" (partial: no {', '.join(entry['partial'])})" if entry["partial"] else ""
         out += ["", f"## {system}: score {headline}{partial}", "",
-                "| benchmark | ruleset | runs | counted | olympic mean (min) | RCP | RCP factor | result (min) | term | result_summarizer (min) |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "| benchmark | ruleset | runs | counted | olympic mean (min) | RCP | RCP factor | result (min) | term "
+                "| result_summarizer before RCP scaling (min) | result_summarizer with its scaling.json (min) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, b in entry["benchmarks"].items():
             rcp = b["rcp"]
             rcp_state = "n/a" if rcp["passed"] is None else ("pass" if rcp["passed"] else "FAIL")
             out.append(f"| {name} | {b['ruleset']} | {b['n_runs']}/{b['required_runs']} | {b['n_counted']} | "
                        f"{fmt(b['olympic']['minutes'])} | {rcp_state} ({rcp['message']}) | {fmt(rcp['norm_factor'])} | "
-                       f"{fmt(b['result_minutes'])} | {fmt(b['term'])} | {fmt(b['summarizer_minutes'])} |")
+                       f"{fmt(b['result_minutes'])} | {fmt(b['term'])} | {fmt(b['summarizer_minutes'])} | "
+                       f"{fmt(b['summarizer_scaled_minutes'])} (x{b['summarizer_scaling']:.4f}) |")
         for name, b in entry["benchmarks"].items():
             out += ["", f"### {system} / {name}", "", f"Method: {b['olympic']['method']}. "
                     + (f"**Invalid: {'; '.join(b['problems'])}.**" if not b["valid"] else ""), ""]
