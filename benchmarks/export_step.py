@@ -11,8 +11,12 @@ the same code training runs, with the allreduce an identity. Writes the serializ
 (`stage="hlo_serialized"`) and, beside it, OUT.pb.txt with the HLO text. Convert and run it with
 ../shared/gpu/run_stablehlo.py (see docs/PERFORMANCE.md).
 
-`--lever=NAME` exports a variant for the lever log in docs/PERFORMANCE.md. Some are diagnostics that
-closed division does not allow (no_dropout, sgd); none of them is used by training.
+`--lever=NAME[,NAME...]` exports a variant for the lever log in docs/PERFORMANCE.md. Some are diagnostics that
+closed division does not allow (no_dropout, sgd); none of them is used by training. The BERT levers of issue 29
+are the trainer's own flags: fused_attention (--attention=fused, its cuDNN custom calls emitted although this
+machine has no GPU), dropout_philox16 (--dropout_rng=philox16), all (both), and packed (a synthetic packed batch
+of the same sequences, 2 per row on average, as --packed would feed). Beside OUT.pb, OUT.pb.batch.npz holds the
+exported batch (what benchmarks/gpu/run_steps.py feeds the step).
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import importlib
 import os
 import re
 import sys
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -92,6 +98,54 @@ def _tf_random_generator(task):
     return task
 
 
+def _bert_setting(**changes):
+    def apply(task):
+        if changes.get("attention") == "fused":
+            from tf_mlperf.bert import attention
+            attention.force_fused()           # the step is exported here (no GPU) to run on a GPU
+        task.cfg = dataclasses.replace(task.cfg, **changes)
+        return task
+    return apply
+
+
+def synthetic_packed_batch(seqs: int, rows: int, seq_length: int, predictions: int, vocab_size: int,
+                           seed: int = 0) -> dict:
+    """`seqs` random well-formed sequences (37.5-50 % of a row long: rows = seqs / 2 are ~88 % real tokens, as
+    packed MLPerf data) packed into `rows` rows by the trainer's packer (data_prep/wiki/packing.py), as --packed
+    lays them out."""
+    from data_prep.wiki import packing
+    rng = np.random.default_rng(seed)
+    examples = []
+    for i in range(4 * seqs):
+        length = int(rng.integers(max(2, seq_length * 3 // 8), seq_length // 2 + 1))
+        mask = (np.arange(seq_length) < length).astype(np.int32)
+        ids = np.where(mask > 0, rng.integers(min(1000, vocab_size - 1), vocab_size, seq_length), 0).astype(np.int32)
+        segment = ((np.arange(seq_length) >= length // 2) & (mask > 0)).astype(np.int32)
+        count = min(predictions, length - 1)
+        positions = np.zeros(predictions, np.int32)
+        positions[:count] = np.sort(rng.choice(np.arange(1, length), size=count, replace=False))
+        examples.append({"input_ids": ids, "input_mask": mask, "segment_ids": segment,
+                         "masked_lm_positions": positions,
+                         "masked_lm_ids": rng.integers(0, vocab_size, predictions).astype(np.int32),
+                         "masked_lm_weights": (np.arange(predictions) < count).astype(np.float32),
+                         "next_sentence_labels": np.array([i % 2], np.int32)})
+    return next(packing.packed_batches(examples, seqs, rows, seq_length))
+
+
+def _packed(task):
+    cfg = task.cfg
+    if cfg.num_accumulation_steps != 1:
+        raise absl_app.UsageError("--lever=packed exports one micro-batch: leave --num_accumulation_steps at 1")
+
+    def dataset(ctx):
+        seqs = ctx.per_replica_batch_size
+        batch = synthetic_packed_batch(seqs, seqs // 2, cfg.max_seq_length, cfg.max_predictions_per_seq,
+                                       cfg.bert.vocab_size)
+        return tf.data.Dataset.from_tensors({k: tf.constant(v) for k, v in batch.items()}).repeat()
+    task.train_dataset = dataset
+    return task
+
+
 # name -> (benchmarks it applies to, task -> task)
 LEVERS = {
     "none": (("resnet", "bert"), lambda task: task),
@@ -101,8 +155,15 @@ LEVERS = {
     "stem_pad8": (("resnet",), _pad_stem(8)),
     "no_dropout": (("bert",), _no_dropout),
     "tf_random_generator": (("bert",), _tf_random_generator),
+    "fused_attention": (("bert",), _bert_setting(attention="fused")),
+    "dropout_philox16": (("bert",), _bert_setting(dropout_rng="philox16")),
+    "all": (("bert",), _bert_setting(attention="fused", dropout_rng="philox16")),
+    "packed": (("bert",), _packed),
 }
-flags.DEFINE_enum("lever", "none", list(LEVERS), "Export a measurement variant (see docs/PERFORMANCE.md).")
+flags.DEFINE_list("lever", ["none"], "Export a measurement variant, or several applied in order, e.g. "
+                  "packed,all (see docs/PERFORMANCE.md).")
+flags.register_validator("lever", lambda names: all(n in LEVERS for n in names),
+                         f"--lever: each name one of {', '.join(LEVERS)}")
 
 
 def export(build_task, fvalues, out_path: str) -> str:
@@ -118,6 +179,10 @@ def export(build_task, fvalues, out_path: str) -> str:
         f.write(hlo_proto)
     with open(out_path + ".txt", "w") as f:
         f.write(hlo_text)
+    flat = tf.nest.flatten(batch)                       # the step's first parameters, in this order
+    names = sorted(batch) if isinstance(batch, dict) else [str(i) for i in range(len(flat))]   # (tf.nest's order)
+    np.savez(out_path + ".batch.npz",
+             **{f"{i:03d}_{name}": t.numpy() for i, (name, t) in enumerate(zip(names, flat))})
     return hlo_text
 
 
@@ -135,10 +200,19 @@ def main() -> None:
     trainer = importlib.import_module(TRAINERS[benchmark])
 
     def run(_):
-        benchmarks, lever = LEVERS[flags.FLAGS.lever]
-        if benchmark not in benchmarks:
-            raise absl_app.UsageError(f"--lever={flags.FLAGS.lever} applies to {' and '.join(benchmarks)} only")
-        text = export(lambda f: lever(trainer.build_task(f)), flags.FLAGS, out_path)
+        levers = []
+        for name in flags.FLAGS.lever:
+            benchmarks, lever = LEVERS[name]
+            if benchmark not in benchmarks:
+                raise absl_app.UsageError(f"--lever={name} applies to {' and '.join(benchmarks)} only")
+            levers.append(lever)
+
+        def build(f):
+            task = trainer.build_task(f)
+            for lever in levers:
+                task = lever(task)
+            return task
+        text = export(build, flags.FLAGS, out_path)
         shapes = entry_parameter_shapes(text)
         print(f"wrote {out_path}: {os.path.getsize(out_path)} bytes, {len(shapes)} parameters")
 

@@ -4,13 +4,15 @@
     python benchmarks/time_to_train.py                 # the table (markdown) for docs/PERFORMANCE.md
     python benchmarks/time_to_train.py --check         # the model against the published 8 x H100 times
     python benchmarks/time_to_train.py --json out.json
+    python benchmarks/time_to_train.py --gradient_compression fp16   # Horovod fp16 wire (--gradient_compression)
+    python benchmarks/time_to_train.py --bert_rate 250               # a measured per-GPU BERT rate (seq/s at 32)
 
 Every number the model uses is in ASSUMPTIONS below, with where it comes from; docs/PERFORMANCE.md
 ("Time-to-train model") states them in prose. The run time is what the MLPerf clock counts, run_start to
 run_stop:
 
   R or B = in-run start-up + steps x step time + evaluations
-  step time = max(compute, input) + exposed allreduce
+  step time = max(compute, input) + exposed allreduce (+ the fp16 casts with --gradient_compression fp16)
   compute   = per-GPU batch / per-GPU rate(per-GPU batch)   (accumulation: that many micro-batches)
   allreduce = hierarchical ring: reduce-scatter over NVLink, ring allreduce of 1/8 of the gradients per GPU
               over its own InfiniBand port between nodes, all-gather over NVLink; plus one latency per fusion
@@ -57,7 +59,10 @@ ASSUMPTIONS = {
     "latency_s_per_buffer": 30e-6,  # per fused allreduce: NCCL launch + ring latency
     "fusion_buffer_bytes": 128 * 2**20,   # HOROVOD_FUSION_THRESHOLD (Horovod default 128 MiB since 0.21)
     "gpus_per_node": 8,
+    "hbm_GBps": 3000.0,            # H100 SXM device memory, ~90 % of 3.35 TB/s: the fp16 compression casts
 }
+# Bytes on the wire per fp32 gradient byte, per --gradient_compression (Horovod's hvd.Compression.fp16).
+WIRE_FACTOR = {"none": 1.0, "fp16": 0.5}
 
 OURS = {
     # ResNet-50: 25.6 M parameters; 5,339 img/s at 256 (docs/PERFORMANCE.md, GPU train steps, bf16 XLA, device
@@ -102,8 +107,14 @@ def allreduce_s(grad_bytes: float, nodes: int, a=ASSUMPTIONS) -> float:
     return intra + inter + buffers * a["latency_s_per_buffer"] * (2 if nodes > 1 else 1)
 
 
+def compression_cast_s(grad_bytes: float, compression: str, a=ASSUMPTIONS) -> float:
+    """fp16 compression casts every fp32 gradient to fp16 and the reduced one back: 4+2 and 2+4 bytes of
+    device-memory traffic per parameter (not overlapped: they run around the allreduce)."""
+    return 0.0 if compression == "none" else 3.0 * grad_bytes / (a["hbm_GBps"] * 1e9)
+
+
 def predict(bench: Benchmark, nodes: int, gbs: int, table: dict[int, float], rate_scale: float = 1.0,
-            a=ASSUMPTIONS) -> dict | None:
+            a=ASSUMPTIONS, compression: str = "none") -> dict | None:
     gpus = nodes * a["gpus_per_node"]
     if gbs % gpus:
         return None
@@ -114,8 +125,9 @@ def predict(bench: Benchmark, nodes: int, gbs: int, table: dict[int, float], rat
     micro = per_gpu // accumulation
     compute = per_gpu / per_gpu_rate(bench, micro, rate_scale)
     input_s = per_gpu / (bench.input_rate_per_core * bench.cores_per_gpu)
-    comm = allreduce_s(bench.grad_bytes, nodes, a) * (1 - bench.overlap)
-    step = max(compute, input_s) + comm
+    comm = allreduce_s(bench.grad_bytes * WIRE_FACTOR[compression], nodes, a) * (1 - bench.overlap)
+    cast = compression_cast_s(bench.grad_bytes, compression, a)
+    step = max(compute, input_s) + comm + cast
     samples = samples_to_converge(bench, gbs, table)
     steps = math.ceil(samples / gbs)
     if bench.name == "resnet":
@@ -128,13 +140,13 @@ def predict(bench: Benchmark, nodes: int, gbs: int, table: dict[int, float], rat
     eval_s = evals * eval_items / (gpus * per_gpu_rate(bench, micro, rate_scale) * bench.eval_rate_factor)
     total = bench.startup_s + steps * step + eval_s
     return {"nodes": nodes, "gbs": gbs, "per_gpu": per_gpu, "accumulation": accumulation,
-            "step_ms": step * 1e3, "compute_ms": compute * 1e3, "allreduce_ms": comm * 1e3,
+            "step_ms": step * 1e3, "compute_ms": compute * 1e3, "allreduce_ms": comm * 1e3, "cast_ms": cast * 1e3,
             "input_ms": input_s * 1e3, "steps": steps, "eval_s": eval_s, "minutes": total / 60}
 
 
-def best(bench: Benchmark, nodes: int, rate_scale: float = 1.0, a=ASSUMPTIONS) -> dict:
+def best(bench: Benchmark, nodes: int, rate_scale: float = 1.0, a=ASSUMPTIONS, compression: str = "none") -> dict:
     table = rcp_table(bench)
-    rows = [r for gbs in sorted(table) if (r := predict(bench, nodes, gbs, table, rate_scale, a))]
+    rows = [r for gbs in sorted(table) if (r := predict(bench, nodes, gbs, table, rate_scale, a, compression))]
     return min(rows, key=lambda r: r["minutes"])
 
 
@@ -142,13 +154,17 @@ def score(r_minutes: float, b_minutes: float) -> float:
     return 7.19 / r_minutes + 9.05 / b_minutes
 
 
-def table(packing_speedup: float, ib_gbps: float) -> list[dict]:
+def table(packing_speedup: float, ib_gbps: float, compression: str = "none", bert_rate: float | None = None
+          ) -> list[dict]:
+    """Best R, B (unpacked and packed) and score per node count. `compression` is the gradient wire format of
+    both benchmarks; `bert_rate` replaces the measured per-GPU BERT rate (seq/s at 32 x 512)."""
     a = {**ASSUMPTIONS, "ib_port_Gbps": ib_gbps}
+    bert = OURS["bert"] if bert_rate is None else dataclasses.replace(OURS["bert"], rate_per_gpu=bert_rate)
     out = []
     for nodes in (1, 2, 4):
-        r = best(OURS["resnet"], nodes, a=a)
-        b_plain = best(OURS["bert"], nodes, a=a)
-        b = best(OURS["bert"], nodes, rate_scale=packing_speedup, a=a)
+        r = best(OURS["resnet"], nodes, a=a, compression=compression)
+        b_plain = best(bert, nodes, a=a, compression=compression)
+        b = best(bert, nodes, rate_scale=packing_speedup, a=a, compression=compression)
         out.append({"nodes": nodes, "resnet": r, "bert": b_plain, "bert_packed": b,
                     "score": score(r["minutes"], b_plain["minutes"]),
                     "score_packed": score(r["minutes"], b["minutes"])})
@@ -174,14 +190,15 @@ def check() -> dict:
             "resnet_ours_rate_minutes": predict(resnet, 1, 3264, rtable)["minutes"]}
 
 
-def markdown(rows: list[dict], packing_speedup: float) -> str:
+def markdown(rows: list[dict], packing_speedup: float, compression: str = "none") -> str:
     lines = ["| nodes (8 x H100) | ResNet GBS | R min | BERT GBS | B min | score | BERT packed GBS | B packed min "
              "| score packed |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         r, b, p = row["resnet"], row["bert"], row["bert_packed"]
         lines.append(f"| {row['nodes']} | {r['gbs']} | {r['minutes']:.2f} | {b['gbs']} | {b['minutes']:.2f} | "
                      f"{row['score']:.2f} | {p['gbs']} | {p['minutes']:.2f} | {row['score_packed']:.2f} |")
-    lines.append(f"\n(packed: per-GPU rate x {packing_speedup:g})")
+    lines.append(f"\n(packed: per-GPU rate x {packing_speedup:g}; gradients allreduced as "
+                 f"{'fp32' if compression == 'none' else compression})")
     return "\n".join(lines)
 
 
@@ -191,19 +208,25 @@ def main() -> None:
                         help="BERT seq/s with --packed over unpacked on the full MLPerf data (see PERFORMANCE.md)")
     parser.add_argument("--ib_gbps", type=float, default=400.0, help="InfiniBand port speed per GPU (200 or 400)")
     parser.add_argument("--check", action="store_true", help="the model against the published 8 x H100 times")
+    parser.add_argument("--gradient_compression", choices=sorted(WIRE_FACTOR), default="none",
+                        help="Horovod's gradient wire format (the trainers' --gradient_compression)")
+    parser.add_argument("--bert_rate", type=float, help="per-GPU BERT seq/s at 32 x 512 (default: the measured "
+                        f"{OURS['bert'].rate_per_gpu:g}); e.g. from benchmarks/gpu/run_steps.py's table")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    result = check() if args.check else table(args.packing_speedup, args.ib_gbps)
+    result = check() if args.check else table(args.packing_speedup, args.ib_gbps, args.gradient_compression,
+                                              args.bert_rate)
     if args.check:
         print(json.dumps(result, indent=1))
     else:
-        print(markdown(result, args.packing_speedup))
+        print(markdown(result, args.packing_speedup, args.gradient_compression))
         for row in result:
             for key in ("resnet", "bert", "bert_packed"):
                 r = row[key]
                 print(f"  {row['nodes']} node(s) {key}: GBS {r['gbs']} = {r['per_gpu']}/GPU x {r['accumulation']} "
                       f"acc; step {r['step_ms']:.1f} ms (compute {r['compute_ms']:.1f}, allreduce "
-                      f"{r['allreduce_ms']:.1f}, input {r['input_ms']:.1f}); {r['steps']} steps; eval "
+                      f"{r['allreduce_ms']:.1f}, casts {r['cast_ms']:.1f}, input {r['input_ms']:.1f}); "
+                      f"{r['steps']} steps; eval "
                       f"{r['eval_s']:.0f} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

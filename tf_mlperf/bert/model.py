@@ -22,6 +22,7 @@ import tf_keras
 from official.nlp.modeling import layers as nlp_layers
 from official.nlp.modeling import networks
 
+from tf_mlperf.bert import attention as attention_lib
 from tf_mlperf.bert.config import BertConfig
 
 # Reference losses add this to the weight sum so an example without masked tokens divides by non-zero.
@@ -94,8 +95,9 @@ class BertPretrainer(tf_keras.Model):
         ids = inputs["sequence_ids"]
         mask = tf.logical_and(tf.equal(ids[:, :, None], ids[:, None, :]), ids[:, None, :] > 0)
         mask = tf.cast(mask, x.dtype)
-        for layer in enc._transformer_layers:                                    # pylint: disable=protected-access
-            x = layer([x, mask], training=training)
+        with attention_lib.mask_layout(attention_lib.BLOCK_DIAGONAL):          # (--attention=fused: a bias)
+            for layer in enc._transformer_layers:                                # pylint: disable=protected-access
+                x = layer([x, mask], training=training)
         rows, seq, hidden = tf.shape(x)[0], tf.shape(x)[1], x.shape[-1]
         flat = tf.reshape(x, [1, rows * seq, hidden])
         masked = inputs["masked_lm_positions"]

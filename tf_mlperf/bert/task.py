@@ -8,7 +8,9 @@ from typing import Any, Mapping
 import tensorflow as tf
 from mlperf_logging.mllog import constants as C
 
+from tf_mlperf.bert import attention as attention_lib
 from tf_mlperf.bert import checkpoint as checkpoint_lib
+from tf_mlperf.bert import dropout as dropout_lib
 from tf_mlperf.bert import input_pipeline
 from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert import optimizer as optimizer_lib
@@ -50,6 +52,13 @@ class BertTaskConfig:
     packed: bool = setting(False, "Pack up to 3 training sequences per row (same sequences per step, block-"
                            "diagonal attention; eval unchanged): docs/bert.md#sequence-packing---packed.")
     packed_rows: int = setting(0, "--packed: rows per micro-batch (0: sized from the first training file).")
+    attention: str = setting("default", "Self-attention: default (Keras' einsum/softmax/dropout ops) or fused "
+                             "(one cuDNN flash-attention call per layer, forward and backward, in XLA-compiled "
+                             "bf16/fp16 steps on an NVIDIA GPU; elsewhere the default with one log line): "
+                             "docs/PERFORMANCE.md#lever-log.", choices=attention_lib.IMPLEMENTATIONS)
+    dropout_rng: str = setting("default", "Dropout masks: default (Keras, one float uniform per element) or "
+                               "philox16 (two 16-bit decisions per stateless Philox word, same expectation): "
+                               "docs/PERFORMANCE.md#lever-log.", choices=dropout_lib.IMPLEMENTATIONS)
 
 
 def _check_checkpoint_exists(path: str) -> None:
@@ -102,6 +111,8 @@ class BertTask(Task):
     # ---- model and optimizer ----
     def build_model(self):
         model = model_lib.build_model(self.cfg.bert, self.cfg.max_seq_length, self.cfg.max_predictions_per_seq)
+        attention_lib.install(model, self.cfg.attention)
+        dropout_lib.install(model, self.cfg.dropout_rng)
         if self.cfg.init_checkpoint:
             checkpoint_lib.load_init_checkpoint(model, self.cfg.init_checkpoint, self.cfg.allow_missing_heads)
         return model

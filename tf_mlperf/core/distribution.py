@@ -15,11 +15,20 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
+from absl import flags, logging
 
 from tf_mlperf.core import keras_compat
 from tf_mlperf.core.task import InputContext
 
 BACKENDS = ("auto", "horovod", "mirrored", "multi_worker", "none")
+# Wire format of Horovod's gradient allreduce (--gradient_compression): fp16 = hvd.Compression.fp16, half the
+# bytes; every averaged element within 2^-10 of the fp32 mean, relative, plus 2^-24 absolute (fp16 rounding of
+# each rank's value and of the sum); tests/test_horovod_compression.py holds it to that.
+COMPRESSIONS = ("none", "fp16")
+flags.DEFINE_enum("gradient_compression", "none", list(COMPRESSIONS),
+                  "Horovod runs: gradients allreduced as fp32 (none) or fp16 (half the bytes on the wire; each "
+                  "averaged value within 2^-10 of the fp32 mean, relative): docs/PERFORMANCE.md#lever-log. "
+                  "Other backends ignore it.")
 
 # How each launcher tells a process its place in the job: (launcher, rank variable, size variables, backend
 # that can join it). First match wins; Slurm's own variables come last because mpirun/horovodrun started
@@ -170,9 +179,13 @@ class HorovodDistribution(Distribution):
 
     name = "horovod"
 
-    def __init__(self):
+    def __init__(self, compression: str = "none"):
         import horovod.tensorflow as hvd  # only place horovod is imported
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"--gradient_compression={compression!r}: expected one of {', '.join(COMPRESSIONS)}")
         self._hvd = hvd
+        self.compression = compression
+        self._compression = hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none
         hvd.init()
         _pin_gpu(hvd.local_rank(), hvd.local_size())
 
@@ -190,7 +203,8 @@ class HorovodDistribution(Distribution):
         reduced = [None] * len(wire)
         for dtype in {g.dtype for g in wire}:
             idx = [i for i, g in enumerate(wire) if g.dtype == dtype]
-            for i, r in zip(idx, self._hvd.grouped_allreduce([wire[i] for i in idx], op=self._hvd.Average)):
+            for i, r in zip(idx, self._hvd.grouped_allreduce([wire[i] for i in idx], op=self._hvd.Average,
+                                                             compression=self._compression)):
                 reduced[i] = r
         return [tf.cast(r, g.dtype) for r, g in zip(reduced, grads)]
 
@@ -338,14 +352,17 @@ def _pin_gpu(local_rank: int, local_size: int) -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
-def create(backend: str = "auto", environ=None) -> Distribution:
+def create(backend: str = "auto", environ=None, compression: str | None = None) -> Distribution:
     """The backend named by --distribution; `auto` = horovod when a launcher started this process (horovodrun,
-    mpirun, srun --mpi=pmix/pmi2), else none.
+    mpirun, srun --mpi=pmix/pmi2), else none. `compression`: the Horovod gradient wire format (default:
+    --gradient_compression once flags are parsed, else none).
 
     Refuses (LaunchError, before any init) every way of ending up with several independent rank-0 runs: a
     launcher that says there are N > 1 ranks while the chosen backend cannot join them, and a Horovod job
     whose size after init is not the size the launcher announced.
     """
+    if compression is None:
+        compression = flags.FLAGS.gradient_compression if flags.FLAGS.is_parsed() else "none"
     launch = detect_launch(environ)
     if backend == "auto":
         backend = "horovod" if launch.needs else "none"
@@ -354,7 +371,7 @@ def create(backend: str = "auto", environ=None) -> Distribution:
     if backend == "horovod":
         if launch.size > 1 or launch.needs:
             _check_horovod_can_join(launch)
-        dist = HorovodDistribution()
+        dist = HorovodDistribution(compression)
         if launch.size > 1 and dist.size != launch.size:
             raise LaunchError(f"{launch.launcher} started {launch.size} ranks ({launch.describe()}) but Horovod "
                               f"joined a job of {dist.size}: this MPI cannot talk to the launcher (Open MPI "
@@ -367,6 +384,9 @@ def create(backend: str = "auto", environ=None) -> Distribution:
         raise LaunchError(f"{launch.launcher} started this process as rank {launch.rank} of {launch.size} "
                           f"({launch.describe()}), but --distribution={backend} cannot join the other ranks: every "
                           f"rank would run alone as rank 0 and write the same log and checkpoints; {how}")
+    if compression != "none":
+        logging.warning("--gradient_compression=%s applies to Horovod runs only; --distribution=%s allreduces "
+                        "fp32 gradients", compression, backend)
     if backend in ("mirrored", "multi_worker"):
         return TFDistribution(multi_worker=backend == "multi_worker")
     return NoDistribution()
