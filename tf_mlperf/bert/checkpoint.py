@@ -40,9 +40,9 @@ def _transpose(value):
     return np.transpose(value)
 
 
-def reference_name_map(model) -> list[WeightMapping]:
-    """One entry per model variable: which reference TF1 name holds it, and how to lay it out."""
-    enc = model.encoder_network
+def encoder_name_map(enc) -> list[WeightMapping]:
+    """The reference TF1 names of a BertEncoder's variables (`bert/...`: embeddings, layers, pooler); shared by
+    the pretraining model (below) and the SQuAD model (squad_model.py)."""
     entries: list[tuple[str, tf.Variable]] = [
         ("bert/embeddings/word_embeddings", enc.get_embedding_table()),
         ("bert/embeddings/token_type_embeddings", enc._type_embedding_layer.embeddings),  # pylint: disable=protected-access
@@ -52,11 +52,18 @@ def reference_name_map(model) -> list[WeightMapping]:
     for i, block in enumerate(enc.transformer_layers):
         entries += _transformer_block(f"bert/encoder/layer_{i}", block)
     entries += _dense("bert/pooler/dense", enc.pooler_layer)
+    return [WeightMapping(name, var, _reshape_to(var)) for name, var in entries]
+
+
+def reference_name_map(model) -> list[WeightMapping]:
+    """One entry per model variable: which reference TF1 name holds it, and how to lay it out."""
+    entries: list[tuple[str, tf.Variable]] = []
     mlm = model.masked_lm
     entries += _dense("cls/predictions/transform/dense", mlm.dense)
     entries += _layer_norm("cls/predictions/transform/LayerNorm", mlm.layer_norm)
     entries.append(("cls/predictions/output_bias", mlm.bias))
-    mappings = [WeightMapping(name, var, _reshape_to(var)) for name, var in entries]
+    mappings = encoder_name_map(model.encoder_network)
+    mappings += [WeightMapping(name, var, _reshape_to(var)) for name, var in entries]
     nsp = model.next_sentence   # reference stores output_weights as [2, hidden]; a Dense kernel is [hidden, 2]
     mappings.append(WeightMapping("cls/seq_relationship/output_weights", nsp.kernel, _transpose))
     mappings.append(WeightMapping("cls/seq_relationship/output_bias", nsp.bias, _reshape_to(nsp.bias)))

@@ -17,11 +17,14 @@ class InferenceError(Exception):
 
 
 def run_cli(prog: str, work: Callable[[], int | None], verbose: bool) -> int:
-    """Runs `work`; an InferenceError or OSError becomes `prog: error: where: problem` on stderr and EXIT_ERROR
-    (the traceback too with --verbose)."""
+    """Runs `work`; an InferenceError, a SquadError (the SQuAD files, tf_mlperf/bert/squad.py) or an OSError
+    becomes `prog: error: where: problem` on stderr and EXIT_ERROR (the traceback too with --verbose)."""
     try:
         return work() or 0
-    except (InferenceError, OSError) as error:
+    except Exception as error:   # pylint: disable=broad-except  (only the kinds below are caught)
+        squad = sys.modules.get("tf_mlperf.bert.squad")    # loaded by the BERT tools only (Bazel: another target)
+        if not isinstance(error, (InferenceError, OSError)) and not (squad and isinstance(error, squad.SquadError)):
+            raise
         if verbose:
             traceback.print_exc()
         if isinstance(error, OSError) and not isinstance(error, InferenceError):

@@ -42,7 +42,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("export_dir", None, "Folder to write the SavedModel to (must not exist unless --overwrite).")
 flags.DEFINE_string("checkpoint", None, "Checkpoint prefix to export (default: the latest in "
                     "<model_dir>/checkpoints).")
-flags.DEFINE_bool("overwrite", False, "Replace an existing --export_dir.")
+if "overwrite" not in flags.FLAGS:   # the trainers' common --overwrite (core/app.py) when both are imported
+    flags.DEFINE_bool("overwrite", False, "Replace an existing --export_dir.")
 if "verbose" not in FLAGS:   # the trainers may define it too (core/app.py): one flag, whoever defines it
     flags.DEFINE_bool("verbose", False, "On an error, print the full traceback too.")
 

@@ -1,7 +1,16 @@
-"""tf-mlperf-infer: an exported ResNet-50 (tf-mlperf-export) under MLPerf Inference LoadGen.
+"""tf-mlperf-infer: an exported ResNet-50 (tf-mlperf-export) or BERT (tf-mlperf-export-bert) under MLPerf
+Inference LoadGen.
 
     tf-mlperf-infer --model /models/r50 --data_dir /data/imagenet --scenario Offline \
         [--accuracy] [--user_conf user.conf] [--output out/] [--max_batchsize 32] [--preprocessing inference]
+    tf-mlperf-infer --benchmark bert --model /models/bert --squad_json dev-v1.1.json --scenario Offline \
+        [--accuracy] [--user_conf user.conf] [--output out/] [--max_batchsize 32] [--vocab_file vocab.txt]
+
+--benchmark=bert (the reference's language/bert, see squad_dataset.py): mlperf.conf's model "bert", the
+scenarios SingleStream, Server and Offline; the QSL is the SQuAD JSON's features, all in memory; the SUT answers
+each feature with its logits [384, 2] as float32 (tf_SUT.py's bytes); accuracy.txt holds accuracy-squad.py's
+line ({"exact_match": .., "f1": ..}). What follows describes ResNet-50; the settings, SUT batching and output
+handling are the same for both.
 
 As the inference reference (vision/classification_and_detection/python/main.py, profile resnet50-tf):
 * settings: LoadGen's built-in mlperf.conf (LoadGen compiles it in since 5.0 and applies it when the user.conf
@@ -39,6 +48,7 @@ from tf_mlperf.inference.errors import InferenceError, run_cli
 
 MODEL_NAME = "resnet50"                 # the model's name in mlperf.conf / user.conf
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+BENCHMARKS = (MODEL_NAME, "bert")      # bert: squad_dataset.py, imported for that benchmark only
 RESULT_OFFSET = -1                      # PostProcessCommon(offset=-1): 1001-class ArgMax -> 0..999
 PERFORMANCE_SAMPLE_COUNT = 500          # the reference's default: min(count, 500)
 LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
@@ -58,7 +68,7 @@ LOADGEN_KEYS = frozenset("""
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^0[xX][0-9a-fA-F]+$")
 
 
-def check_user_conf(path: str) -> None:
+def check_user_conf(path: str, model_name: str = MODEL_NAME) -> None:
     """LoadGen's config syntax (`model.scenario.key = number`, `#` comments) with known keys only."""
     try:
         with open(path) as f:
@@ -80,8 +90,8 @@ def check_user_conf(path: str) -> None:
                                         f"known keys: {', '.join(sorted(LOADGEN_KEYS))}")
         if scenario not in (*SCENARIOS, "*"):
             raise InferenceError(where, f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)} or *")
-        if model not in (MODEL_NAME, "*"):
-            raise InferenceError(where, f"model {model!r}: this harness runs {MODEL_NAME!r} (or * for all), "
+        if model not in (model_name, "*"):
+            raise InferenceError(where, f"model {model!r}: this run is {model_name!r} (or * for all), "
                                         "a line for another model would be ignored")
         if not _NUMBER.match(value):
             raise InferenceError(where, f"value {value!r} is not a number")
@@ -114,12 +124,51 @@ class SampleLibrary:
         return np.stack([self.loaded[i] for i in indices])
 
 
-class BatchingSUT:
-    """LoadGen's SUT: a queue of samples and one worker that runs them in batches of up to max_batchsize."""
+class ImageNetWorkload:
+    """What tf-mlperf-infer runs for resnet50: the validation records, the SUT's answer per sample (ArgMax - 1 as
+    one float32) and the top-1 accuracy."""
+    model_name = MODEL_NAME
 
-    def __init__(self, predict, samples: SampleLibrary, max_batchsize: int):
+    def __init__(self, args):
+        self.records = ValidationRecords(args.data_dir, args.count)
+        self.count = len(self.records)
+        self.performance_sample_count = min(self.count, PERFORMANCE_SAMPLE_COUNT)
+        self.preprocessing, self.samples, self.predict = args.preprocessing, None, None
+
+    def load_model(self, path: str) -> None:
+        self.predict, image_size = load_saved_model(path)
+        self.samples = SampleLibrary(self.records, image_size, self.preprocessing)
+
+    def load(self, indices) -> None:
+        self.samples.load(indices)
+
+    def unload(self, indices) -> None:
+        self.samples.unload(indices)
+
+    def warm_up(self, max_batchsize: int) -> None:
+        self.samples.load([0])          # as the reference: first calls trace and allocate
+        for batch in {1, min(max_batchsize, self.count)}:
+            self.predict(self.samples.batch([0] * batch))
+        self.samples.unload([0])
+
+    def respond(self, indices) -> np.ndarray:
+        classes = self.predict(self.samples.batch(indices))
+        return (np.asarray(classes) + RESULT_OFFSET).astype(np.float32).reshape(len(indices), 1)
+
+    def accuracy(self, entries) -> str:
+        return accuracy_lib.format_result(*accuracy_lib.top1(entries, self.records.labels()))
+
+    def close(self) -> None:
+        self.records.close()
+
+
+class BatchingSUT:
+    """LoadGen's SUT: a queue of samples and one worker that runs them in batches of up to max_batchsize;
+    `respond(indices)` gives one row of response bytes per sample (a 2-D array)."""
+
+    def __init__(self, respond, max_batchsize: int):
         import mlperf_loadgen as lg
-        self.lg, self.predict, self.samples, self.max_batchsize = lg, predict, samples, max_batchsize
+        self.lg, self.respond, self.max_batchsize = lg, respond, max_batchsize
         self.queue: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
         self.answered = 0
@@ -149,17 +198,19 @@ class BatchingSUT:
                 return
 
     def _run(self, batch) -> None:
-        results = np.zeros(len(batch), np.float32)
+        results = np.zeros((len(batch), 1), np.float32)
         try:
             if self.error is None:
-                classes = self.predict(self.samples.batch([s.index for s in batch]))
-                results = (np.asarray(classes) + RESULT_OFFSET).astype(np.float32)
+                rows = np.ascontiguousarray(self.respond([s.index for s in batch]))
+                if rows.ndim != 2 or len(rows) != len(batch):
+                    raise ValueError(f"{len(batch)} samples answered with an array of shape {rows.shape}")
+                results = rows
                 self.answered += len(batch)
         except BaseException as e:   # pylint: disable=broad-except  (LoadGen must still get its answers)
             self.error = self.error or e
         # LoadGen copies the response bytes (accuracy mode) inside QuerySamplesComplete: `results` outlives it.
-        address = results.ctypes.data
-        self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(s.id, address + 4 * i, 4)
+        address, size = results.ctypes.data, results.strides[0]
+        self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(s.id, address + size * i, size)
                                       for i, s in enumerate(batch)])
 
     def stop(self) -> None:
@@ -212,33 +263,59 @@ def summary_result(summary_path: str) -> str:
     return found.group(1) if found else "unknown"
 
 
+def check_benchmark_args(args) -> None:
+    """The flags each benchmark needs, and its scenarios."""
+    if args.benchmark == MODEL_NAME:
+        if not args.data_dir:
+            raise InferenceError("--data_dir", "is required for --benchmark=resnet50: the ImageNet TFRecords folder "
+                                               "tf-mlperf-prep-imagenet wrote")
+        return
+    from tf_mlperf.inference import squad_dataset
+    if not args.squad_json:
+        raise InferenceError("--squad_json", "is required for --benchmark=bert: the SQuAD v1.1 dev set "
+                                             "(dev-v1.1.json; docs/inference.md says where to get it)")
+    ignored = [flag for flag, given in (("--data_dir", args.data_dir), ("--count", args.count),
+                                        ("--preprocessing", args.preprocessing != "inference")) if given]
+    if ignored:
+        raise InferenceError(ignored[0], "is for --benchmark=resnet50 only; drop it (a smaller run: a smaller "
+                                         "SQuAD JSON)")
+    if args.scenario not in squad_dataset.SCENARIOS:
+        raise InferenceError(f"--scenario={args.scenario}", f"bert runs {', '.join(squad_dataset.SCENARIOS)} "
+                                                            "(the inference rules' scenarios for bert)")
+
+
 def run(args) -> int:
+    check_benchmark_args(args)
     if args.user_conf:
-        check_user_conf(args.user_conf)
+        check_user_conf(args.user_conf, args.benchmark)
     if args.audit_conf and not os.path.isfile(args.audit_conf):
         raise InferenceError(args.audit_conf, "no such audit config")
     check_saved_model(args.model)
-    records = ValidationRecords(args.data_dir, args.count)
+    if args.benchmark == MODEL_NAME:
+        workload = ImageNetWorkload(args)
+    else:
+        from tf_mlperf.inference import squad_dataset
+        workload = squad_dataset.SquadWorkload(args.model, args.squad_json, args.vocab_file)
     try:
-        line = run_loadgen(args, records)
+        line = run_loadgen(args, workload)
     finally:
-        records.close()
+        workload.close()
     print(line)
     return 0
 
 
-def run_loadgen(args, records: ValidationRecords) -> str:
+def run_loadgen(args, workload) -> str:
     """One LoadGen test as args say; returns the result line. Logs end up in args.output only if complete."""
     output = os.path.abspath(args.output)
     partial = prepare_output(output, args.overwrite)
     import mlperf_loadgen as lg
-    predict, image_size = load_saved_model(args.model)
+    workload.load_model(args.model)
 
     settings = lg.TestSettings()
     if args.user_conf:
-        status = settings.FromConfig(os.path.abspath(args.user_conf), MODEL_NAME, args.scenario)
+        status = settings.FromConfig(os.path.abspath(args.user_conf), workload.model_name, args.scenario)
     else:
-        status = settings.FromConfig("", MODEL_NAME, args.scenario, 0)     # the built-in mlperf.conf only
+        status = settings.FromConfig("", workload.model_name, args.scenario, 0)   # the built-in mlperf.conf only
     if status != 0:
         raise InferenceError(args.user_conf or "mlperf.conf", f"LoadGen could not read it (error {status})")
     settings.scenario = getattr(lg.TestScenario, args.scenario)
@@ -246,15 +323,10 @@ def run_loadgen(args, records: ValidationRecords) -> str:
     if args.qps:                        # as the reference's --qps (not for a submission: use user.conf)
         settings.server_target_qps = settings.offline_expected_qps = float(args.qps)
 
-    samples = SampleLibrary(records, image_size, args.preprocessing)
-    samples.load([0])                   # warm-up, as the reference: first calls trace and allocate
-    for batch in {1, min(args.max_batchsize, len(records))}:
-        predict(samples.batch([0] * batch))
-    samples.unload([0])
-    sut = BatchingSUT(predict, samples, args.max_batchsize)
+    workload.warm_up(args.max_batchsize)   # as the reference: first calls trace and allocate
+    sut = BatchingSUT(workload.respond, args.max_batchsize)
     lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
-    lg_qsl = lg.ConstructQSL(len(records), min(len(records), PERFORMANCE_SAMPLE_COUNT), samples.load,
-                             samples.unload)
+    lg_qsl = lg.ConstructQSL(workload.count, workload.performance_sample_count, workload.load, workload.unload)
     log_settings = lg.LogSettings()
     log_settings.log_output.outdir = partial
     log_settings.log_output.copy_summary_to_stdout = args.verbose
@@ -281,7 +353,7 @@ def run_loadgen(args, records: ValidationRecords) -> str:
         line += f", LoadGen result {summary_result(summary)}"
     if args.accuracy:
         entries = accuracy_lib.read_accuracy_log(os.path.join(partial, "mlperf_log_accuracy.json"))
-        result = accuracy_lib.format_result(*accuracy_lib.top1(entries, records.labels()))
+        result = workload.accuracy(entries)
         with open(os.path.join(partial, ACCURACY_FILE), "w") as f:
             f.write(result + "\n")
         line += f"; {result}"
@@ -295,9 +367,13 @@ def run_loadgen(args, records: ValidationRecords) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tf-mlperf-infer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="SavedModel folder written by tf-mlperf-export")
-    parser.add_argument("--data_dir", required=True, help="ImageNet TFRecords (validation-*-of-*) as written "
-                        "by tf-mlperf-prep-imagenet")
+    parser.add_argument("--benchmark", default=MODEL_NAME, choices=BENCHMARKS, help="resnet50 (default) or bert")
+    parser.add_argument("--model", required=True, help="SavedModel folder written by tf-mlperf-export (resnet50) "
+                        "or tf-mlperf-export-bert (bert)")
+    parser.add_argument("--data_dir", help="resnet50: ImageNet TFRecords (validation-*-of-*) as written by "
+                        "tf-mlperf-prep-imagenet")
+    parser.add_argument("--squad_json", help="bert: the SQuAD v1.1 JSON to answer (dev-v1.1.json)")
+    parser.add_argument("--vocab_file", help="bert: the uncased vocab.txt (default: the packaged MLPerf vocab)")
     parser.add_argument("--scenario", default="SingleStream", choices=SCENARIOS)
     parser.add_argument("--accuracy", action="store_true", help="accuracy mode (every sample once; writes "
                         "mlperf_log_accuracy.json and accuracy.txt); default: performance mode")
@@ -308,9 +384,9 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace the logs of an earlier run in --output")
     parser.add_argument("--max_batchsize", type=int, default=32, help="largest batch the SUT runs (reference: 32)")
     parser.add_argument("--preprocessing", choices=PREPROCESSING, default="inference",
-                        help="inference: the inference reference's pre_process_vgg (OpenCV, INTER_AREA); "
+                        help="resnet50: inference: the inference reference's pre_process_vgg (OpenCV, INTER_AREA); "
                         "training: our training eval's (TF bilinear), to compare with the training eval")
-    parser.add_argument("--count", type=int, default=0, help="use the first N validation images (0: all)")
+    parser.add_argument("--count", type=int, default=0, help="resnet50: use the first N validation images (0: all)")
     parser.add_argument("--qps", type=float, help="Server/Offline target QPS, over the config (testing only)")
     parser.add_argument("--verbose", action="store_true", help="LoadGen's summary to stdout; tracebacks")
     args = parser.parse_args(argv)

@@ -1,0 +1,228 @@
+"""tf-mlperf-squad: fine-tune BERT on SQuAD v1.1 as google-research/bert run_squad.py, then evaluate.
+
+    tf-mlperf-squad --flagfile=flags/bert/squad.cfg --train_file=train-v1.1.json --predict_file=dev-v1.1.json \
+        --init_checkpoint=/runs/bert1/checkpoints/ckpt-13700 --model_dir=/runs/squad1
+    tf-mlperf-squad --flagfile=flags/bert/squad_smoke_cpu.cfg --train_file=tests/data/squad/tiny-train-v1.1.json \
+        --predict_file=tests/data/squad/tiny-dev-v1.1.json --model_dir=/tmp/squad_smoke
+
+As run_squad.py: the training questions are shuffled with random.Random(12345) and turned into features
+(tf_mlperf/bert/squad.py: 384 / 128 / 64); num_train_steps = int(questions / train_batch_size *
+num_train_epochs), warmup the first warmup_proportion of them; batches of features drawn from a 100-feature
+shuffle buffer over the repeated features; loss as run_squad.py; AdamWeightDecay (bert/squad_optimizer.py),
+gradients clipped to global norm 1.0. --init_checkpoint: a pretraining checkpoint (the reference's TF1
+model.ckpt-28252, tf-models' converted encoder, or one of our own BERT runs: <model_dir>/checkpoints/ckpt-N) or a
+SQuAD checkpoint (bert/squad_model.py). One process (no Horovod here).
+
+Writes to --model_dir: checkpoints/ckpt-N (tf.train.Checkpoint(model=..., optimizer=...); a rerun resumes from
+the latest), predictions.json (qas_id -> answer, as accuracy-squad.py writes it) and squad_eval.json
+(exact_match and f1 before training when --eval_before_training, after training, the logged losses).
+Then export it for MLPerf Inference: tf-mlperf-export-bert --checkpoint=<model_dir>/checkpoints/ckpt-N.
+Exit 0; 2 on an error (one line naming the file or flag and the fix).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+
+from absl import app as absl_app
+from absl import flags, logging
+
+from tf_mlperf.bert import config as config_lib
+from tf_mlperf.bert import squad
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("train_file", None, "SQuAD v1.1 training JSON (train-v1.1.json).")
+flags.DEFINE_string("predict_file", None, "SQuAD v1.1 JSON to evaluate on (dev-v1.1.json).")
+flags.DEFINE_string("vocab_file", None, "The BERT uncased vocab.txt (default: the MLPerf vocab shipped with the "
+                    "test data package, the same bytes).")
+flags.DEFINE_bool("do_lower_case", True, "Lower-case and strip accents (the uncased model).")
+flags.DEFINE_string("bert_config_file", None, "The model's bert_config.json (default: --bert_preset).")
+flags.DEFINE_enum("bert_preset", "large", sorted(config_lib.PRESETS), "Built-in config without --bert_config_file.")
+flags.DEFINE_string("init_checkpoint", None, "Checkpoint to start from (pretraining or SQuAD).")
+flags.DEFINE_string("model_dir", None, "Checkpoints, predictions.json and squad_eval.json go here.")
+flags.DEFINE_integer("max_seq_length", squad.MAX_SEQ_LENGTH, "Tokens per feature.")
+flags.DEFINE_integer("doc_stride", squad.DOC_STRIDE, "Tokens between the starts of a context's spans.")
+flags.DEFINE_integer("max_query_length", squad.MAX_QUERY_LENGTH, "Question tokens kept.")
+flags.DEFINE_integer("train_batch_size", 32, "Features per step (run_squad.py's default 32; flags/bert/squad.cfg: 24).")
+flags.DEFINE_integer("predict_batch_size", 8, "Features per prediction batch.")
+flags.DEFINE_float("learning_rate", 5e-5, "Initial learning rate (run_squad.py's default; squad.cfg: 3e-5).")
+flags.DEFINE_float("num_train_epochs", 3.0, "Training epochs, counted in questions (squad.cfg: 2).")
+flags.DEFINE_float("warmup_proportion", 0.1, "Share of the steps with a linear warmup.")
+flags.DEFINE_integer("n_best_size", squad.N_BEST_SIZE, "Start and end candidates per feature.")
+flags.DEFINE_integer("max_answer_length", squad.MAX_ANSWER_LENGTH, "Longest answer in tokens.")
+flags.DEFINE_enum("final_text", "wordpiece", list(squad.FINAL_TEXT), "Original-text recovery: wordpiece as "
+                  "MLPerf's accuracy-squad.py, basic as run_squad.py.")
+flags.DEFINE_integer("save_checkpoints_steps", 1000, "Also checkpoint every N steps (and always at the end).")
+flags.DEFINE_integer("log_every_steps", 50, "Print step, loss and learning rate every N steps.")
+flags.DEFINE_bool("eval_before_training", False, "Also evaluate the initial weights.")
+flags.DEFINE_integer("seed", 0, "Seed of the initial weights and of the training batches' shuffle.")
+flags.DEFINE_bool("verbose", False, "On an error, print its traceback too.")
+
+SHUFFLE_SEED = 12345            # run_squad.py: random.Random(12345).shuffle(train_examples)
+SHUFFLE_BUFFER = 100            # run_squad.py: d.shuffle(buffer_size=100)
+
+
+def feature_arrays(features, with_positions: bool):
+    import numpy as np
+    arrays = {name: np.array([getattr(f, name) for f in features], np.int32)
+              for name in ("input_ids", "input_mask", "segment_ids")}
+    if with_positions:
+        arrays["start_positions"] = np.array([f.start_position for f in features], np.int32)
+        arrays["end_positions"] = np.array([f.end_position for f in features], np.int32)
+    return arrays
+
+
+def predict_logits(model, features, batch_size: int):
+    """The model's logits [n, seq, 2] for the features, in order (the last batch padded, then cut)."""
+    import numpy as np
+    import tensorflow as tf
+    arrays = feature_arrays(features, with_positions=False)
+    predict = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    out = []
+    for start in range(0, len(features), batch_size):
+        batch = {k: v[start:start + batch_size] for k, v in arrays.items()}
+        n = len(batch["input_ids"])
+        if n < batch_size:
+            batch = {k: np.concatenate([v, np.zeros((batch_size - n, v.shape[1]), v.dtype)]) for k, v in batch.items()}
+        out.append(predict(batch).numpy()[:n])
+    return np.concatenate(out)
+
+
+def evaluate(model, examples, features, tokenizer, source: str) -> tuple[dict, dict]:
+    logits = predict_logits(model, features, FLAGS.predict_batch_size)
+    answers = squad.predictions(examples, features, squad.results_from_logits(features, logits), tokenizer,
+                                FLAGS.n_best_size, FLAGS.max_answer_length, FLAGS.final_text)
+    return squad.evaluate(examples, answers, source), answers
+
+
+def train() -> dict:
+    from data_prep.wiki import samples
+
+    for name in ("train_file", "predict_file", "model_dir"):
+        if not FLAGS[name].value:
+            raise squad.SquadError(f"--{name}", "is required")
+    for name in ("train_batch_size", "predict_batch_size", "n_best_size", "max_answer_length", "log_every_steps",
+                 "save_checkpoints_steps"):
+        if FLAGS[name].value < 1:
+            raise squad.SquadError(f"--{name}={FLAGS[name].value}", "must be >= 1")
+    if FLAGS.num_train_epochs <= 0 or not 0 <= FLAGS.warmup_proportion <= 1:
+        raise squad.SquadError(f"--num_train_epochs={FLAGS.num_train_epochs} --warmup_proportion="
+                               f"{FLAGS.warmup_proportion}", "need epochs > 0 and 0 <= warmup_proportion <= 1")
+    try:
+        bert_config = config_lib.load(FLAGS.bert_config_file, FLAGS.bert_preset)
+    except (OSError, ValueError) as e:
+        raise squad.SquadError(f"--bert_config_file={FLAGS.bert_config_file}", f"cannot be read ({e})") from None
+    if FLAGS.max_seq_length > bert_config.max_position_embeddings:
+        raise squad.SquadError(f"--max_seq_length={FLAGS.max_seq_length}", "is longer than the model's "
+                               f"max_position_embeddings={bert_config.max_position_embeddings}")
+    tokenizer = squad.Tokenizer(FLAGS.vocab_file or str(samples.bert_vocab()), FLAGS.do_lower_case)
+    train_examples = squad.read_examples(FLAGS.train_file, is_training=True)
+    random.Random(SHUFFLE_SEED).shuffle(train_examples)
+    eval_examples = squad.read_examples(FLAGS.predict_file, is_training=False)
+    shape = dict(max_seq_length=FLAGS.max_seq_length, doc_stride=FLAGS.doc_stride,
+                 max_query_length=FLAGS.max_query_length)
+    train_features = squad.convert_examples_to_features(train_examples, tokenizer, is_training=True,
+                                                        source=FLAGS.train_file, **shape)
+    eval_features = squad.convert_examples_to_features(eval_examples, tokenizer, is_training=False,
+                                                       source=FLAGS.predict_file, **shape)
+    num_train_steps = int(len(train_examples) / FLAGS.train_batch_size * FLAGS.num_train_epochs)
+    num_warmup_steps = int(num_train_steps * FLAGS.warmup_proportion)
+    if num_train_steps < 1:
+        raise squad.SquadError(f"--num_train_epochs={FLAGS.num_train_epochs}", f"gives no step with "
+                               f"{len(train_examples)} questions and --train_batch_size={FLAGS.train_batch_size}")
+    logging.info("%d training questions -> %d features; %d eval questions -> %d features; %d steps (%d warmup)",
+                 len(train_examples), len(train_features), len(eval_examples), len(eval_features),
+                 num_train_steps, num_warmup_steps)
+
+    import numpy as np                   # TensorFlow only once the data is known to be good
+    import tensorflow as tf
+    import tf_keras
+    from tf_mlperf.bert import squad_model, squad_optimizer
+    tf_keras.utils.set_random_seed(FLAGS.seed)
+    model = squad_model.build_squad_model(bert_config, FLAGS.max_seq_length)
+    if FLAGS.init_checkpoint:
+        squad_model.load_checkpoint(model, FLAGS.init_checkpoint, require_head=False)
+    optimizer = squad_optimizer.create_optimizer(FLAGS.learning_rate, num_train_steps, num_warmup_steps)
+    optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(FLAGS.model_dir, "checkpoints"), max_to_keep=3)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        print(f"resumed from {manager.latest_checkpoint} at step {int(optimizer.iterations)}", flush=True)
+
+    report = {"num_train_steps": num_train_steps, "num_warmup_steps": num_warmup_steps,
+              "train_questions": len(train_examples), "train_features": len(train_features),
+              "eval_questions": len(eval_examples), "eval_features": len(eval_features), "train_loss": []}
+    if FLAGS.eval_before_training:
+        report["before"], _ = evaluate(model, eval_examples, eval_features, tokenizer, FLAGS.predict_file)
+        print(f"before training: {squad.format_result(report['before'])}", flush=True)
+
+    dataset = (tf.data.Dataset.from_tensor_slices(feature_arrays(train_features, with_positions=True))
+               .repeat().shuffle(SHUFFLE_BUFFER, seed=FLAGS.seed).batch(FLAGS.train_batch_size, drop_remainder=True))
+
+    @tf.function
+    def train_step(batch):
+        with tf.GradientTape() as tape:
+            logits = model(batch, training=True)
+            loss = squad_model.squad_loss(logits, batch["start_positions"], batch["end_positions"])
+        grads = squad_optimizer.clip(tape.gradient(loss, model.trainable_variables))
+        learning_rate = optimizer.learning_rate
+        # the pooler gets no gradient (run_squad.py does not use it); the reference skips it, so do we
+        optimizer.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+        return loss, learning_rate
+
+    started, step = time.time(), int(optimizer.iterations)
+    batches = iter(dataset)
+    while step < num_train_steps:
+        loss, learning_rate = train_step(next(batches))
+        step += 1
+        if step % FLAGS.log_every_steps == 0 or step == num_train_steps or step == 1:
+            loss = float(loss)
+            if not np.isfinite(loss):
+                raise squad.SquadError("training", f"loss is {loss} at step {step}: lower --learning_rate")
+            report["train_loss"].append([step, loss])
+            print(f"step {step}/{num_train_steps} loss {loss:.4f} lr {float(learning_rate):.3g} "
+                  f"({time.time() - started:.0f} s)", flush=True)
+        if step % FLAGS.save_checkpoints_steps == 0 and step < num_train_steps:
+            manager.save(checkpoint_number=step)
+    saved = manager.save(checkpoint_number=step)
+
+    report["after"], answers = evaluate(model, eval_examples, eval_features, tokenizer, FLAGS.predict_file)
+    report["checkpoint"] = saved
+    with open(os.path.join(FLAGS.model_dir, "predictions.json"), "w", encoding="utf-8") as f:
+        f.write(json.dumps(answers, indent=4, ensure_ascii=False) + "\n")
+    with open(os.path.join(FLAGS.model_dir, "squad_eval.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"after training: {squad.format_result(report['after'])} on {FLAGS.predict_file} "
+          f"({len(eval_examples)} questions); checkpoint {saved}", flush=True)
+    return report
+
+
+def main() -> None:
+    if any(a in ("--help", "-h", "-help", "--helpshort", "-?") for a in sys.argv[1:]):
+        module = sys.argv[0] if __name__ == "__main__" else __name__     # where absl registered the flags
+        print(f"{__doc__.strip()}\n\nFlags:\n{FLAGS.module_help(module).split(chr(10), 1)[-1]}\n\n"
+              "Presets: flags/bert/squad.cfg (BERT-large, run_squad.py's recipe), flags/bert/squad_smoke_cpu.cfg")
+        sys.exit(0)
+
+    def _run(argv):
+        if len(argv) > 1:
+            raise absl_app.UsageError(f"unexpected arguments: {argv[1:]}")
+        from tf_mlperf.core.task import RunError
+        try:
+            train()
+        except (squad.SquadError, RunError, OSError) as error:
+            if FLAGS.verbose:
+                raise
+            if isinstance(error, OSError):
+                error = f"{error.filename or 'output'}: {error.strerror or error}"
+            print(f"tf-mlperf-squad: error: {error}", file=sys.stderr)
+            sys.exit(2)
+    absl_app.run(_run)
+
+
+if __name__ == "__main__":
+    main()
