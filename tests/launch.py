@@ -47,6 +47,22 @@ def horovodrun(args, np_=2, controller="gloo", timeout=600, check=True):
     return proc
 
 
+def worker_ranks(worker, out, np_=2):
+    """Runs tests/<worker> under `horovodrun -np np_ --gloo` writing into `out`; each rank's rank<r>.npz."""
+    import numpy as np
+    horovodrun([REPO / "tests" / worker, out], np_=np_, controller="gloo")
+    return [np.load(pathlib.Path(out) / f"rank{r}.npz") for r in range(np_)]
+
+
+def error_line(proc) -> str:
+    """A trainer's one-line error: exit 2, `error: ...` once on stderr, no traceback."""
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-5000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr[-5000:]
+    return lines[0]
+
+
 def free_ports(n):
     socks = [socket.socket() for _ in range(n)]
     for s in socks:

@@ -83,7 +83,9 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def reference_forward(c: BertConfig, w: dict[str, np.ndarray], batch) -> tuple[np.ndarray, np.ndarray]:
+def reference_sequence_output(c: BertConfig, w: dict[str, np.ndarray], batch):
+    """modeling.BertModel's sequence output [batch, seq, hidden] in float64, and the helpers (dense, ln) over
+    the weights `w` (reference names) that the heads use."""
     w = {k: v.astype(np.float64) for k, v in w.items()}
     ids, mask, seg = batch["input_ids"], batch["input_mask"], batch["segment_ids"]
     b, s = ids.shape
@@ -102,6 +104,11 @@ def reference_forward(c: BertConfig, w: dict[str, np.ndarray], batch) -> tuple[n
         attention = ln(dense(context, f"{p}/attention/output/dense") + x, f"{p}/attention/output/LayerNorm")
         inner = _gelu(dense(attention, f"{p}/intermediate/dense"))
         x = ln(dense(inner, f"{p}/output/dense") + attention, f"{p}/output/LayerNorm")
+    return x, w, dense, ln
+
+
+def reference_forward(c: BertConfig, w: dict[str, np.ndarray], batch) -> tuple[np.ndarray, np.ndarray]:
+    x, w, dense, ln = reference_sequence_output(c, w, batch)
     pooled = np.tanh(dense(x[:, 0], "bert/pooler/dense"))
     gathered = np.take_along_axis(x, batch["masked_lm_positions"][..., None], axis=1)
     transformed = ln(_gelu(dense(gathered, "cls/predictions/transform/dense")), "cls/predictions/transform/LayerNorm")

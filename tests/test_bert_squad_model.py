@@ -13,7 +13,7 @@ from tf_mlperf.bert import squad_model
 from tf_mlperf.core.task import RunError
 
 from bert_reference import SMALL, reference_variable_shapes
-from test_bert_checkpoint import _gelu, _layer_norm, _softmax, random_reference_weights, write_tf1_checkpoint
+from test_bert_checkpoint import random_reference_weights, reference_sequence_output, write_tf1_checkpoint
 
 SEQ, BATCH = 24, 3
 PRETRAINING_HEADS = ("cls/predictions/", "cls/seq_relationship/")
@@ -39,25 +39,8 @@ def random_inputs(seed: int = 1) -> dict[str, np.ndarray]:
 
 def reference_logits(w: dict[str, np.ndarray], batch) -> np.ndarray:
     """modeling.BertModel's sequence output, then run_squad.py's create_model: [batch, seq, 2], float64."""
-    c = SMALL
-    w = {k: v.astype(np.float64) for k, v in w.items()}
-    ids, mask, seg = batch["input_ids"], batch["input_mask"], batch["segment_ids"]
-    b, s = ids.shape
-    heads, size = c.num_attention_heads, c.hidden_size // c.num_attention_heads
-    x = (w["bert/embeddings/word_embeddings"][ids] + w["bert/embeddings/token_type_embeddings"][seg]
-         + w["bert/embeddings/position_embeddings"][:s][None])
-    x = _layer_norm(x, w["bert/embeddings/LayerNorm/gamma"], w["bert/embeddings/LayerNorm/beta"])
-    adder = (1.0 - mask[:, None, None, :].astype(np.float64)) * -10000.0
-    dense = lambda t, p: t @ w[f"{p}/kernel"] + w[f"{p}/bias"]
-    ln = lambda t, p: _layer_norm(t, w[f"{p}/gamma"], w[f"{p}/beta"])
-    for n in range(c.num_hidden_layers):
-        p = f"bert/encoder/layer_{n}"
-        q, k, v = (dense(x, f"{p}/attention/self/{m}").reshape(b, s, heads, size) for m in ("query", "key", "value"))
-        scores = np.einsum("BTNH,BFNH->BNFT", k, q) / np.sqrt(size) + adder
-        context = np.einsum("BNFT,BTNH->BFNH", _softmax(scores), v).reshape(b, s, -1)
-        attention = ln(dense(context, f"{p}/attention/output/dense") + x, f"{p}/attention/output/LayerNorm")
-        x = ln(dense(_gelu(dense(attention, f"{p}/intermediate/dense")), f"{p}/output/dense") + attention,
-               f"{p}/output/LayerNorm")
+    x, w, _, _ = reference_sequence_output(SMALL, w, batch)
+    b, s = batch["input_ids"].shape
     hidden = x.reshape(b * s, -1)                      # final_hidden_matrix
     logits = hidden @ w[squad_model.HEAD_WEIGHTS].T + w[squad_model.HEAD_BIAS]
     return logits.reshape(b, s, 2)

@@ -4,7 +4,7 @@ documented tolerance (2^-10 relative + 2^-24 absolute, core/distribution.py), co
 import numpy as np
 import pytest
 
-from launch import REPO, horovodrun
+from launch import worker_ranks
 
 import hvd_compression_worker as worker
 import hvd_grads_worker as base
@@ -15,9 +15,7 @@ REL, ABS = 2.0 ** -10, 2.0 ** -24          # the documented wire tolerance of fp
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("hvd_compression")
-    horovodrun([REPO / "tests" / "hvd_compression_worker.py", out], np_=2, controller="gloo")
-    return [np.load(out / f"rank{r}.npz") for r in (0, 1)]
+    return worker_ranks("hvd_compression_worker.py", tmp_path_factory.mktemp("hvd_compression"))
 
 
 def test_fp16_allreduce_is_the_fp32_mean_within_the_documented_tolerance(ranks):

@@ -4,7 +4,7 @@ Horovod backend's bf16 cast and per-dtype grouped allreduce."""
 import numpy as np
 import pytest
 
-from launch import REPO, horovodrun
+from launch import worker_ranks
 from test_bert_optimizer import reference_lamb
 
 import hvd_grads_worker as worker
@@ -15,9 +15,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("hvd_grads")
-    horovodrun([REPO / "tests" / "hvd_grads_worker.py", out], np_=2, controller="gloo")
-    return [np.load(out / f"rank{r}.npz") for r in (0, 1)]
+    return worker_ranks("hvd_grads_worker.py", tmp_path_factory.mktemp("hvd_grads"))
 
 
 def clip(grads):

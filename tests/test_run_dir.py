@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch import REPO, env, horovodrun, latest_checkpoint_step, read_mllog
+from launch import REPO, env, error_line, horovodrun, latest_checkpoint_step, read_mllog
 from tf_mlperf.core import input as core_input
 from tf_mlperf.core import run_dir
 from tf_mlperf.core.task import RunError
@@ -35,14 +35,6 @@ def run(args, timeout=300, **kwargs):
 def toy(model_dir, *extra, **kwargs):
     return run([TOY, f"--model_dir={model_dir}", "--distribution=none", "--notensorboard", "--seed=1", *extra],
                **kwargs)
-
-
-def error_line(proc) -> str:
-    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    assert "Traceback" not in proc.stderr, proc.stderr[-5000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, proc.stderr[-5000:]
-    return lines[0]
 
 
 def run_stops(path):

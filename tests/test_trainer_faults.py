@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch import BIN, REPO, env, latest_checkpoint_step, read_mllog
+from launch import BIN, REPO, env, error_line, latest_checkpoint_step, read_mllog
 from tf_mlperf.bert import checkpoint as checkpoint_lib
 from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert.optimizer import LambConfig
@@ -38,15 +38,6 @@ RESNET = ["-m", "tf_mlperf.resnet.train", f"--flagfile={REPO / 'flags' / 'resnet
 def run(args, timeout=300, **kwargs):
     return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env(PYTHONDONTWRITEBYTECODE=1),
                           capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
-def error_line(proc) -> str:
-    """The trainer's one-line error (exit 2, `error: ...`, no traceback)."""
-    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    assert "Traceback" not in proc.stderr, proc.stderr[-5000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, proc.stderr[-5000:]
-    return lines[0]
 
 
 # ---------------------------------------------------------------- ResNet shards vs their manifest
