@@ -362,7 +362,8 @@ def test_campaign_of_smoke_runs_packages_and_the_package_checker_passes(tmp_path
         assert sorted(p.name for p in (tree / "results" / "cpu-smoke" / benchmark).iterdir()) == \
             [f"result_{k}.txt" for k in range(runs)]
         code = tree / "benchmarks" / benchmark / "implementations" / "tf_mlperf"
-        for name in ("README.md", "launch_commands.sh", "campaign.json", "SOURCE.txt", "tf_mlperf/core/loop.py"):
+        for name in ("README.md", "IMPLEMENTATION.md", "launch_commands.sh", "campaign.json", "SOURCE.txt",
+                     "tf_mlperf/core/loop.py"):
             assert (code / name).is_file(), name
         assert (code / "launch_commands.sh").read_text().count("--seed=") == runs
     for ruleset in ("4.0.0", "5.0.0"):

@@ -26,7 +26,9 @@ def test_trainer_flags_have_the_config_defaults(config):
             if isinstance(field.default, tuple):
                 default = tuple(int(v) for v in default)
             assert default == field.default, name
-            assert fv[name].help == field.metadata["help"]
+            choices = field.metadata["choices"]   # absl puts "<a|b>: " before an enum flag's help
+            prefix = f"<{'|'.join(choices)}>: " if choices else ""
+            assert fv[name].help == prefix + field.metadata["help"]
 
 
 @dataclasses.dataclass(frozen=True)

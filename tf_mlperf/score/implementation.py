@@ -103,9 +103,13 @@ def check_cache_flush(log: pathlib.Path, run: dict, events: list[dict]) -> None:
 
 # --------------------------------------------------------------------------- the code folder
 
+CODE_NOTE = "IMPLEMENTATION.md"   # the package's note on the code folder (its README.md is the project's own)
+
+
 def write_code(dest: pathlib.Path, benchmark: str, record: dict) -> pathlib.Path:
     """implementations/tf_mlperf/: the runs' source tree (source_code.ship_code), flags_used/, campaign.json,
-    launch_commands.sh, SOURCE.txt, README.md. Returns dest."""
+    launch_commands.sh, SOURCE.txt, IMPLEMENTATION.md (what the tree's own README.md is is the code's). Returns
+    dest."""
     folder = pathlib.Path(record["path"]).parent
     code = record["code"]
     try:
@@ -135,7 +139,8 @@ def write_code(dest: pathlib.Path, benchmark: str, record: dict) -> pathlib.Path
         f"the checkout that packaged it ({source_code.REPO}) {'holds the same code' if same else 'differs'}\n")
     if code.get("dirty"):
         shutil.copy2(folder / source_code.DIFF_FILE, dest / source_code.DIFF_FILE)
-    (dest / "README.md").write_text(
+    # beside the shipped tree's own README.md (the project's, as the runs used it: never overwritten)
+    (dest / CODE_NOTE).write_text(
         f"# {benchmark}: tf_mlperf implementation\n\n"
         "TensorFlow 2 / tf-keras / Horovod implementation of the MLPerf Training closed-division benchmark.\n"
         f"This folder is the project's source tree as the runs used it: commit {code['commit'][:12]}"
