@@ -16,8 +16,8 @@ import time
 from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
+from tf_mlperf.base.errors import os_error
 
-from data_prep.errors import os_error
 
 TMP_MARK = ".tmp-"
 
@@ -33,7 +33,7 @@ def temp_name(path):
 def atomic_output(path, fsync: bool = False) -> Iterator[Any]:
     """Yields a temp path beside `path` (a file or a folder may be written there); renames it to `path` only
     if the block completes (after an fsync of a file with `fsync`). An OSError writing it (disk full, read-only
-    folder) becomes a PrepError naming `path` and the fix; the temp path never outlives the block."""
+    folder) becomes a UserError naming `path` and the fix; the temp path never outlives the block."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = temp_name(path)
     try:
@@ -89,7 +89,7 @@ def run_parallel(fn: Callable, jobs: Sequence, num_workers: int, desc: str, *, u
                  total: int | None = None, on_done: Callable[[Any], None] | None = None,
                  start_method: str = "fork", preload: Sequence[str] = (), progress: bool | None = None) -> list:
     """fn over jobs, in worker processes when num_workers > 1; returns the results in job order and calls
-    on_done(result) in the main process as each job finishes. A worker's exception (e.g. a PrepError) is
+    on_done(result) in the main process as each job finishes. A worker's exception (e.g. a UserError) is
     re-raised here and the other workers are stopped.
 
     The tqdm bar counts finished jobs, or with `total` the units fn reports through report_progress (e.g.

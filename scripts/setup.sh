@@ -27,6 +27,8 @@ dpkg -s bazel-platforms >/dev/null 2>&1 || need_apt+=(bazel-platforms)
 command -v mpicxx >/dev/null || need_apt+=(openmpi-bin libopenmpi-dev)
 command -v bazel >/dev/null || need_apt+=(bazel-bootstrap)
 command -v cmake >/dev/null || need_apt+=(cmake)
+# the tests check the campaign scripts tf_mlperf/launch/templates/ render to (tests/test_campaign.py)
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 # The cluster tests (tests/test_cluster_*.py) start a one-node Slurm (srun --mpi=pmix: mpi_pmix is in
 # slurm-wlm-basic-plugins, libpmix2 comes with Open MPI) and an sshd on loopback; docs/cluster.md.
 for pkg in slurm-wlm munge openssh-server openssh-client; do dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg"); done

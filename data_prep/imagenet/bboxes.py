@@ -6,8 +6,8 @@ import posixpath
 import tarfile
 import xml.etree.ElementTree as ElementTree
 
-from data_prep.imagenet.errors import PrepError
 from data_prep.imagenet.sources import check_member
+from tf_mlperf.base.errors import UserError
 
 
 def _fraction(value, size):
@@ -25,7 +25,7 @@ def parse_voc_xml(data, where):
             ys = sorted(_fraction(box.findtext(k), height) for k in ("ymin", "ymax"))
             boxes.append((xs[0], ys[0], xs[1], ys[1]))
     except (ElementTree.ParseError, TypeError, ValueError, ZeroDivisionError) as e:
-        raise PrepError(where, f"not a PASCAL VOC annotation with size and bndbox ({e})") from e
+        raise UserError(where, f"not a PASCAL VOC annotation with size and bndbox ({e})") from e
     return boxes
 
 
@@ -48,5 +48,5 @@ def read_bboxes(path):
                     data = tar.extractfile(member).read()
                     boxes[_stem(member.name)] = parse_voc_xml(data, f"{path}: member {member.name!r}")
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise PrepError(path, f"unreadable bounding-box archive ({e})") from e
+        raise UserError(path, f"unreadable bounding-box archive ({e})") from e
     return boxes

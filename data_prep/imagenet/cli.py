@@ -9,8 +9,8 @@ from data_prep.imagenet import convert as convert_lib
 from data_prep.imagenet import synsets as synsets_lib
 from data_prep.imagenet import verify as verify_lib
 from data_prep.imagenet import writer
-from data_prep.errors import PrepError, run_main, warn
 from data_prep.imagenet.images import CHECKS
+from tf_mlperf.base.errors import UserError, run_cli, warn
 
 PROG = "tf-mlperf-prep-imagenet"
 
@@ -98,7 +98,7 @@ def build_parser():
 
 def run_convert(args):
     if args.raw_dir and not os.path.isdir(args.raw_dir):
-        raise PrepError(args.raw_dir, "--raw_dir is not a folder")
+        raise UserError(args.raw_dir, "--raw_dir is not a folder")
     inputs = convert_lib.discover(args.raw_dir) if args.raw_dir else {}
     inputs = {k: v for k, v in inputs.items() if v}
     for key in ("train", "validation", "val_labels"):
@@ -109,7 +109,7 @@ def run_convert(args):
         inputs["bboxes"] = args.bboxes
     elif args.with_bboxes:
         if not found_bboxes:
-            raise PrepError(args.raw_dir or "--with_bboxes", "no bounding boxes given or found: pass --bboxes "
+            raise UserError(args.raw_dir or "--with_bboxes", "no bounding boxes given or found: pass --bboxes "
                                                              "ILSVRC2012_bbox_train_v2.tar.gz (or a folder of .xml)")
         inputs["bboxes"] = [found_bboxes]
     else:
@@ -137,12 +137,14 @@ def run_verify(args):
             print(f"  {problem}")
         failed += problems
     if failed:
-        raise PrepError(args.output_dir, f"verify found {len(failed)} problem(s), first: {failed[0]}")
+        raise UserError(args.output_dir, f"verify found {len(failed)} problem(s), first: {failed[0]}")
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return run_main(PROG, {"convert": run_convert, "verify": run_verify}[args.command], args, args.verbose)
+    work = {"convert": run_convert, "verify": run_verify}[args.command]
+    return run_cli(PROG, lambda: work(args), args.verbose,
+                   interrupted=f"{PROG}: interrupted; rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import pathlib
 from data_prep.imagenet import bboxes as bboxes_lib
 from data_prep.imagenet import labels as labels_lib
 from data_prep.imagenet import sources, writer
-from data_prep.errors import PrepError, warn
 from data_prep.imagenet.verify import FULL_IMAGENET_COUNTS
+from tf_mlperf.base.errors import UserError, warn
 
 SPLITS = ("train", "validation")
 EXPECT = ("subset", "full")   # convert --expect: accept any subset (with warnings), or require full ImageNet
@@ -41,9 +41,9 @@ def image_jobs(raw_images, synsets, val_labels, boxes, source):
         if raw.dir_wnid is not None:
             wnid = raw.dir_wnid
             if wnid not in synsets:
-                raise PrepError(writer.describe(raw), f"class {wnid!r} is not one of the 1000 ILSVRC2012 classes")
+                raise UserError(writer.describe(raw), f"class {wnid!r} is not one of the 1000 ILSVRC2012 classes")
         elif val_labels is None:
-            raise PrepError(source, "validation images need labels: pass --val_labels (devkit tar.gz, "
+            raise UserError(source, "validation images need labels: pass --val_labels (devkit tar.gz, "
                                     "synset_labels.txt or LOC_val_solution.csv)")
         else:
             wnid = val_labels.wnid_for(raw.filename)
@@ -66,12 +66,12 @@ def check_classes(split, source, jobs, empty, synsets, expect):
             f"{NUM_CLASSES}" + (f" (no images of {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})"
                                 if 0 < len(missing) <= MAX_MISSING_SHOWN else ""))
     if expect == "full":
-        raise PrepError(source, f"{what}: fix the download, or pass --expect subset to convert a subset")
+        raise UserError(source, f"{what}: fix the download, or pass --expect subset to convert a subset")
     warn(f"{source}: {what}: converting a subset (--expect full makes this an error)")
 
 
 def plan_all(inputs, synsets, output_dir, splits, num_shards, seed, check, skip_corrupt, expect="subset"):
-    """Plans for every requested split; raises PrepError on any input problem, before anything is written.
+    """Plans for every requested split; raises UserError on any input problem, before anything is written.
 
     `inputs`: dict with 'train', 'validation', 'val_labels' paths (or None) and 'bboxes' (list of paths,
     empty for the reference's records without boxes). `expect`: one of EXPECT.
@@ -84,7 +84,7 @@ def plan_all(inputs, synsets, output_dir, splits, num_shards, seed, check, skip_
     for split in splits:
         source = inputs.get(split)
         if not source:
-            raise PrepError(f"--{split}", f"no {split} input given or found (see --raw_dir)")
+            raise UserError(f"--{split}", f"no {split} input given or found (see --raw_dir)")
         empty = []
         raw_images = sources.index_split(source, is_train=split == "train", empty=empty)
         val_labels = None
@@ -102,4 +102,4 @@ def check_output_dir(output_dir, inputs):
     out = pathlib.Path(output_dir).resolve()
     for path in (inputs.get("train"), inputs.get("validation")):
         if path and pathlib.Path(path).is_dir() and out.is_relative_to(pathlib.Path(path).resolve()):
-            raise PrepError(output_dir, f"output folder is inside the input folder {path}")
+            raise UserError(output_dir, f"output folder is inside the input folder {path}")

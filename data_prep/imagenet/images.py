@@ -13,10 +13,15 @@ import io
 
 from PIL import Image
 
-from data_prep.imagenet.errors import CorruptImageError
+from tf_mlperf.base.errors import UserError
 
 JPEG_FORMATS = ("JPEG", "MPO")   # MPO: camera multi-picture JPEG, a plain JPEG to libjpeg
 CHECKS = ("header", "draft", "full")
+
+
+class CorruptImageError(UserError):
+    """An image that cannot be decoded; fatal unless --skip_corrupt (the one subclass of UserError: the converter
+    decides on it whether to skip)."""
 
 
 def to_rgb_jpeg(data, where, check="header"):

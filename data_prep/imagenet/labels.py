@@ -14,8 +14,8 @@ import tarfile
 
 import scipy.io
 
-from data_prep.imagenet.errors import PrepError
 from data_prep.imagenet.sources import check_member
+from tf_mlperf.base.errors import UserError
 
 VAL_NAME_RE = re.compile(r"^ILSVRC2012_val_(\d{8})$")
 META_MAT = "data/meta.mat"
@@ -34,21 +34,21 @@ class ValLabels:
         stem = filename.rsplit(".", 1)[0]
         if self.by_stem is not None:
             if stem not in self.by_stem:
-                raise PrepError(self.source, f"has no label for validation image {filename!r}")
+                raise UserError(self.source, f"has no label for validation image {filename!r}")
             return self.by_stem[stem]
         match = VAL_NAME_RE.match(stem)
         if not match:
-            raise PrepError(self.source, f"labels are by position, but {filename!r} is not named "
+            raise UserError(self.source, f"labels are by position, but {filename!r} is not named "
                                          "ILSVRC2012_val_NNNNNNNN.JPEG")
         position = int(match.group(1))
         if not 1 <= position <= len(self.by_position):
-            raise PrepError(self.source, f"has {len(self.by_position)} labels, none for {filename!r}")
+            raise UserError(self.source, f"has {len(self.by_position)} labels, none for {filename!r}")
         return self.by_position[position - 1]
 
 
 def _check_wnid(wnid, synsets, where):
     if wnid not in synsets:
-        raise PrepError(where, f"{wnid!r} is not one of the 1000 ILSVRC2012 classes")
+        raise UserError(where, f"{wnid!r} is not one of the 1000 ILSVRC2012 classes")
     return wnid
 
 
@@ -58,7 +58,7 @@ def read_synset_labels(path, synsets):
         lines.pop()
     wnids = [_check_wnid(line.strip(), synsets, f"{path}: line {n}") for n, line in enumerate(lines, 1)]
     if not wnids:
-        raise PrepError(path, "holds no labels")
+        raise UserError(path, "holds no labels")
     return ValLabels(str(path), by_position=wnids)
 
 
@@ -68,14 +68,14 @@ def read_kaggle_solution(path, synsets):
         rows = csv.reader(f)
         header = next(rows, None)
         if header != ["ImageId", "PredictionString"]:
-            raise PrepError(path, f"expected header 'ImageId,PredictionString', got {header}")
+            raise UserError(path, f"expected header 'ImageId,PredictionString', got {header}")
         for number, row in enumerate(rows, 2):
             where = f"{path}: line {number}"
             if len(row) != 2 or not row[1].split():
-                raise PrepError(where, "expected 'ImageId,wnid x y x y ...'")
+                raise UserError(where, "expected 'ImageId,wnid x y x y ...'")
             by_stem[row[0]] = _check_wnid(row[1].split()[0], synsets, where)
     if not by_stem:
-        raise PrepError(path, "holds no labels")
+        raise UserError(path, "holds no labels")
     return ValLabels(str(path), by_stem=by_stem)
 
 
@@ -90,10 +90,10 @@ def _devkit_members(path):
                     if member.isfile() and member.name.endswith(wanted):
                         found[wanted] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise PrepError(path, f"unreadable devkit archive ({e})") from e
+        raise UserError(path, f"unreadable devkit archive ({e})") from e
     for wanted in (META_MAT, GROUND_TRUTH):
         if wanted not in found:
-            raise PrepError(path, f"devkit archive has no {wanted}")
+            raise UserError(path, f"devkit archive has no {wanted}")
     return found[META_MAT], found[GROUND_TRUTH]
 
 
@@ -102,7 +102,7 @@ def _wnid_by_ilsvrc_id(meta_mat, where, synsets):
         records = scipy.io.loadmat(io.BytesIO(meta_mat), squeeze_me=True)["synsets"]
         entries = [(int(r["ILSVRC2012_ID"]), str(r["WNID"]), int(r["num_children"])) for r in records]
     except Exception as e:  # scipy raises many types for a malformed file
-        raise PrepError(where, f"not a devkit meta.mat with a 'synsets' struct ({e})") from e
+        raise UserError(where, f"not a devkit meta.mat with a 'synsets' struct ({e})") from e
     leaves = {ilsvrc_id: wnid for ilsvrc_id, wnid, children in entries if children == 0}
     for ilsvrc_id, wnid in leaves.items():
         _check_wnid(wnid, synsets, f"{where}: ILSVRC2012_ID {ilsvrc_id}")
@@ -116,10 +116,10 @@ def read_devkit(path, synsets):
     for number, line in enumerate(ground_truth.decode().split(), 1):
         where = f"{path}:{GROUND_TRUTH}: line {number}"
         if not line.isdigit() or int(line) not in wnid_by_id:
-            raise PrepError(where, f"{line!r} is not an ILSVRC2012_ID of a class in meta.mat")
+            raise UserError(where, f"{line!r} is not an ILSVRC2012_ID of a class in meta.mat")
         wnids.append(wnid_by_id[int(line)])
     if not wnids:
-        raise PrepError(f"{path}:{GROUND_TRUTH}", "holds no labels")
+        raise UserError(f"{path}:{GROUND_TRUTH}", "holds no labels")
     return ValLabels(f"{path}:{GROUND_TRUTH}", by_position=wnids)
 
 
@@ -127,7 +127,7 @@ def read_val_labels(path, synsets):
     """Read any of the three label formats, recognised by content."""
     path = pathlib.Path(path)
     if not path.is_file():
-        raise PrepError(path, "validation label file not found")
+        raise UserError(path, "validation label file not found")
     if tarfile.is_tarfile(path):
         return read_devkit(path, synsets)
     with open(path, "rb") as f:
@@ -137,4 +137,4 @@ def read_val_labels(path, synsets):
     try:
         return read_synset_labels(path, synsets)
     except UnicodeDecodeError as e:
-        raise PrepError(path, "not a devkit tar.gz, Kaggle csv or synset_labels.txt") from e
+        raise UserError(path, "not a devkit tar.gz, Kaggle csv or synset_labels.txt") from e

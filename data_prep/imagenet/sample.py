@@ -36,7 +36,7 @@ import scipy.io
 from PIL import Image
 
 from data_prep.imagenet import synsets as synsets_lib
-from data_prep.imagenet.errors import PrepError
+from tf_mlperf.base.errors import UserError
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
                   "motorcycle_left.png", "retina.jpg", "rocket.jpg")
@@ -342,7 +342,7 @@ def main(argv=None):
         info = generate(args.output_dir, args.fixtures_dir, args.num_classes, args.train_per_class,
                         args.num_val, args.image_size, args.seed, args.bboxes, not args.no_kaggle_tree,
                         args.photos_dir)
-    except (ValueError, OSError, PrepError) as e:
+    except (ValueError, OSError, UserError) as e:
         print(f"tf-mlperf-imagenet-sample: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {info['num_train']} train / {info['num_val']} val images of {len(info['classes'])} classes "

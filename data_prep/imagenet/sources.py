@@ -12,8 +12,8 @@ import pathlib
 import posixpath
 import tarfile
 
-from data_prep.imagenet.errors import PrepError
 from data_prep.imagenet.synsets import WNID_RE
+from tf_mlperf.base.errors import UserError
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
@@ -37,7 +37,7 @@ def check_member(member, archive):
         reason = "not a regular file"
     else:
         return
-    raise PrepError(f"{archive}: member {name!r}", f"refused: {reason}")
+    raise UserError(f"{archive}: member {name!r}", f"refused: {reason}")
 
 
 def is_image_name(name):
@@ -49,7 +49,7 @@ def open_plain_tar(path):
     try:
         return tarfile.open(path, mode="r:")
     except (tarfile.ReadError, OSError) as e:
-        raise PrepError(path, f"not a readable uncompressed tar archive ({e})") from e
+        raise UserError(path, f"not a readable uncompressed tar archive ({e})") from e
 
 
 def _tar_images(tar, archive, path, base_offset, wnid):
@@ -60,7 +60,7 @@ def _tar_images(tar, archive, path, base_offset, wnid):
         if member.isdir():
             continue
         if not is_image_name(member.name):
-            raise PrepError(f"{archive}: member {member.name!r}", "unexpected member (not an image)")
+            raise UserError(f"{archive}: member {member.name!r}", "unexpected member (not an image)")
         yield RawImage(posixpath.basename(member.name), path, base_offset + member.offset_data,
                        member.size, wnid)
 
@@ -71,13 +71,13 @@ def _class_tar_images(class_tar, archive, path, base_offset, wnid):
         with tarfile.open(fileobj=class_tar, mode="r:") as inner:
             return list(_tar_images(inner, archive, path, base_offset, wnid))
     except tarfile.ReadError as e:
-        raise PrepError(archive, f"not a readable uncompressed tar archive ({e})") from e
+        raise UserError(archive, f"not a readable uncompressed tar archive ({e})") from e
 
 
 def _wnid_of_class_tar(name, where):
     wnid, ext = posixpath.splitext(posixpath.basename(name))
     if ext != ".tar" or not WNID_RE.match(wnid):
-        raise PrepError(where, "expected per-class tars named nXXXXXXXX.tar")
+        raise UserError(where, "expected per-class tars named nXXXXXXXX.tar")
     return wnid
 
 
@@ -133,7 +133,7 @@ def index_directory(path, empty=None):
         elif entry.is_file() and is_image_name(entry.name):
             images.append(RawImage(entry.name, entry.path, 0, entry.stat().st_size, None))
         elif entry.is_dir():
-            raise PrepError(entry.path, "unexpected folder (class folders are named nXXXXXXXX)")
+            raise UserError(entry.path, "unexpected folder (class folders are named nXXXXXXXX)")
     return images
 
 
@@ -146,15 +146,15 @@ def index_split(path, is_train, empty=None):
     elif path.is_file():
         images = index_train_tar(path, empty) if is_train else index_flat_tar(path)
     else:
-        raise PrepError(path, "no such file or folder")
+        raise UserError(path, "no such file or folder")
     if not images:
-        raise PrepError(path, "holds no images")
+        raise UserError(path, "holds no images")
     if is_train and any(image.dir_wnid is None for image in images):
         loose = next(image.filename for image in images if image.dir_wnid is None)
-        raise PrepError(path, f"train images must be in class folders or class tars, found loose {loose!r}")
+        raise UserError(path, f"train images must be in class folders or class tars, found loose {loose!r}")
     seen = set()
     for image in images:
         if image.filename in seen:
-            raise PrepError(path, f"image name {image.filename!r} occurs twice")
+            raise UserError(path, f"image name {image.filename!r} occurs twice")
         seen.add(image.filename)
     return images

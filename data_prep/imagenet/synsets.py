@@ -7,8 +7,8 @@ byte-identical records.
 """
 import pathlib
 import re
+from tf_mlperf.base.errors import UserError
 
-from data_prep.imagenet.errors import PrepError
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 DEFAULT_SYNSETS = PACKAGE_DIR / "imagenet2012_synsets.txt"
@@ -37,12 +37,12 @@ def read_wnid_list(path):
     try:
         wnids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     except OSError as e:
-        raise PrepError(path, f"cannot read synset list ({e.strerror})") from e
+        raise UserError(path, f"cannot read synset list ({e.strerror})") from e
     bad = [w for w in wnids if not WNID_RE.match(w)]
     if bad:
-        raise PrepError(path, f"not a wnid list: bad entry {bad[0]!r}")
+        raise UserError(path, f"not a wnid list: bad entry {bad[0]!r}")
     if len(wnids) != NUM_CLASSES or wnids != sorted(set(wnids)):
-        raise PrepError(path, f"expected {NUM_CLASSES} distinct sorted wnids, found {len(wnids)}")
+        raise UserError(path, f"expected {NUM_CLASSES} distinct sorted wnids, found {len(wnids)}")
     return wnids
 
 
@@ -53,13 +53,13 @@ def read_names(path):
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
-        raise PrepError(path, f"cannot read synset names ({e.strerror})") from e
+        raise UserError(path, f"cannot read synset names ({e.strerror})") from e
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         wnid, sep, text = line.partition("\t")
         if not sep or not WNID_RE.match(wnid):
-            raise PrepError(path, f"line {number}: expected 'wnid<TAB>names', got {line[:60]!r}")
+            raise UserError(path, f"line {number}: expected 'wnid<TAB>names', got {line[:60]!r}")
         names[wnid] = text.strip()
     return names
 

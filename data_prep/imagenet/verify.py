@@ -4,8 +4,8 @@ import os
 import random
 
 from data_prep.imagenet import writer
-from data_prep.imagenet.errors import PrepError
 from tf_mlperf.core.settings import IMAGENET_NUM_IMAGES as FULL_IMAGENET_COUNTS
+from tf_mlperf.base.errors import UserError
 
 
 def _check_record(example, label_map, problems, where):
@@ -64,13 +64,13 @@ def verify_split(output_dir, split, sample=10, expect="full", seed=0, progress=N
     path = writer.manifest_path(output_dir, split)
     in_progress = writer.read_state(writer.progress_path(output_dir, split))
     if not os.path.exists(path) and in_progress is not None:
-        raise PrepError(path, f"missing: the {split} conversion is not complete ({len(in_progress['shards'])} "
+        raise UserError(path, f"missing: the {split} conversion is not complete ({len(in_progress['shards'])} "
                               f"of {in_progress['num_shards']} shards); rerun the same convert command to resume")
     try:
         with open(path) as f:
             manifest = json.load(f)
     except (OSError, ValueError) as e:
-        raise PrepError(path, f"no readable manifest ({e}); was the {split} split converted?") from e
+        raise UserError(path, f"no readable manifest ({e}); was the {split} split converted?") from e
     problems = []
     if not manifest.get("complete"):
         problems.append(f"{path}: conversion not complete ({len(manifest['shards'])} of "

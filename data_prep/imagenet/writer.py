@@ -21,8 +21,8 @@ import random
 import time
 
 from data_prep import fileio
-from data_prep.errors import CorruptImageError, PrepError, os_error
-from data_prep.imagenet.images import to_rgb_jpeg
+from data_prep.imagenet.images import CorruptImageError, to_rgb_jpeg
+from tf_mlperf.base.errors import UserError, os_error
 
 MANIFEST_FORMAT = "tf_mlperf-imagenet-tfrecords/1"
 SHARD_PREFIX = {"train": "train", "validation": "validation"}
@@ -63,7 +63,7 @@ def describe(job):
 def plan_split(split, jobs, output_dir, num_shards, seed, check, skip_corrupt, label_map, source):
     """Order the images (sorted by name; train then shuffled with `seed`) and cut them into shards."""
     if num_shards < 1 or num_shards > len(jobs):
-        raise PrepError(source, f"{len(jobs)} {split} images cannot fill {num_shards} shards "
+        raise UserError(source, f"{len(jobs)} {split} images cannot fill {num_shards} shards "
                                 f"(set --{split}_shards between 1 and {len(jobs)})")
     jobs = sorted(jobs, key=lambda job: job.filename)
     if split == "train":
@@ -99,7 +99,7 @@ def _read_bytes(job, open_files):
         handle.seek(job.offset)
         data = handle.read(job.size)
     except OSError as e:
-        raise PrepError(describe(job), f"cannot read ({e})") from e
+        raise UserError(describe(job), f"cannot read ({e})") from e
     if len(data) != job.size:
         raise CorruptImageError(describe(job), f"input ends early ({len(data)} of {job.size} bytes)")
     return data
@@ -146,7 +146,7 @@ def write_shard(task, report=None):
     from data_prep.imagenet.records import write_records
     report = report or fileio.report_progress
     skipped = []
-    # Disk full, permissions: a PrepError naming the shard and the fix, not a traceback; no temp file left.
+    # Disk full, permissions: a UserError naming the shard and the fix, not a traceback; no temp file left.
     with fileio.atomic_output(os.path.join(task.output_dir, task.name), fsync=True) as temp_path:
         write_records(temp_path, _serialized_records(task, skipped, report))
         entry = {"name": task.name, "num_records": len(task.jobs) - len(skipped),
@@ -180,7 +180,7 @@ def read_state(path):
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise PrepError(path, f"unreadable ({e}); delete it to convert this split from the start") from e
+        raise UserError(path, f"unreadable ({e}); delete it to convert this split from the start") from e
 
 
 def _completed_shards(plan, overwrite):
@@ -192,7 +192,7 @@ def _completed_shards(plan, overwrite):
     for path, state in states:
         if state.get("plan_sha256") != plan.fingerprint:
             if not overwrite:
-                raise PrepError(path, "was written for other inputs or flags; pass --overwrite to replace "
+                raise UserError(path, "was written for other inputs or flags; pass --overwrite to replace "
                                       "this split, or use another --output_dir")
             for stale in [p for p, _ in states] + shard_files(plan.output_dir, plan.split):
                 os.remove(os.path.join(plan.output_dir, stale))
@@ -215,7 +215,7 @@ def _check_foreign_shards(plan, overwrite):
               f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}")
         return
     shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
-    raise PrepError(plan.output_dir, f"holds {len(foreign)} {plan.split} shard file(s) this conversion "
+    raise UserError(plan.output_dir, f"holds {len(foreign)} {plan.split} shard file(s) this conversion "
                     f"would not write ({shown}), which the trainer would read too; pass --overwrite to "
                     "delete them, or use another --output_dir")
 

@@ -23,11 +23,10 @@ import pathlib
 import shutil
 import sys
 
-from data_prep.errors import run_main, warn
 from data_prep.fileio import TMP_MARK, run_parallel, write_text_atomic
 from data_prep.wiki import clean, extract, gather, pretraining, records, sentences, split, tokenization
-from data_prep.wiki.errors import InputError
 from data_prep.wiki.fileio import wiki_files
+from tf_mlperf.base.errors import UserError, run_cli, warn
 
 STAGES = ["extract", "clean", "sentences", "split", "gather", "records", "pick-eval"]
 
@@ -63,7 +62,7 @@ def remove_stale_temps(folder: pathlib.Path) -> None:
 def require_inputs(paths, previous_stage: str) -> None:
     missing = [p for p in paths if not pathlib.Path(p).exists()]
     if missing:
-        raise InputError(f"{missing[0]}: missing ({len(missing)} inputs); run the {previous_stage} stage first")
+        raise UserError(f"{missing[0]}: missing ({len(missing)} inputs); run the {previous_stage} stage first")
 
 
 def _per_file(fn, src_dir, dst_dir, rel):
@@ -86,7 +85,7 @@ def stage_extract(args, layout):
     if args.extracted_dir or layout.extracted.exists():
         return
     if not args.input:
-        raise InputError("extract needs --input (the pages-articles .xml.bz2 dump)")
+        raise UserError("extract needs --input (the pages-articles .xml.bz2 dump)")
     extract.extract_dump(pathlib.Path(args.input), layout.extracted, args.num_workers,
                          index=pathlib.Path(args.multistream_index) if args.multistream_index else None)
 
@@ -159,11 +158,11 @@ def record_jobs(args, layout) -> list[tuple[pathlib.Path, pathlib.Path]]:
     if args.text_files:
         sources = sorted({pathlib.Path(p) for pattern in args.text_files.split(",") for p in glob.glob(pattern)})
         if not sources:
-            raise InputError(f"{args.text_files}: no text files match")
+            raise UserError(f"{args.text_files}: no text files match")
         return [(src, layout.tfrecords / src.name) for src in sources]
     parts = sorted(layout.results.glob("part-*-of-*"))
     if not parts:
-        raise InputError(f"{layout.results}: no part-* files (run the gather stage first)")
+        raise UserError(f"{layout.results}: no part-* files (run the gather stage first)")
     return [(part, layout.tfrecords / part.name) for part in parts] + [(layout.eval_txt, layout.eval_intermediate)]
 
 
@@ -199,16 +198,16 @@ def check_unk_rate(text_file: pathlib.Path, vocab_file: str, args) -> None:
     rate, count = tokenization.unk_rate(tokenizer, lines)
     what = f"{text_file}: {rate:.1%} of the first {count} tokens are [UNK] with the vocab {vocab_file}"
     if rate > args.max_unk_rate:
-        raise InputError(f"{what} (over --max_unk_rate {args.max_unk_rate:g}): wrong vocab or "
-                         "--do_lower_case? Use the MLPerf uncased vocab.txt")
+        raise UserError(f"{what} (over --max_unk_rate {args.max_unk_rate:g}): wrong vocab or "
+                        "--do_lower_case? Use the MLPerf uncased vocab.txt")
     if rate > UNK_WARN_RATE:
         warn(f"{what}; expected well under {UNK_WARN_RATE:.0%} with the MLPerf vocab")
 
 
 def require_vocab(args) -> str:
     if not args.vocab_file:
-        raise InputError("--vocab_file is required: pass the MLPerf BERT vocab.txt (30,522 lines, uncased, md5 "
-                         f"{tokenization.MLPERF_VOCAB_MD5})")
+        raise UserError("--vocab_file is required: pass the MLPerf BERT vocab.txt (30,522 lines, uncased, md5 "
+                        f"{tokenization.MLPERF_VOCAB_MD5})")
     tokenization.check_bert_vocab(args.vocab_file, args.do_lower_case)
     message = tokenization.vocab_warning(args.vocab_file, args.do_lower_case)
     if message:
@@ -272,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return run_main("tf-mlperf-prep-wiki", run, args, args.verbose)
+    return run_cli("tf-mlperf-prep-wiki", lambda: run(args), args.verbose,
+                   interrupted="tf-mlperf-prep-wiki: interrupted; rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 import time
 
 from data_prep.fileio import atomic_output
-from data_prep.wiki.errors import InputError
+from tf_mlperf.base.errors import UserError
 
 PINNED_TIME = time.struct_time((2020, 1, 1, 0, 0, 0, 2, 1, 0))  # Wednesday, day 1 of the year
 _BZ2_STREAM_END = 0x177245385090  # 48-bit end-of-stream magic (sqrt(pi)), then a 32-bit CRC
@@ -48,24 +48,24 @@ def check_bz2(path: pathlib.Path) -> None:
     in the final bytes (a truncated download lacks it). Corruption inside is caught by the child."""
     path = pathlib.Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: dump file not found")
+        raise UserError(f"{path}: dump file not found")
     size = path.stat().st_size
     if size == 0:
-        raise InputError(f"{path}: dump file is empty")
+        raise UserError(f"{path}: dump file is empty")
     with open(path, "rb") as f:
         head = f.read(4)
         f.seek(max(0, size - 11))
         tail = int.from_bytes(f.read(), "big")
     if head[:3] != b"BZh":
-        raise InputError(f"{path}: not a bzip2 file")
+        raise UserError(f"{path}: not a bzip2 file")
     # The 48-bit marker + 32-bit CRC end at the last byte, followed by 0..7 padding bits.
     if not any((tail >> (pad + 32)) & (2**48 - 1) == _BZ2_STREAM_END for pad in range(8)):
-        raise InputError(f"{path}: truncated .bz2 (no end-of-stream marker at the end of the file)")
+        raise UserError(f"{path}: truncated .bz2 (no end-of-stream marker at the end of the file)")
 
 
-def _incomplete(path, detail: str) -> InputError:
-    return InputError(f"{path}: incomplete dump ({detail}): the download was cut; download it again "
-                      "(and check it against the dump's md5sums/sha1sums file)")
+def _incomplete(path, detail: str) -> UserError:
+    return UserError(f"{path}: incomplete dump ({detail}): the download was cut; download it again "
+                     "(and check it against the dump's md5sums/sha1sums file)")
 
 
 def check_dump_end(path: pathlib.Path) -> None:
@@ -92,11 +92,11 @@ def check_multistream_index(path: pathlib.Path, index: pathlib.Path) -> None:
         with bz2.open(index, "rt", encoding="utf-8") as f:
             offsets = [int(line.split(":", 1)[0]) for line in f if line.strip()]
     except (OSError, EOFError, ValueError) as err:
-        raise InputError(f"{index}: not a readable multistream index (offset:page_id:title lines, bz2): "
-                         f"{err}") from None
+        raise UserError(f"{index}: not a readable multistream index (offset:page_id:title lines, bz2): "
+                        f"{err}") from None
     size = pathlib.Path(path).stat().st_size
     if not offsets:
-        raise InputError(f"{index}: multistream index lists no pages")
+        raise UserError(f"{index}: multistream index lists no pages")
     if max(offsets) >= size:
         beyond = sum(1 for o in offsets if o >= size)
         raise _incomplete(path, f"{size} bytes, but its index {index} lists {beyond} pages in streams from "
@@ -110,7 +110,7 @@ def check_bz2_fully(path: pathlib.Path) -> None:
             while f.read(1 << 24):
                 pass
     except (EOFError, OSError) as err:
-        raise InputError(f"{path}: corrupt or truncated .bz2 ({err})") from None
+        raise UserError(f"{path}: corrupt or truncated .bz2 ({err})") from None
 
 
 def extract_dump(dump: pathlib.Path, out_dir: pathlib.Path, num_workers: int, file_size: str = "1M",
@@ -127,9 +127,9 @@ def extract_dump(dump: pathlib.Path, out_dir: pathlib.Path, num_workers: int, fi
             raise _incomplete(dump, f"the XML does not end with {END_TAG}")
         if returncode != 0:
             check_bz2_fully(dump)
-            raise InputError(f"{dump}: wikiextractor failed (see its messages above)")
+            raise UserError(f"{dump}: wikiextractor failed (see its messages above)")
         if not any(tmp.glob("*/wiki_*")):
-            raise InputError(f"{dump}: no articles extracted")
+            raise UserError(f"{dump}: no articles extracted")
 
 
 class _EndWatcher:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import pathlib
+from tf_mlperf.base.errors import UserError
 
-from data_prep.wiki.errors import InputError
 
 
 def read_utf8(path: pathlib.Path, newline: str | None = None) -> str:
@@ -15,7 +15,7 @@ def read_utf8(path: pathlib.Path, newline: str | None = None) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise InputError(f"{path}: line {line} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+        raise UserError(f"{path}: line {line} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
     return io.StringIO(text, newline=newline).read() if newline is None else text
 
 
@@ -24,8 +24,8 @@ def wiki_files(folder: pathlib.Path) -> list[str]:
     reference's sorted(glob('text/*/wiki_??'))."""
     folder = pathlib.Path(folder)
     if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder of extracted wiki files")
+        raise UserError(f"{folder}: not a folder of extracted wiki files")
     found = list(folder.glob("wiki_[0-9][0-9]")) + list(folder.glob("*/wiki_[0-9][0-9]"))
     if not found:
-        raise InputError(f"{folder}: no wiki_NN files (expected WikiExtractor output)")
+        raise UserError(f"{folder}: no wiki_NN files (expected WikiExtractor output)")
     return sorted(str(p.relative_to(folder)) for p in found)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pathlib
 
 from data_prep.fileio import atomic_output
-from data_prep.wiki.errors import InputError
 from data_prep.wiki.fileio import read_utf8
+from tf_mlperf.base.errors import UserError
 
 DEFAULT_BLOCK_SIZE_MB = 26.92  # process_wiki.sh: gives part-00000..00499 for the 2020-01-01 dump
 DEFAULT_NUM_OUTPUTS = 500
@@ -42,7 +42,7 @@ def gathered_text(path: pathlib.Path) -> str:
     if text.startswith("\ufeff"):
         text = text[1:]
     if len(text) < 2:
-        raise InputError(f"{path}: empty training text")
+        raise UserError(f"{path}: empty training text")
     return text[:-1] if text[-1] == text[-2] == "\n" else text
 
 

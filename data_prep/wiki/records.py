@@ -6,9 +6,9 @@ import pathlib
 
 from data_prep.fileio import atomic_output
 from data_prep.wiki import pretraining, tokenization
-from data_prep.wiki.errors import InputError
 from data_prep.wiki.tfrecord import frame_record, read_records
 from tf_mlperf.core.settings import BERT_EVAL_EXAMPLES as DEFAULT_NUM_EVAL_EXAMPLES
+from tf_mlperf.base.errors import UserError
 
 _WORKER_STATE: dict = {}  # per process: one tokenizer (and its word memo) reused for every part
 
@@ -27,7 +27,7 @@ def create_examples(text_files, vocab_file, params: pretraining.PretrainingParam
     maker, tokenizer = _maker_and_tokenizer(str(vocab_file), params)
     documents = pretraining.read_documents(text_files, tokenizer)
     if not documents:
-        raise InputError(f"{', '.join(map(str, text_files))}: no text to make examples from")
+        raise UserError(f"{', '.join(map(str, text_files))}: no text to make examples from")
     return maker.create(documents)
 
 
@@ -50,7 +50,7 @@ def pick_eval(src: pathlib.Path, dst: pathlib.Path, num_examples: int = DEFAULT_
     Records are copied as they are: the reference parses and re-serializes them, which keeps content."""
     records = list(read_records(src))
     if not records:
-        raise InputError(f"{src}: no records to pick eval examples from")
+        raise UserError(f"{src}: no records to pick eval examples from")
     ratio = len(records) / num_examples
     write_tfrecord([records[int(i * ratio)] for i in range(num_examples)], dst)
     return num_examples

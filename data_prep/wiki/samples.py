@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+from tf_mlperf.base.errors import UserError
 
-from data_prep.wiki.errors import InputError
 
 GENSIM_DUMP = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 MINILM_VOCAB = "model/vocab.txt"
@@ -20,14 +20,14 @@ MINILM_VOCAB = "model/vocab.txt"
 def package_dir(name: str) -> pathlib.Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise InputError(f"package {name} is not installed (it is installed by scripts/setup.sh)")
+        raise UserError(f"package {name} is not installed (it is installed by scripts/setup.sh)")
     return pathlib.Path(next(iter(spec.submodule_search_locations)))
 
 
 def _shipped(package: str, relative: str) -> pathlib.Path:
     path = package_dir(package) / relative
     if not path.is_file():
-        raise InputError(f"{path}: not found in the installed {package}")
+        raise UserError(f"{path}: not found in the installed {package}")
     return path
 
 

@@ -13,8 +13,8 @@ import pathlib
 import random
 
 from data_prep.fileio import write_text_atomic
-from data_prep.wiki.errors import InputError
 from data_prep.wiki.fileio import read_utf8
+from tf_mlperf.base.errors import UserError
 
 DEFAULT_SEED = 12345
 
@@ -41,8 +41,8 @@ def split_text(text: str, file_id: int, num_files: int, num_test_articles: int, 
     num_tests = num_test_articles_for(file_id, num_files, num_test_articles)
     if num_tests > len(articles):
         # The reference loops forever here; small inputs need a smaller --num_test_articles.
-        raise InputError(f"{name}: {num_tests} test articles requested but the file has only {len(articles)}; "
-                         "lower --num_test_articles")
+        raise UserError(f"{name}: {num_tests} test articles requested but the file has only {len(articles)}; "
+                        "lower --num_test_articles")
     test_ids = set(pick_test_ids(len(articles), num_tests, file_id, seed))
     train = "".join(article + "\n\n" for i, article in enumerate(articles) if i not in test_ids)
     return train, [article for i, article in enumerate(articles) if i in test_ids]
@@ -77,9 +77,9 @@ def check_eval_md5(ours: pathlib.Path, reference: pathlib.Path) -> None:
     expected = read_utf8(reference, newline="\n").split()
     got = read_utf8(ours, newline="\n").split()
     if any(len(h) != 32 for h in expected):
-        raise InputError(f"{reference}: not an eval.md5 file (one 32-hex-digit md5 per line)")
+        raise UserError(f"{reference}: not an eval.md5 file (one 32-hex-digit md5 per line)")
     if got != expected:
         differing = sum(a != b for a, b in zip(got, expected)) + abs(len(got) - len(expected))
         first = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
-        raise InputError(f"{reference}: held-out eval text differs from {ours}: {len(got)} vs {len(expected)} "
-                         f"articles, {differing} differ, first at article {first + 1}")
+        raise UserError(f"{reference}: held-out eval text differs from {ours}: {len(got)} vs {len(expected)} "
+                        f"articles, {differing} differ, first at article {first + 1}")

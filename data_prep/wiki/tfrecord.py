@@ -12,8 +12,8 @@ import struct
 from typing import BinaryIO, Iterator
 
 import google_crc32c
+from tf_mlperf.base.errors import UserError
 
-from data_prep.wiki.errors import InputError
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -29,7 +29,7 @@ def frame_record(data: bytes) -> bytes:
 
 
 def read_records(path) -> Iterator[bytes]:
-    """Yield each record's payload, checking both CRCs (a truncated or corrupt file is an InputError)."""
+    """Yield each record's payload, checking both CRCs (a truncated or corrupt file is an UserError)."""
     with open(path, "rb") as stream:
         yield from _read_stream(stream, path)
 
@@ -40,12 +40,12 @@ def _read_stream(stream: BinaryIO, path) -> Iterator[bytes]:
         if not header:
             return
         if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
-            raise InputError(f"{path}: corrupt or truncated TFRecord header")
+            raise UserError(f"{path}: corrupt or truncated TFRecord header")
         (length,) = struct.unpack("<Q", header[:8])
         data = stream.read(length)
         footer = stream.read(4)
         if len(data) < length or _masked_crc(data) != footer:
-            raise InputError(f"{path}: corrupt or truncated TFRecord data")
+            raise UserError(f"{path}: corrupt or truncated TFRecord data")
         yield data
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import pathlib
 import unicodedata
+from tf_mlperf.base.errors import UserError
 
-from data_prep.wiki.errors import InputError
 
 UNK, CLS, SEP, MASK = "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 BERT_VOCAB_SIZE = 30522
@@ -40,26 +40,26 @@ def check_bert_vocab(path: str | pathlib.Path, do_lower_case: bool = True) -> di
     special tokens at their MLPerf ids, and (when lower-casing) no cased pieces, which could never match."""
     path = pathlib.Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: vocab file not found; pass --vocab_file with the MLPerf BERT vocab.txt "
-                         f"(30,522 lines, md5 {MLPERF_VOCAB_MD5})")
+        raise UserError(f"{path}: vocab file not found; pass --vocab_file with the MLPerf BERT vocab.txt "
+                        f"(30,522 lines, md5 {MLPERF_VOCAB_MD5})")
     lines = read_text_lines(path)
     if len(lines) != BERT_VOCAB_SIZE:
-        raise InputError(f"{path}: vocab has {len(lines)} lines, the MLPerf BERT vocab has {BERT_VOCAB_SIZE}")
+        raise UserError(f"{path}: vocab has {len(lines)} lines, the MLPerf BERT vocab has {BERT_VOCAB_SIZE}")
     vocab = load_vocab(path)
     missing = [t for t in SPECIAL_IDS if t not in vocab]
     if missing:
-        raise InputError(f"{path}: vocab lacks the special tokens {', '.join(missing)}")
+        raise UserError(f"{path}: vocab lacks the special tokens {', '.join(missing)}")
     moved = [f"{t} at id {vocab[t]}" for t, i in SPECIAL_IDS.items() if vocab[t] != i]
     if moved:
         expected = ", ".join(f"{t}={i}" for t, i in SPECIAL_IDS.items())
-        raise InputError(f"{path}: not the BERT vocab's order ({', '.join(moved)}; expected {expected}): "
-                         "the ids would be wrong; use the MLPerf BERT vocab.txt")
+        raise UserError(f"{path}: not the BERT vocab's order ({', '.join(moved)}; expected {expected}): "
+                        "the ids would be wrong; use the MLPerf BERT vocab.txt")
     if do_lower_case:
         cased = [t for t in vocab if t != t.lower() and not (t.startswith("[") and t.endswith("]"))]
         if len(cased) > MAX_CASED_PIECES * len(vocab):
-            raise InputError(f"{path}: a cased vocab ({len(cased)} pieces with capitals, e.g. {cased[0]!r}) "
-                             "but the text is lower-cased (--do_lower_case), so those pieces never match; "
-                             "use the uncased MLPerf BERT vocab.txt")
+            raise UserError(f"{path}: a cased vocab ({len(cased)} pieces with capitals, e.g. {cased[0]!r}) "
+                            "but the text is lower-cased (--do_lower_case), so those pieces never match; "
+                            "use the uncased MLPerf BERT vocab.txt")
     return vocab
 
 
@@ -95,7 +95,7 @@ def read_text_lines(path: str | pathlib.Path) -> list[str]:
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise InputError(f"{path}: line {number} is not valid UTF-8 ({err.reason} at byte {err.start})")
+                raise UserError(f"{path}: line {number} is not valid UTF-8 ({err.reason} at byte {err.start})")
         raise
 
 

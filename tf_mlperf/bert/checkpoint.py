@@ -15,8 +15,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tf_mlperf.base.errors import UserError
 
-from tf_mlperf.core.task import RunError
 
 # Checkpoint entries that are optimizer or bookkeeping state, never model weights.
 _OPTIMIZER_STATE = re.compile(
@@ -110,12 +110,12 @@ def load_init_checkpoint(model, path: str, allow_missing_heads: bool = False) ->
         data = sorted(tf.io.gfile.glob(path + ".data-*"))
         where = data[0] if len(data) == 1 else path
         reason = str(getattr(e, "message", e)).splitlines()[0]
-        raise RunError(where, f"--init_checkpoint cannot be read ({type(e).__name__}: {reason}): the file is "
-                       "truncated or damaged; copy the checkpoint again") from e
+        raise UserError(where, f"--init_checkpoint cannot be read ({type(e).__name__}: {reason}): the file is "
+                        "truncated or damaged; copy the checkpoint again") from e
 
 
 def check_is_bert(path: str) -> None:
-    """RunError unless the checkpoint holds a BERT embedding table (TF1 `bert/embeddings/word_embeddings`, TF2
+    """UserError unless the checkpoint holds a BERT embedding table (TF1 `bert/embeddings/word_embeddings`, TF2
     `.../embeddings/.ATTRIBUTES/...` of the encoder's embedding layer): a checkpoint of another model (e.g. our
     ResNet-50's) is named as such, not taken for a BERT of another size."""
     names = [name for name, _ in tf.train.list_variables(path)]
@@ -123,9 +123,9 @@ def check_is_bert(path: str) -> None:
         return
     kind = "a ResNet-50 checkpoint" if any("conv" in n.lower() or "batch_normalization" in n for n in names) else (
         "a checkpoint of another model")
-    raise RunError(f"--init_checkpoint={path}", f"is not a BERT checkpoint: none of its {len(names)} tensors is an "
-                   f"embedding table (it looks like {kind}, e.g. {names[0] if names else 'no tensor'}); pass the "
-                   "MLPerf BERT reference checkpoint (model.ckpt-28252, docs/bert.md) or a checkpoint of a BERT run")
+    raise UserError(f"--init_checkpoint={path}", f"is not a BERT checkpoint: none of its {len(names)} tensors is an "
+                    f"embedding table (it looks like {kind}, e.g. {names[0] if names else 'no tensor'}); pass the "
+                    "MLPerf BERT reference checkpoint (model.ckpt-28252, docs/bert.md) or a checkpoint of a BERT run")
 
 
 def load_tf1_checkpoint(model, path: str) -> None:
@@ -143,9 +143,9 @@ def load_tf1_checkpoint(model, path: str) -> None:
         except ValueError:   # a reshape that cannot fit: another model size
             value = stored
         if tuple(value.shape) != tuple(m.variable.shape):
-            raise RunError(f"--init_checkpoint={path}", f"{m.reference_name} has shape {list(stored.shape)} there "
-                           f"but the model's {m.variable.name} is {list(m.variable.shape)}: the checkpoint is of "
-                           "another model size; pass the --bert_config_file (or --bert_preset) it was trained with")
+            raise UserError(f"--init_checkpoint={path}", f"{m.reference_name} has shape {list(stored.shape)} there "
+                            f"but the model's {m.variable.name} is {list(m.variable.shape)}: the checkpoint is of "
+                            "another model size; pass the --bert_config_file (or --bert_preset) it was trained with")
         m.variable.assign(value.astype(m.variable.dtype.as_numpy_dtype))
     used = {m.reference_name for m in mappings}
     leftover = sorted(n for n in shapes if n not in used and not _OPTIMIZER_STATE.search(n))
@@ -181,9 +181,9 @@ def load_tf2_checkpoint(model, path: str, allow_missing_heads: bool = False) -> 
     try:
         status = reader.restore(path)
     except ValueError as err:   # e.g. "Received incompatible tensor with shape ...": another model size
-        raise RunError(f"--init_checkpoint={path}", f"does not fit the model ({str(err).splitlines()[0]}): the "
-                       "checkpoint is of another model size; pass the --bert_config_file (or --bert_preset) it "
-                       "was trained with") from err
+        raise UserError(f"--init_checkpoint={path}", f"does not fit the model ({str(err).splitlines()[0]}): the "
+                        "checkpoint is of another model size; pass the --bert_config_file (or --bert_preset) it "
+                        "was trained with") from err
     try:
         status.assert_existing_objects_matched()
     except AssertionError as err:

@@ -13,7 +13,8 @@ import tensorflow as tf
 from data_prep.wiki import features, packing
 from tf_mlperf.core import input as core_input
 from tf_mlperf.core import settings
-from tf_mlperf.core.task import InputContext, RunError
+from tf_mlperf.core.task import InputContext
+from tf_mlperf.base.errors import UserError
 
 # The records' layout is defined once, in data prep (the writer), and read here with the same spec.
 MAX_SEQ_LENGTH = features.MAX_SEQ_LENGTH
@@ -22,7 +23,7 @@ SHUFFLE_BUFFER = 1000   # records, as the reference
 
 
 def list_files(patterns: str, flag: str = "file pattern") -> list[str]:
-    """Comma-separated globs -> sorted file list (sorted so every rank shards the same list); RunError naming
+    """Comma-separated globs -> sorted file list (sorted so every rank shards the same list); UserError naming
     `flag` when nothing matches."""
     return core_input.list_files(patterns or "", f"{flag}={patterns}", "matches no file: pass the TFRecords "
                                  "tf-mlperf-prep-wiki wrote (comma-separated globs)")
@@ -32,24 +33,24 @@ count_records = core_input.count_records
 
 
 def check_record_layout(path: str, max_seq_length: int, max_predictions_per_seq: int) -> None:
-    """RunError when the first record of `path` was written for another --max_seq_length or
+    """UserError when the first record of `path` was written for another --max_seq_length or
     --max_predictions_per_seq (otherwise a shape error deep in the model)."""
     try:
         first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
     except tf.errors.OpError as e:
-        raise RunError(path, f"unreadable TFRecord file ({e.message.splitlines()[0]}): rewrite it with "
-                       "tf-mlperf-prep-wiki") from e
+        raise UserError(path, f"unreadable TFRecord file ({e.message.splitlines()[0]}): rewrite it with "
+                        "tf-mlperf-prep-wiki") from e
     if first is None:
-        raise RunError(path, "holds no records: rewrite it with tf-mlperf-prep-wiki, or leave it out of the pattern")
+        raise UserError(path, "holds no records: rewrite it with tf-mlperf-prep-wiki, or leave it out of the pattern")
     feature = tf.train.Example.FromString(first.numpy()).features.feature
     for key, flag, want in (("input_ids", "max_seq_length", max_seq_length),
                             ("masked_lm_positions", "max_predictions_per_seq", max_predictions_per_seq)):
         if key not in feature:
-            raise RunError(path, f"records have no {key!r} feature: not BERT pretraining records")
+            raise UserError(path, f"records have no {key!r} feature: not BERT pretraining records")
         have = len(feature[key].int64_list.value)
         if have != want:
-            raise RunError(path, f"records hold {key} of length {have} but --{flag}={want}: pass --{flag}={have}, "
-                           f"or write records with --{flag}={want} (tf-mlperf-prep-wiki)")
+            raise UserError(path, f"records hold {key} of length {have} but --{flag}={want}: pass --{flag}={have}, "
+                            f"or write records with --{flag}={want} (tf-mlperf-prep-wiki)")
 
 
 def _decoder(max_seq_length: int, max_predictions_per_seq: int):
@@ -136,8 +137,8 @@ def packed_train_dataset(patterns: str, ctx: InputContext, max_seq_length: int, 
     try:
         packing.Packer(seqs, rows, max_seq_length, max_per_row)
     except (packing.PackingError, ValueError) as e:
-        raise RunError(flag, f"{e} (micro-batch of {seqs} sequences per replica): pass a row count from "
-                       f"{-(-seqs // max_per_row)} to {seqs}, or 0 to size it from the data") from e
+        raise UserError(flag, f"{e} (micro-batch of {seqs} sequences per replica): pass a row count from "
+                        f"{-(-seqs // max_per_row)} to {seqs}, or 0 to size it from the data") from e
     return pack_dataset(_shuffled_records(patterns, ctx, seed), seqs, rows, max_seq_length,
                         max_predictions_per_seq, max_per_row, micro_batches)
 

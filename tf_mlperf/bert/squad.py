@@ -35,7 +35,7 @@ import sys
 from typing import Callable, Iterable, Mapping, Sequence
 
 from data_prep.wiki import tokenization as wordpiece
-from data_prep.wiki.errors import InputError
+from tf_mlperf.base.errors import UserError
 
 MAX_SEQ_LENGTH = 384
 DOC_STRIDE = 128
@@ -47,14 +47,6 @@ UNIQUE_ID_BASE = 1_000_000_000
 REFERENCE_F1 = 90.874
 TARGET_F1 = {"bert-99": 0.99 * REFERENCE_F1, "bert-99.9": 0.999 * REFERENCE_F1}
 FINAL_TEXT = ("wordpiece", "basic")
-
-
-class SquadError(ValueError):
-    """A problem with a named SQuAD input (file, question, flag): str() is "where: problem"."""
-
-    def __init__(self, where, problem: str):
-        self.where, self.problem = str(where), problem
-        super().__init__(f"{self.where}: {problem}")
 
 
 def warn_stderr(message: str) -> None:
@@ -99,22 +91,22 @@ def load_json(path: str) -> dict:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise SquadError(path, "no such file: pass a SQuAD v1.1 JSON (dev-v1.1.json or train-v1.1.json; "
+        raise UserError(path, "no such file: pass a SQuAD v1.1 JSON (dev-v1.1.json or train-v1.1.json; "
                                "docs/inference.md says where to get them)") from None
     except json.JSONDecodeError as e:
-        raise SquadError(path, f"not JSON ({e.msg}: line {e.lineno} column {e.colno}): pass the SQuAD v1.1 "
+        raise UserError(path, f"not JSON ({e.msg}: line {e.lineno} column {e.colno}): pass the SQuAD v1.1 "
                                "file unchanged (is it cut off?)") from None
     except UnicodeDecodeError as e:
-        raise SquadError(path, f"not UTF-8 text ({e.reason} at byte {e.start}): pass the SQuAD v1.1 JSON") from None
+        raise UserError(path, f"not UTF-8 text ({e.reason} at byte {e.start}): pass the SQuAD v1.1 JSON") from None
     check_layout(path, data)
     return data
 
 
 def check_layout(path: str, data) -> None:
     def bad(where: str, what: str):
-        raise SquadError(f"{path}: {where}" if where else path,
-                         f"{what}; a SQuAD v1.1 file is {{\"data\": [{{\"paragraphs\": [{{\"context\": str, "
-                         "\"qas\": [{\"id\", \"question\", \"answers\": [{\"text\", \"answer_start\"}]}]}]}]}")
+        raise UserError(f"{path}: {where}" if where else path,
+                        f"{what}; a SQuAD v1.1 file is {{\"data\": [{{\"paragraphs\": [{{\"context\": str, "
+                        "\"qas\": [{\"id\", \"question\", \"answers\": [{\"text\", \"answer_start\"}]}]}]}]}")
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         bad("", "no \"data\" list at the top")
     seen: dict[str, str] = {}
@@ -169,15 +161,15 @@ def read_examples(path: str, is_training: bool, warn: Callable[[str], None] = wa
                 example = SquadExample(qa["id"], qa["question"], doc_tokens, answers)
                 if is_training:
                     if len(qa.get("answers", [])) != 1:
-                        raise SquadError(f"{path}: question {qa['id']!r}",
-                                         f"has {len(answers)} answers, training needs exactly 1 (run_squad.py): "
-                                         "train on train-v1.1.json, or give that question one answer")
+                        raise UserError(f"{path}: question {qa['id']!r}",
+                                        f"has {len(answers)} answers, training needs exactly 1 (run_squad.py): "
+                                        "train on train-v1.1.json, or give that question one answer")
                     answer = qa["answers"][0]
                     text, offset = answer["text"], answer["answer_start"]
                     if not text or offset < 0 or offset + len(text) > len(context):
-                        raise SquadError(f"{path}: question {qa['id']!r}",
-                                         f"answer_start {offset} with a {len(text)}-character answer is outside its "
-                                         f"{len(context)}-character context: fix the answer's offset")
+                        raise UserError(f"{path}: question {qa['id']!r}",
+                                        f"answer_start {offset} with a {len(text)}-character answer is outside its "
+                                        f"{len(context)}-character context: fix the answer's offset")
                     start, end = char_to_word_offset[offset], char_to_word_offset[offset + len(text) - 1]
                     actual = " ".join(doc_tokens[start:end + 1])
                     cleaned = " ".join(text.strip().split())
@@ -191,7 +183,7 @@ def read_examples(path: str, is_training: bool, warn: Callable[[str], None] = wa
              f"{', ...' if len(unfound) > 5 else ''}): those questions are left out of training, as run_squad.py "
              "does")
     if not examples:
-        raise SquadError(path, "holds no questions" + (" with a usable answer" if is_training else ""))
+        raise UserError(path, "holds no questions" + (" with a usable answer" if is_training else ""))
     return examples
 
 
@@ -203,8 +195,8 @@ class Tokenizer:
     def __init__(self, vocab_file: str, do_lower_case: bool = True):
         try:
             self.vocab = wordpiece.check_bert_vocab(vocab_file, do_lower_case)
-        except InputError as e:
-            raise SquadError("--vocab_file", str(e)) from None
+        except UserError as e:
+            raise UserError("--vocab_file", str(e)) from None
         self.full = wordpiece.FullTokenizer(self.vocab, do_lower_case)
         self.do_lower_case = do_lower_case
 
@@ -238,10 +230,10 @@ def convert_examples_to_features(examples: Sequence[SquadExample], tokenizer, ma
                                  warn: Callable[[str], None] = warn_stderr) -> list[InputFeatures]:
     """run_squad.py's convert_examples_to_features; `source` names the file in messages."""
     if doc_stride < 1 or max_query_length < 1 or max_seq_length < max_query_length + 4:
-        raise SquadError(f"--max_seq_length={max_seq_length} --doc_stride={doc_stride} "
-                         f"--max_query_length={max_query_length}",
-                         "need doc_stride >= 1 and max_seq_length >= max_query_length + 4 ([CLS], 2 x [SEP] and at "
-                         "least one context token); the reference uses 384, 128 and 64")
+        raise UserError(f"--max_seq_length={max_seq_length} --doc_stride={doc_stride} "
+                        f"--max_query_length={max_query_length}",
+                        "need doc_stride >= 1 and max_seq_length >= max_query_length + 4 ([CLS], 2 x [SEP] and at "
+                        "least one context token); the reference uses 384, 128 and 64")
     features: list[InputFeatures] = []
     unique_id = UNIQUE_ID_BASE
     long_questions: list[tuple[str, int]] = []
@@ -467,7 +459,7 @@ def evaluate(examples: Sequence[SquadExample], answers: Mapping[str, str], sourc
     exact = f1 = 0.0
     for example in examples:
         if not example.answers:
-            raise SquadError(f"{source}: question {example.qas_id!r}", "has no answers to score against: pass the "
+            raise UserError(f"{source}: question {example.qas_id!r}", "has no answers to score against: pass the "
                                                                        "dev set with its answers (dev-v1.1.json)")
         if example.qas_id not in answers:
             continue
@@ -500,11 +492,11 @@ def results_from_accuracy_log(entries: Sequence[dict], features: Sequence[InputF
     for entry in entries:
         index = entry["qsl_idx"]
         if not 0 <= index < len(features):
-            raise SquadError(source, f"qsl_idx {index} is outside the {len(features)} features: is the SQuAD file "
+            raise UserError(source, f"qsl_idx {index} is outside the {len(features)} features: is the SQuAD file "
                                      "the one of the run?")
         logits = np.frombuffer(bytes.fromhex(entry["data"]), dtype)
         if logits.size % 2 or logits.size // 2 > max_seq_length:
-            raise SquadError(source, f"qsl_idx {index}: {logits.size} values of {dtype}, expected [n <= "
+            raise UserError(source, f"qsl_idx {index}: {logits.size} values of {dtype}, expected [n <= "
                                      f"{max_seq_length}, 2] logits")
         logits = logits.reshape(-1, 2)
         start = np.full(max_seq_length, -10000.0)

@@ -29,7 +29,7 @@ from absl import logging
 from tf_mlperf.bert import checkpoint as checkpoint_lib
 from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert.config import BertConfig
-from tf_mlperf.core.task import RunError
+from tf_mlperf.base.errors import UserError
 
 HEAD_WEIGHTS, HEAD_BIAS = "cls/squad/output_weights", "cls/squad/output_bias"
 INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
@@ -106,12 +106,12 @@ def squad_name_map(model: BertSquad) -> list[checkpoint_lib.WeightMapping]:
 
 
 def load_checkpoint(model: BertSquad, path: str, require_head: bool, flag: str = "--init_checkpoint") -> bool:
-    """Loads `path` into `model`; returns whether the SQuAD head came from it. RunError (one line, naming
+    """Loads `path` into `model`; returns whether the SQuAD head came from it. UserError (one line, naming
     `flag`=path) when it is not a BERT checkpoint, is damaged, is of another size, lacks an encoder tensor, or
     lacks the head while `require_head`."""
     where = f"{flag}={path}"
     if not (tf.io.gfile.exists(path + ".index")):
-        raise RunError(where, "no such checkpoint (expected <prefix>.index and its data files): pass the prefix, "
+        raise UserError(where, "no such checkpoint (expected <prefix>.index and its data files): pass the prefix, "
                               "e.g. .../model.ckpt-5474 for model.ckpt-5474.index")
     try:
         checkpoint_lib.check_is_bert(path)
@@ -119,14 +119,14 @@ def load_checkpoint(model: BertSquad, path: str, require_head: bool, flag: str =
             has_head = _load_tf2(model, path, where)
         else:
             has_head = _load_tf1(model, path, where)
-    except RunError as e:
-        raise RunError(where, e.problem.replace(f"--init_checkpoint={path}", where)) from e
+    except UserError as e:
+        raise UserError(where, e.problem.replace(f"--init_checkpoint={path}", where)) from e
     except (IndexError, tf.errors.OpError) as e:      # a truncated or damaged .index / .data file
         reason = str(getattr(e, "message", e)).splitlines()[0]
-        raise RunError(where, f"cannot be read ({type(e).__name__}: {reason}): the file is truncated or damaged; "
+        raise UserError(where, f"cannot be read ({type(e).__name__}: {reason}): the file is truncated or damaged; "
                               "copy the checkpoint again") from e
     if not has_head and require_head:
-        raise RunError(where, f"has no SQuAD head ({HEAD_WEIGHTS}, {HEAD_BIAS}): it is a pretraining checkpoint; "
+        raise UserError(where, f"has no SQuAD head ({HEAD_WEIGHTS}, {HEAD_BIAS}): it is a pretraining checkpoint; "
                               "fine-tune it on SQuAD with tf-mlperf-squad first, or pass a SQuAD checkpoint")
     if not has_head:
         logging.info("%s has no SQuAD head: %s starts freshly initialised", path, HEAD_WEIGHTS)
@@ -142,14 +142,14 @@ def _load_tf1(model: BertSquad, path: str, where: str) -> bool:
         mappings = [m for m in mappings if m.reference_name not in (HEAD_WEIGHTS, HEAD_BIAS)]
     missing = [m.reference_name for m in mappings if m.reference_name not in shapes]
     if missing:
-        raise RunError(where, f"{len(missing)} of the model's {len(mappings)} tensors are not in this TF1 "
+        raise UserError(where, f"{len(missing)} of the model's {len(mappings)} tensors are not in this TF1 "
                               f"checkpoint ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): it is "
                               "not a checkpoint of a BERT with the reference's names")
     values = []
     for m in mappings:
         stored = reader.get_tensor(m.reference_name)
         if stored.size != m.variable.shape.num_elements():
-            raise RunError(where, f"{m.reference_name} has shape {list(stored.shape)} there but the model's "
+            raise UserError(where, f"{m.reference_name} has shape {list(stored.shape)} there but the model's "
                                   f"{m.variable.name} is {list(m.variable.shape)}: the checkpoint is of another model "
                                   "size; pass the --bert_config_file it was trained with")
         values.append(m.to_variable(stored))
@@ -164,7 +164,7 @@ def _load_tf2(model: BertSquad, path: str, where: str) -> bool:
     roots = {n.split("/", 1)[0] for n in names if n.split("/")[1:2] == ["encoder_network"]}
     encoder_roots = {n.split("/", 1)[0] for n in names if n.split("/")[1:2] == ["layer_with_weights-0"]}
     if len(roots or encoder_roots) != 1:
-        raise RunError(where, f"not a checkpoint of a BERT model or encoder (object roots found: "
+        raise UserError(where, f"not a checkpoint of a BERT model or encoder (object roots found: "
                               f"{sorted(roots or encoder_roots)})")
     if roots:
         root = next(iter(roots))
@@ -180,7 +180,7 @@ def _load_tf2(model: BertSquad, path: str, where: str) -> bool:
         status = reader.restore(path)
         status.assert_existing_objects_matched()
     except (ValueError, AssertionError) as e:     # another model size, or a BERT of another structure
-        raise RunError(where, f"does not fit the model ({str(e).strip().splitlines()[0][:300]}): pass the "
+        raise UserError(where, f"does not fit the model ({str(e).strip().splitlines()[0][:300]}): pass the "
                               "--bert_config_file it was trained with") from e
     status.expect_partial()                          # optimizer slots, MLM/NSP heads
     logging.info("restored TF2 checkpoint %s (root %r, SQuAD head: %s)", path, root, has_head)

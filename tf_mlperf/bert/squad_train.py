@@ -32,6 +32,7 @@ from absl import flags, logging
 
 from tf_mlperf.bert import config as config_lib
 from tf_mlperf.bert import squad
+from tf_mlperf.base.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("train_file", None, "SQuAD v1.1 training JSON (train-v1.1.json).")
@@ -103,20 +104,20 @@ def train() -> dict:
 
     for name in ("train_file", "predict_file", "model_dir"):
         if not FLAGS[name].value:
-            raise squad.SquadError(f"--{name}", "is required")
+            raise UserError(f"--{name}", "is required")
     for name in ("train_batch_size", "predict_batch_size", "n_best_size", "max_answer_length", "log_every_steps",
                  "save_checkpoints_steps"):
         if FLAGS[name].value < 1:
-            raise squad.SquadError(f"--{name}={FLAGS[name].value}", "must be >= 1")
+            raise UserError(f"--{name}={FLAGS[name].value}", "must be >= 1")
     if FLAGS.num_train_epochs <= 0 or not 0 <= FLAGS.warmup_proportion <= 1:
-        raise squad.SquadError(f"--num_train_epochs={FLAGS.num_train_epochs} --warmup_proportion="
+        raise UserError(f"--num_train_epochs={FLAGS.num_train_epochs} --warmup_proportion="
                                f"{FLAGS.warmup_proportion}", "need epochs > 0 and 0 <= warmup_proportion <= 1")
     try:
         bert_config = config_lib.load(FLAGS.bert_config_file, FLAGS.bert_preset)
     except (OSError, ValueError) as e:
-        raise squad.SquadError(f"--bert_config_file={FLAGS.bert_config_file}", f"cannot be read ({e})") from None
+        raise UserError(f"--bert_config_file={FLAGS.bert_config_file}", f"cannot be read ({e})") from None
     if FLAGS.max_seq_length > bert_config.max_position_embeddings:
-        raise squad.SquadError(f"--max_seq_length={FLAGS.max_seq_length}", "is longer than the model's "
+        raise UserError(f"--max_seq_length={FLAGS.max_seq_length}", "is longer than the model's "
                                f"max_position_embeddings={bert_config.max_position_embeddings}")
     tokenizer = squad.Tokenizer(FLAGS.vocab_file or str(samples.bert_vocab()), FLAGS.do_lower_case)
     train_examples = squad.read_examples(FLAGS.train_file, is_training=True)
@@ -131,7 +132,7 @@ def train() -> dict:
     num_train_steps = int(len(train_examples) / FLAGS.train_batch_size * FLAGS.num_train_epochs)
     num_warmup_steps = int(num_train_steps * FLAGS.warmup_proportion)
     if num_train_steps < 1:
-        raise squad.SquadError(f"--num_train_epochs={FLAGS.num_train_epochs}", f"gives no step with "
+        raise UserError(f"--num_train_epochs={FLAGS.num_train_epochs}", f"gives no step with "
                                f"{len(train_examples)} questions and --train_batch_size={FLAGS.train_batch_size}")
     logging.info("%d training questions -> %d features; %d eval questions -> %d features; %d steps (%d warmup)",
                  len(train_examples), len(train_features), len(eval_examples), len(eval_features),
@@ -182,7 +183,7 @@ def train() -> dict:
         if step % FLAGS.log_every_steps == 0 or step == num_train_steps or step == 1:
             loss = float(loss)
             if not np.isfinite(loss):
-                raise squad.SquadError("training", f"loss is {loss} at step {step}: lower --learning_rate")
+                raise UserError("training", f"loss is {loss} at step {step}: lower --learning_rate")
             report["train_loss"].append([step, loss])
             print(f"step {step}/{num_train_steps} loss {loss:.4f} lr {float(learning_rate):.3g} "
                   f"({time.time() - started:.0f} s)", flush=True)
@@ -211,10 +212,9 @@ def main() -> None:
     def _run(argv):
         if len(argv) > 1:
             raise absl_app.UsageError(f"unexpected arguments: {argv[1:]}")
-        from tf_mlperf.core.task import RunError
         try:
             train()
-        except (squad.SquadError, RunError, OSError) as error:
+        except (UserError, UserError, OSError) as error:
             if FLAGS.verbose:
                 raise
             if isinstance(error, OSError):

@@ -18,7 +18,8 @@ from tf_mlperf.bert.config import BertConfig, eval_interval_samples
 from tf_mlperf.core import input as core_input
 from tf_mlperf.core import settings
 from tf_mlperf.core.settings import setting
-from tf_mlperf.core.task import InputContext, RunError, Schedule, Task
+from tf_mlperf.core.task import InputContext, Schedule, Task
+from tf_mlperf.base.errors import UserError
 
 TARGET_MLM_ACCURACY = settings.BERT_TARGET_MLM_ACCURACY
 EVAL_SAMPLES = settings.BERT_EVAL_EXAMPLES
@@ -62,13 +63,13 @@ class BertTaskConfig:
 
 
 def _check_checkpoint_exists(path: str) -> None:
-    """RunError unless `path` is a checkpoint prefix (<path>.index) or a folder holding one."""
+    """UserError unless `path` is a checkpoint prefix (<path>.index) or a folder holding one."""
     if os.path.isdir(path) and tf.train.latest_checkpoint(path):
         return
     if tf.io.gfile.exists(path + ".index"):
         return
-    raise RunError(f"--init_checkpoint={path}", "no such checkpoint (neither <path>.index nor a folder with a "
-                   "checkpoint state file): pass the prefix, e.g. .../model.ckpt-28252 for model.ckpt-28252.index")
+    raise UserError(f"--init_checkpoint={path}", "no such checkpoint (neither <path>.index nor a folder with a "
+                    "checkpoint state file): pass the prefix, e.g. .../model.ckpt-28252 for model.ckpt-28252.index")
 
 
 class BertTask(Task):
@@ -90,7 +91,7 @@ class BertTask(Task):
             _check_checkpoint_exists(cfg.init_checkpoint)
         if cfg.use_synthetic_data:
             if cfg.packed:
-                raise RunError("--packed", "needs real training records: leave out --use_synthetic_data")
+                raise UserError("--packed", "needs real training records: leave out --use_synthetic_data")
             return
         train = input_pipeline.list_files(cfg.train_files, "--train_file_pattern")
         evals = input_pipeline.list_files(cfg.eval_files, "--eval_file_pattern")
@@ -98,9 +99,9 @@ class BertTask(Task):
             input_pipeline.check_record_layout(path, cfg.max_seq_length, cfg.max_predictions_per_seq)
         count = input_pipeline.count_records(evals)
         if count < cfg.num_eval_examples:
-            raise RunError(f"--eval_file_pattern={cfg.eval_files}", f"{count} records in {len(evals)} files, "
-                           f"--num_eval_examples={cfg.num_eval_examples}: pass the whole eval set (closed: "
-                           f"10,000 records), or --num_eval_examples={count}")
+            raise UserError(f"--eval_file_pattern={cfg.eval_files}", f"{count} records in {len(evals)} files, "
+                            f"--num_eval_examples={cfg.num_eval_examples}: pass the whole eval set (closed: "
+                            f"10,000 records), or --num_eval_examples={count}")
 
     def input_files(self) -> list[str]:
         if self.cfg.use_synthetic_data:

@@ -21,8 +21,9 @@ from tf_mlperf.core import input as core_input
 from tf_mlperf.core import run_dir
 from tf_mlperf.core.loop import LoopConfig, RunResult, run_to_target, shared_seed
 from tf_mlperf.core.mlperf_log import MLPerfLogger
-from tf_mlperf.core.task import RunError, Task
+from tf_mlperf.core.task import Task
 from tf_mlperf.core.watchdog import Watchdog
+from tf_mlperf.base.errors import UserError, run_cli
 
 FLAGS = flags.FLAGS
 
@@ -76,7 +77,6 @@ flags.DEFINE_integer("stall_timeout_s", 300,
                      "but not joining a collective (HOROVOD_STALL_SHUTDOWN_TIME_SECONDS; its warning after half "
                      "of it names them). 0: off (Horovod's defaults: warn after 60 s, never end).")
 
-EXIT_ERROR = 2            # exit code of a run stopped by an error (1: the budget ran out, 0: success)
 _HOROVOD_SHUT_DOWN = "Horovod has been shut down"
 
 
@@ -90,7 +90,7 @@ def loop_config(eval_before_run: bool = False) -> LoopConfig:
 
 
 def profile_steps() -> tuple[int, int] | None:
-    """--profile_steps=START,END as (START, END); RunError naming the flag when malformed."""
+    """--profile_steps=START,END as (START, END); UserError naming the flag when malformed."""
     if not FLAGS.profile_steps:
         return None
     try:
@@ -98,8 +98,8 @@ def profile_steps() -> tuple[int, int] | None:
     except ValueError:
         first = end = -1
     if not 0 <= first < end:
-        raise RunError(f"--profile_steps={FLAGS.profile_steps}", "expected START,END: two global steps with "
-                       "0 <= START < END, e.g. --profile_steps=100,110")
+        raise UserError(f"--profile_steps={FLAGS.profile_steps}", "expected START,END: two global steps with "
+                        "0 <= START < END, e.g. --profile_steps=100,110")
     return first, end
 
 
@@ -122,11 +122,11 @@ def claim_model_dir(dist, mllog_path: str):
             for move in run_dir.check_not_finished(FLAGS.model_dir, mllog_path, FLAGS.overwrite):
                 logging.warning("--overwrite: moved %s", move)
             lock = run_dir.RunLock(FLAGS.model_dir).acquire()
-        except (RunError, OSError) as e:
-            error = e if isinstance(e, RunError) else RunError(FLAGS.model_dir, f"cannot be used ({e}): pass a "
+        except (UserError, OSError) as e:
+            error = e if isinstance(e, UserError) else UserError(FLAGS.model_dir, f"cannot be used ({e}): pass a "
                                                                "--model_dir this user can write")
     if dist.size > 1 and dist.allreduce_sum([float(error is not None)])[0] > 0 and error is None:
-        error = RunError(f"rank {dist.rank}", f"rank 0 refused --model_dir={FLAGS.model_dir} (its error above)")
+        error = UserError(f"rank {dist.rank}", f"rank 0 refused --model_dir={FLAGS.model_dir} (its error above)")
     if error:
         if lock:
             lock.release()
@@ -140,30 +140,30 @@ def claim_model_dir(dist, mllog_path: str):
     return lock, mllog_path
 
 
-def nonfinite_loss_error(task: Task, err: FloatingPointError) -> RunError:
+def nonfinite_loss_error(task: Task, err: FloatingPointError) -> UserError:
     """A non-finite loss: names the input record holding a NaN/inf when there is one, else the likely cause."""
     logging.warning("%s: looking for a non-finite value in the input files", err)
     found = core_input.find_nonfinite_record(task.input_files())
     if found:
         path, index, feature = found
-        return RunError(path, f"record {index} holds a non-finite value in feature {feature!r} ({err}): fix or "
-                        "rewrite that file (rerun the data-prep command that made it) and start a new run")
-    return RunError("training", f"{err} with finite input files: the run diverged; lower the learning rate or "
-                    "check --precision, then start a new run (--overwrite, or another --model_dir)")
+        return UserError(path, f"record {index} holds a non-finite value in feature {feature!r} ({err}): fix or "
+                         "rewrite that file (rerun the data-prep command that made it) and start a new run")
+    return UserError("training", f"{err} with finite input files: the run diverged; lower the learning rate or "
+                     "check --precision, then start a new run (--overwrite, or another --model_dir)")
 
 
 def train(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool = False) -> RunResult:
     """Builds the distribution and the task from FLAGS and runs to target. Exit code 0 = success.
 
-    Raises RunError for problems the user can fix (bad input files, flags that disagree with them, a full disk,
+    Raises UserError for problems the user can fix (bad input files, flags that disagree with them, a full disk,
     a stalled rank); `main` prints those as one line."""
     configure_stall_check(FLAGS.stall_timeout_s)
     if FLAGS.horovod_timeline:                  # read by hvd.init() (rank 0 writes it)
         os.environ["HOROVOD_TIMELINE"] = os.path.abspath(FLAGS.horovod_timeline)
     profile_steps()                             # a malformed value fails before anything starts
     if FLAGS.preset:                            # on the command line it became a --flagfile before parsing
-        raise RunError(f"--preset={FLAGS.preset}", "works on the command line only; inside a flagfile write "
-                       f"--flagfile={resolve_flagfile(FLAGS.preset, '--preset')}")
+        raise UserError(f"--preset={FLAGS.preset}", "works on the command line only; inside a flagfile write "
+                        f"--flagfile={resolve_flagfile(FLAGS.preset, '--preset')}")
     dist = distribution_lib.create(FLAGS.distribution)
     mllog_path = FLAGS.mllog_path or os.path.join(FLAGS.model_dir, "mlperf_log.txt")
     lock, mllog_path = claim_model_dir(dist, mllog_path)
@@ -190,12 +190,12 @@ def train(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool 
                 raise
             frozen = watchdog.frozen(min_age_s=5 * watchdog.beat_s) if watchdog else []
             if frozen:   # e.g. Gloo's own 30 s receive timeout came before --stall_timeout_s
-                raise RunError(f"rank {dist.rank}", "Horovod shut down while this rank waited for the others: "
-                               + watchdog.describe(frozen)) from e
-            raise RunError(f"rank {dist.rank}", "Horovod shut down while this rank waited for the others: a rank "
-                           f"made no progress for --stall_timeout_s={FLAGS.stall_timeout_s} s (Horovod's warning "
-                           "above names it under 'Missing ranks') or failed (its error is above); check that "
-                           "host, then rerun: the run resumes from its last checkpoint") from e
+                raise UserError(f"rank {dist.rank}", "Horovod shut down while this rank waited for the others: "
+                                + watchdog.describe(frozen)) from e
+            raise UserError(f"rank {dist.rank}", "Horovod shut down while this rank waited for the others: a rank "
+                            f"made no progress for --stall_timeout_s={FLAGS.stall_timeout_s} s (Horovod's warning "
+                            "above names it under 'Missing ranks') or failed (its error is above); check that "
+                            "host, then rerun: the run resumes from its last checkpoint") from e
         if dist.is_chief:
             run_dir.mark_finished(FLAGS.model_dir, result.status, result.metric, mllog_path)
     finally:
@@ -210,19 +210,18 @@ def train(build_task: Callable[[flags.FlagValues], Task], eval_before_run: bool 
 
 
 def exit_code(run: Callable[[], RunResult]) -> int:
-    """Runs `run()`: 0 on success, 1 when the budget ran out; a RunError is printed as one line
-    (`error: <where>: <problem>`) and gives EXIT_ERROR, with the full traceback only under --verbose."""
-    try:
-        result = run()
-    except distribution_lib.LaunchError as error:   # before any init or file: one line, what to do
-        sys.exit(f"{os.path.basename(sys.argv[0])}: {error}")
-    except RunError as error:
-        if FLAGS.verbose:
+    """Runs `run()` in the one CLI wrapper (tf_mlperf.base.errors.run_cli): 0 on success, 1 when the budget ran
+    out; a UserError (a launch that cannot join its ranks included, before any init) is printed as one line,
+    `error: <where>: <problem>` (no program name: the launcher prefixes the rank), and gives EXIT_ERROR, with
+    the full traceback too under --verbose."""
+    def work() -> int:
+        try:
+            result = run()
+        except UserError:
+            logging.flush()     # absl's lines first: the error is the run's last line
             raise
-        logging.flush()
-        print(f"error: {error} (--verbose: full traceback)", file=sys.stderr, flush=True)
-        return EXIT_ERROR
-    return 0 if result.status == "success" else 1
+        return 0 if result.status == "success" else 1
+    return run_cli(None, work, FLAGS.verbose, hint=" (--verbose: full traceback)")
 
 
 # ---- ergonomics: shipped presets, the MLPerf reference's flag names, --help

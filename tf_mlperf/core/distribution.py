@@ -19,6 +19,7 @@ from absl import flags, logging
 
 from tf_mlperf.core import keras_compat
 from tf_mlperf.core.task import InputContext
+from tf_mlperf.base.errors import UserError
 
 BACKENDS = ("auto", "horovod", "mirrored", "multi_worker", "none")
 # Wire format of Horovod's gradient allreduce (--gradient_compression): fp16 = hvd.Compression.fp16, half the
@@ -44,10 +45,6 @@ LAUNCHERS = (
 LAUNCHER_ENV = tuple(dict.fromkeys(
     [v for _, rank, sizes, _ in LAUNCHERS for v in (rank, *sizes)]
     + ["SLURM_NTASKS", "SLURM_STEP_ID", "SLURM_JOB_ID", "PMIX_NAMESPACE", "PMI_FD", "TF_CONFIG"]))
-
-
-class LaunchError(RuntimeError):
-    """The process was started as one of several ranks but cannot join them (raised before any init)."""
 
 
 class Launch:
@@ -78,8 +75,8 @@ def detect_launch(environ=None) -> Launch:
             rank = int(environ[rank_var])
             size = int(environ[size_var]) if size_var else 0
         except ValueError:
-            raise LaunchError(f"launcher variables are not integers ({', '.join(f'{k}={v}' for k, v in seen.items())})"
-                              "; unset them or start the job with horovodrun, mpirun or srun --mpi=pmix") from None
+            raise UserError(f"launcher variables are not integers ({', '.join(f'{k}={v}' for k, v in seen.items())})"
+                            "; unset them or start the job with horovodrun, mpirun or srun --mpi=pmix") from None
         if launcher == "srun" and size_var is None:
             continue   # the batch step itself (SLURM_PROCID=0, no step size): one process
         # A size the launcher did not give is at least rank + 1 (rank 1 alone proves a second process).
@@ -336,10 +333,10 @@ def gpu_for_rank(local_rank: int, local_size: int, visible: int, cuda_visible_de
     cvd = (cuda_visible_devices or "").strip()
     if visible == 1 and cvd and "," not in cvd:
         return 0
-    raise LaunchError(f"{local_size} ranks on this node but {visible} GPU(s) visible "
-                      f"(CUDA_VISIBLE_DEVICES={cvd or 'unset'}): more ranks than GPUs would share them; start "
-                      f"{visible} rank(s) per node (horovodrun -H host:{visible}, srun --ntasks-per-node={visible}, "
-                      f"tf-mlperf-campaign --gpus_per_node {visible})")
+    raise UserError(f"{local_size} ranks on this node but {visible} GPU(s) visible "
+                    f"(CUDA_VISIBLE_DEVICES={cvd or 'unset'}): more ranks than GPUs would share them; start "
+                    f"{visible} rank(s) per node (horovodrun -H host:{visible}, srun --ntasks-per-node={visible}, "
+                    f"tf-mlperf-campaign --gpus_per_node {visible})")
 
 
 def _pin_gpu(local_rank: int, local_size: int) -> None:
@@ -357,7 +354,7 @@ def create(backend: str = "auto", environ=None, compression: str | None = None) 
     mpirun, srun --mpi=pmix/pmi2), else none. `compression`: the Horovod gradient wire format (default:
     --gradient_compression once flags are parsed, else none).
 
-    Refuses (LaunchError, before any init) every way of ending up with several independent rank-0 runs: a
+    Refuses (UserError, before any init) every way of ending up with several independent rank-0 runs: a
     launcher that says there are N > 1 ranks while the chosen backend cannot join them, and a Horovod job
     whose size after init is not the size the launcher announced.
     """
@@ -373,17 +370,17 @@ def create(backend: str = "auto", environ=None, compression: str | None = None) 
             _check_horovod_can_join(launch)
         dist = HorovodDistribution(compression)
         if launch.size > 1 and dist.size != launch.size:
-            raise LaunchError(f"{launch.launcher} started {launch.size} ranks ({launch.describe()}) but Horovod "
-                              f"joined a job of {dist.size}: this MPI cannot talk to the launcher (Open MPI "
-                              "needs PMIx support for srun --mpi=pmix); use horovodrun or mpirun inside the "
-                              "allocation, or the srun --mpi plugin your MPI was built for (srun --mpi=list)")
+            raise UserError(f"{launch.launcher} started {launch.size} ranks ({launch.describe()}) but Horovod "
+                            f"joined a job of {dist.size}: this MPI cannot talk to the launcher (Open MPI "
+                            "needs PMIx support for srun --mpi=pmix); use horovodrun or mpirun inside the "
+                            "allocation, or the srun --mpi plugin your MPI was built for (srun --mpi=list)")
         return dist
     if launch.size > 1 and not (backend == "multi_worker" and (os.environ if environ is None else environ).get("TF_CONFIG")):
         how = ("srun without an MPI plugin gives each task only SLURM_PROCID: start it with srun --mpi=pmix "
                "(or pmi2)" if launch.needs is None else "use --distribution=auto or horovod")
-        raise LaunchError(f"{launch.launcher} started this process as rank {launch.rank} of {launch.size} "
-                          f"({launch.describe()}), but --distribution={backend} cannot join the other ranks: every "
-                          f"rank would run alone as rank 0 and write the same log and checkpoints; {how}")
+        raise UserError(f"{launch.launcher} started this process as rank {launch.rank} of {launch.size} "
+                        f"({launch.describe()}), but --distribution={backend} cannot join the other ranks: every "
+                        f"rank would run alone as rank 0 and write the same log and checkpoints; {how}")
     if compression != "none":
         logging.warning("--gradient_compression=%s applies to Horovod runs only; --distribution=%s allreduces "
                         "fp32 gradients", compression, backend)
@@ -395,12 +392,12 @@ def create(backend: str = "auto", environ=None, compression: str | None = None) 
 def _check_horovod_can_join(launch: Launch) -> None:
     controllers = _horovod_controllers()
     if not controllers:
-        raise LaunchError(f"{launch.launcher or 'the launcher'} started rank {launch.rank} of {launch.size} "
-                          f"({launch.describe()}) but horovod is not importable in {sys.executable}: install "
-                          "it (scripts/setup.sh) or run this interpreter's horovodrun")
+        raise UserError(f"{launch.launcher or 'the launcher'} started rank {launch.rank} of {launch.size} "
+                        f"({launch.describe()}) but horovod is not importable in {sys.executable}: install "
+                        "it (scripts/setup.sh) or run this interpreter's horovodrun")
     if launch.needs and launch.needs not in controllers:
-        raise LaunchError(f"{launch.launcher} started rank {launch.rank} of {launch.size} ({launch.describe()}) "
-                          f"but this Horovod has no {launch.needs.upper()} controller (built: "
-                          f"{', '.join(sorted(controllers))}): rebuild Horovod with "
-                          f"HOROVOD_WITH_{launch.needs.upper()}=1 or launch with "
-                          f"{'horovodrun --gloo' if launch.needs == 'mpi' else 'mpirun'}")
+        raise UserError(f"{launch.launcher} started rank {launch.rank} of {launch.size} ({launch.describe()}) "
+                        f"but this Horovod has no {launch.needs.upper()} controller (built: "
+                        f"{', '.join(sorted(controllers))}): rebuild Horovod with "
+                        f"HOROVOD_WITH_{launch.needs.upper()}=1 or launch with "
+                        f"{'horovodrun --gloo' if launch.needs == 'mpi' else 'mpirun'}")

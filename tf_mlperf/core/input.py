@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 import tensorflow as tf
 from absl import logging
 
-from tf_mlperf.core.task import InputContext, RunError
+from tf_mlperf.core.task import InputContext
+from tf_mlperf.base.errors import UserError
 
 # Seeds of different pipelines must not collide for any run seed: seed * prime + pipeline id.
 _SEED_STRIDE = 1_000_003
@@ -23,13 +24,13 @@ _SEED_STRIDE = 1_000_003
 
 def list_files(patterns: str | Sequence[str], where: str, problem: str) -> list[str]:
     """The files matching comma-separated globs (or a list of globs), sorted (every rank shards the same
-    list) and without duplicates; RunError(where, problem) when nothing matches. Local paths use Python's
+    list) and without duplicates; UserError(where, problem) when nothing matches. Local paths use Python's
     glob (glob.escape works in them), URLs (gs://...) tf.io.gfile."""
     if isinstance(patterns, str):
         patterns = patterns.split(",")
     files = sorted({f for p in patterns if p for f in (tf.io.gfile.glob(p) if "://" in p else glob.glob(p))})
     if not files:
-        raise RunError(where, problem)
+        raise UserError(where, problem)
     check_shard_sets(files, [p for p in patterns if p], where)
     return files
 
@@ -38,7 +39,7 @@ _SHARD_NAME = re.compile(r"(?P<stem>.*)-(?P<index>\d+)-of-(?P<total>\d+)$")
 
 
 def check_shard_sets(files: Sequence[str], patterns: Sequence[str], where: str) -> None:
-    """Shards named <stem>-NNNNN-of-MMMMM say how many there are: RunError when the patterns match only part of
+    """Shards named <stem>-NNNNN-of-MMMMM say how many there are: UserError when the patterns match only part of
     such a set (a deleted or not-yet-copied shard would silently shrink the data), naming the missing ones, or
     match two sets of one stem (two conversions side by side). Shards the patterns could not match anyway
     (e.g. `part-0000[0-3]-of-00500`, a chosen subset) are not asked for."""
@@ -55,13 +56,13 @@ def check_shard_sets(files: Sequence[str], patterns: Sequence[str], where: str) 
         missing = [m for m in missing if any(fnmatch.fnmatchcase(m, p) for p in patterns)]
         if missing:
             shown = ", ".join(os.path.basename(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise RunError(where, f"{len(found)} of the {int(total)} shards {os.path.basename(stem)}-*-of-{total} "
-                           f"are there, {len(missing)} missing ({shown} in {os.path.dirname(stem) or '.'}): the "
-                           "set is incomplete; copy or convert the missing shards (the data-prep command resumes)")
+            raise UserError(where, f"{len(found)} of the {int(total)} shards {os.path.basename(stem)}-*-of-{total} "
+                            f"are there, {len(missing)} missing ({shown} in {os.path.dirname(stem) or '.'}): the "
+                            "set is incomplete; copy or convert the missing shards (the data-prep command resumes)")
     for stem, totals in stems.items():
         if len(totals) > 1:
-            raise RunError(where, f"two shard sets side by side: {os.path.basename(stem)}-*-of-{totals[0]} and "
-                           f"-of-{totals[1]} (two conversions?): keep one set in the folder")
+            raise UserError(where, f"two shard sets side by side: {os.path.basename(stem)}-*-of-{totals[0]} and "
+                            f"-of-{totals[1]} (two conversions?): keep one set in the folder")
 
 
 def pipeline_seed(seed: int, ctx: InputContext) -> int:
@@ -95,7 +96,7 @@ def records(files: Sequence[str], ctx: InputContext, *, shuffle_seed: int | None
 
 
 def count_records(files: Sequence[str]) -> int:
-    """Records in TFRecord files (reads them all); a damaged file is a RunError naming it."""
+    """Records in TFRecord files (reads them all); a damaged file is a UserError naming it."""
     try:
         return int(tf.data.TFRecordDataset(list(files)).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
     except tf.errors.DataLossError as e:
@@ -121,23 +122,23 @@ def tfrecord_damage(path: str) -> str | None:
     return None
 
 
-def damaged_input_error(files: Sequence[str], err: Exception) -> RunError:
-    """The RunError for a DataLossError from tf.data: finds the damaged file among `files` (framing first,
+def damaged_input_error(files: Sequence[str], err: Exception) -> UserError:
+    """The UserError for a DataLossError from tf.data: finds the damaged file among `files` (framing first,
     then checksums: tf.data's own message names no file)."""
     reason = str(getattr(err, "message", err)).splitlines()[0]
     fix = "rewrite it (rerun the data-prep command that made it; it resumes) or restore it from a copy"
     for path in files:
         damage = tfrecord_damage(path) if os.path.exists(path) else "missing"
         if damage:
-            return RunError(path, f"{damage} ({reason}): {fix}")
+            return UserError(path, f"{damage} ({reason}): {fix}")
     from data_prep.wiki.tfrecord import read_records   # checks both CRCs of every record
     for path in files:
         try:
             for _ in read_records(path):
                 pass
         except Exception as e:   # pylint: disable=broad-except
-            return RunError(path, f"corrupt ({e}; {reason}): {fix}")
-    return RunError(f"one of {len(files)} input files", f"{reason}: check them with the data-prep verify command")
+            return UserError(path, f"corrupt ({e}; {reason}): {fix}")
+    return UserError(f"one of {len(files)} input files", f"{reason}: check them with the data-prep verify command")
 
 
 def find_nonfinite_record(files: Sequence[str]) -> tuple[str, int, str] | None:

@@ -23,7 +23,8 @@ from tf_mlperf.core import precision as precision_lib
 from tf_mlperf.core import train_step as train_step_lib
 from tf_mlperf.core.distribution import Distribution
 from tf_mlperf.core.mlperf_log import MLPerfLogger, constants, draw_seed, drop_caches
-from tf_mlperf.core.task import RunError, Task
+from tf_mlperf.core.task import Task
+from tf_mlperf.base.errors import UserError
 
 
 @dataclasses.dataclass
@@ -70,12 +71,12 @@ def build_model_and_optimizer(task: Task, dist: Distribution, precision: str):
 
 
 def micro_batch_size(task: Task, num_replicas: int) -> int:
-    """Per-replica micro-batch; RunError unless the global batch splits evenly over replicas x accumulation."""
+    """Per-replica micro-batch; UserError unless the global batch splits evenly over replicas x accumulation."""
     parts = num_replicas * task.num_accumulation_steps
     if task.global_batch_size % parts:
-        raise RunError("global batch size", f"{task.global_batch_size} is not divisible by {num_replicas} replicas x "
-                       f"{task.num_accumulation_steps} accumulation steps: pass a multiple of {parts}, or change "
-                       "the number of ranks or --num_accumulation_steps")
+        raise UserError("global batch size", f"{task.global_batch_size} is not divisible by {num_replicas} replicas x "
+                        f"{task.num_accumulation_steps} accumulation steps: pass a multiple of {parts}, or change "
+                        "the number of ranks or --num_accumulation_steps")
     return task.global_batch_size // parts
 
 
@@ -105,7 +106,7 @@ def _readable(prefix: str) -> bool:
 def resume_checkpoint(ckpt_dir: str) -> str | None:
     """The checkpoint a restart resumes from: the one the state file names; when that file is unreadable or
     names files that are gone, the latest complete ckpt-N on disk (the state file is rewritten to name it, the
-    unreadable one kept as checkpoint.unreadable). RunError when checkpoints exist but none reads back:
+    unreadable one kept as checkpoint.unreadable). UserError when checkpoints exist but none reads back:
     starting over would overwrite them with earlier steps."""
     state_path = os.path.join(ckpt_dir, "checkpoint")
     on_disk = _checkpoints_on_disk(ckpt_dir)
@@ -132,17 +133,17 @@ def resume_checkpoint(ckpt_dir: str) -> str | None:
             tf.compat.v1.train.update_checkpoint_state(
                 ckpt_dir, on_disk[step], [on_disk[s] for s in sorted(on_disk) if s <= step])
             return on_disk[step]
-    raise RunError(ckpt_dir, f"holds checkpoints {sorted(on_disk)} but none reads back completely (and the "
-                   f"state file {state_path} names none of them): move the folder away to start over, or restore "
-                   "a checkpoint from a copy")
+    raise UserError(ckpt_dir, f"holds checkpoints {sorted(on_disk)} but none reads back completely (and the "
+                    f"state file {state_path} names none of them): move the folder away to start over, or restore "
+                    "a checkpoint from a copy")
 
 
-def _damaged_checkpoint_error(prefix: str, err: Exception) -> RunError:
+def _damaged_checkpoint_error(prefix: str, err: Exception) -> UserError:
     data = sorted(glob.glob(glob.escape(prefix) + ".data-*")) or [prefix + ".data-00000-of-00001"]
     reason = str(getattr(err, "message", err)).splitlines()[0] if str(err) else type(err).__name__
-    return RunError(data[0] if len(data) == 1 else prefix, f"checkpoint cannot be read ({type(err).__name__}: "
-                    f"{reason}); it is truncated or damaged: move {os.path.basename(prefix)}.* out of "
-                    f"{os.path.dirname(prefix)} to resume from an earlier checkpoint there, or restore it from a copy")
+    return UserError(data[0] if len(data) == 1 else prefix, f"checkpoint cannot be read ({type(err).__name__}: "
+                     f"{reason}); it is truncated or damaged: move {os.path.basename(prefix)}.* out of "
+                     f"{os.path.dirname(prefix)} to resume from an earlier checkpoint there, or restore it from a copy")
 
 
 class _Trainer:
@@ -203,9 +204,9 @@ class _Trainer:
                 for path in glob.glob(glob.escape(prefix) + ".*"):
                     os.remove(path)
                 reason = str(getattr(e, "message", e)).splitlines()[0]
-                raise RunError(prefix, f"cannot write the checkpoint ({type(e).__name__}: {reason}): free space "
-                               f"in {self.manager.directory} (or pass another --model_dir) and rerun; it resumes "
-                               f"from {self.manager.latest_checkpoint or 'step 0'}") from e
+                raise UserError(prefix, f"cannot write the checkpoint ({type(e).__name__}: {reason}): free space "
+                                f"in {self.manager.directory} (or pass another --model_dir) and rerun; it resumes "
+                                f"from {self.manager.latest_checkpoint or 'step 0'}") from e
         self.saved_step = self.step
 
     def evaluate(self) -> float:

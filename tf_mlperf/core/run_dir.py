@@ -21,8 +21,8 @@ import threading
 import time
 
 from absl import logging
+from tf_mlperf.base.errors import UserError
 
-from tf_mlperf.core.task import RunError
 
 LOCK_NAME = "run.lock"
 FINISHED_NAME = "run_finished.json"
@@ -103,8 +103,8 @@ class RunLock:
             self._thread = threading.Thread(target=self._refresh, name="run-lock", daemon=True)
             self._thread.start()
             return self
-        raise RunError(self.path, "could not be created after removing a stale lock 5 times: another run keeps "
-                       "starting on this --model_dir; pass a --model_dir of its own to each run")
+        raise UserError(self.path, "could not be created after removing a stale lock 5 times: another run keeps "
+                        "starting on this --model_dir; pass a --model_dir of its own to each run")
 
     def _take_over_if_stale(self) -> None:
         holder = _read_json(self.path)
@@ -148,13 +148,13 @@ def _aside(path: str) -> str:
 
 
 def refuse_live_run(model_dir: str) -> None:
-    """RunError naming the live run that holds --model_dir's lock, if one does (a stale lock is left for
+    """UserError naming the live run that holds --model_dir's lock, if one does (a stale lock is left for
     RunLock.acquire to take over, or moves aside with the folder under --overwrite)."""
     path = os.path.join(model_dir, LOCK_NAME)
     holder = _read_json(path)
     if holder is not None and _alive(holder, path):
-        raise RunError(model_dir, f"another run is using this --model_dir: {describe(holder)}; wait for it to end "
-                       f"or stop it, or give this run another --model_dir (its lock: {path})")
+        raise UserError(model_dir, f"another run is using this --model_dir: {describe(holder)}; wait for it to end "
+                        f"or stop it, or give this run another --model_dir (its lock: {path})")
 
 
 def check_not_finished(model_dir: str, mllog_path: str, overwrite: bool) -> list[str]:
@@ -176,9 +176,9 @@ def check_not_finished(model_dir: str, mllog_path: str, overwrite: bool) -> list
         return moves
     finished = _read_json(finished_path(model_dir))
     if finished is not None:
-        raise RunError(model_dir, f"holds a finished run (status {finished.get('status', '?')}, its MLPerf log: "
-                       f"{finished.get('mllog_path', mllog_path)}): it stays as it is; start a new run with another "
-                       "--model_dir, or pass --overwrite to move this one aside (to <model_dir>.old-N) first")
+        raise UserError(model_dir, f"holds a finished run (status {finished.get('status', '?')}, its MLPerf log: "
+                        f"{finished.get('mllog_path', mllog_path)}): it stays as it is; start a new run with another "
+                        "--model_dir, or pass --overwrite to move this one aside (to <model_dir>.old-N) first")
     return []
 
 

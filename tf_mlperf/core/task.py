@@ -15,19 +15,6 @@ import tensorflow as tf
 import tf_keras
 
 
-class RunError(Exception):
-    """A problem the user can fix (a missing or damaged file, flags that disagree with the data): the trainer
-    prints it as one line, `error: <where>: <problem and what to do>`, with the traceback only under --verbose.
-    `where` names the file, folder or flag at fault."""
-
-    def __init__(self, where, problem: str):
-        self.where, self.problem = str(where), problem
-        super().__init__(f"{self.where}: {problem}")
-
-    def __reduce__(self):  # keep (where, problem) across process boundaries
-        return type(self), (self.where, self.problem)
-
-
 @dataclasses.dataclass(frozen=True)
 class InputContext:
     """Which slice of the data this input pipeline reads (mirrors tf.distribute.InputContext)."""
@@ -118,7 +105,7 @@ class Task(abc.ABC):
     # Optional hooks.
     def check_inputs(self) -> None:
         """Checks the input files against the flags before anything is built (the loop calls it first);
-        raises RunError naming the file and the fix."""
+        raises UserError naming the file and the fix."""
 
     def input_files(self) -> list[str]:
         """The TFRecord files this task reads (to name the damaged one when reading fails)."""

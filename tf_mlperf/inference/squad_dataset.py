@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from tf_mlperf.base.errors import UserError
 from tf_mlperf.bert import squad
 from tf_mlperf.inference.errors import InferenceError
 
@@ -52,7 +53,7 @@ class SquadFeatures:
         self.examples = squad.read_examples(squad_json, is_training=False)
         for example in self.examples:
             if not example.answers:       # checked now: the accuracy needs them after the run
-                raise squad.SquadError(f"{squad_json}: question {example.qas_id!r}", "has no answers to score against: "
+                raise UserError(f"{squad_json}: question {example.qas_id!r}", "has no answers to score against: "
                                        "pass the dev set with its answers (dev-v1.1.json)")
         self.features = squad.convert_examples_to_features(self.examples, self.tokenizer, max_seq_length, doc_stride,
                                                            max_query_length, is_training=False, source=squad_json)

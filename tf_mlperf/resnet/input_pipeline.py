@@ -25,8 +25,9 @@ import tensorflow as tf
 from absl import logging
 
 from tf_mlperf.core import input as core_input
-from tf_mlperf.core.task import InputContext, RunError
+from tf_mlperf.core.task import InputContext
 from tf_mlperf.resnet import preprocessing
+from tf_mlperf.base.errors import UserError
 
 TRAIN_PATTERN = "train-*-of-*"
 EVAL_PATTERN = "validation-*-of-*"
@@ -53,8 +54,8 @@ CONVERT_HINT = "rerun the tf-mlperf-prep-imagenet convert command that wrote it 
 
 def list_files(data_dir: str, pattern: str) -> list[str]:
     if not os.path.isdir(data_dir):
-        raise RunError(data_dir, "--data_dir does not exist or is not a folder: pass the folder "
-                       "tf-mlperf-prep-imagenet convert wrote (train-*-of-*, validation-*-of-*)")
+        raise UserError(data_dir, "--data_dir does not exist or is not a folder: pass the folder "
+                        "tf-mlperf-prep-imagenet convert wrote (train-*-of-*, validation-*-of-*)")
     return core_input.list_files([os.path.join(glob.escape(data_dir), pattern)], data_dir,
                                  f"no TFRecord files {pattern!r} in --data_dir: convert ImageNet into it with "
                                  "tf-mlperf-prep-imagenet convert, or pass the folder that holds them")
@@ -65,14 +66,14 @@ def split_files(data_dir: str, split: str, verify_checksums: bool = False) -> tu
 
     With <split>-manifest.json: exactly the shards it lists, each checked to exist with the listed size (and
     sha256 with verify_checksums); other files the glob matches (another conversion's shards) are ignored with a
-    warning. RunError names the first file that fails and how to fix it."""
+    warning. UserError names the first file that fails and how to fix it."""
     from data_prep.imagenet import writer   # the manifest's writer (lazy: it pulls in image libraries)
     manifest_path = writer.manifest_path(data_dir, split)
     if not os.path.exists(manifest_path):
         progress = os.path.join(data_dir, f"{split}-progress.json")
         if os.path.exists(progress):
-            raise RunError(progress, f"the {split} conversion did not finish (no {split}-manifest.json yet): "
-                           f"{CONVERT_HINT}")
+            raise UserError(progress, f"the {split} conversion did not finish (no {split}-manifest.json yet): "
+                            f"{CONVERT_HINT}")
         return list_files(data_dir, PATTERNS[split]), None
     try:
         with open(manifest_path) as f:
@@ -80,21 +81,21 @@ def split_files(data_dir: str, split: str, verify_checksums: bool = False) -> tu
         shards = manifest["shards"]
         names = [entry["name"] for entry in shards]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(manifest_path, f"unreadable manifest ({e}): {CONVERT_HINT}") from e
+        raise UserError(manifest_path, f"unreadable manifest ({e}): {CONVERT_HINT}") from e
     if not manifest.get("complete", True):
-        raise RunError(manifest_path, f"lists an unfinished conversion ({len(shards)} of "
-                       f"{manifest.get('num_shards')} shards): {CONVERT_HINT}")
+        raise UserError(manifest_path, f"lists an unfinished conversion ({len(shards)} of "
+                        f"{manifest.get('num_shards')} shards): {CONVERT_HINT}")
     files = [os.path.join(data_dir, name) for name in names]
     for path, entry in zip(files, shards):
         if not os.path.exists(path):
-            raise RunError(path, f"missing: {manifest_path} lists it ({entry['num_records']} records); "
-                           f"{CONVERT_HINT}")
+            raise UserError(path, f"missing: {manifest_path} lists it ({entry['num_records']} records); "
+                            f"{CONVERT_HINT}")
         size = os.path.getsize(path)
         if "size_bytes" in entry and size != entry["size_bytes"]:
-            raise RunError(path, f"{size} bytes, {manifest_path} lists {entry['size_bytes']} (truncated or "
-                           f"changed): {CONVERT_HINT}")
+            raise UserError(path, f"{size} bytes, {manifest_path} lists {entry['size_bytes']} (truncated or "
+                            f"changed): {CONVERT_HINT}")
         if verify_checksums and writer.file_sha256(path) != entry["sha256"]:
-            raise RunError(path, f"sha256 differs from {manifest_path} (changed or damaged): {CONVERT_HINT}")
+            raise UserError(path, f"sha256 differs from {manifest_path} (changed or damaged): {CONVERT_HINT}")
     foreign = sorted(set(glob.glob(os.path.join(glob.escape(data_dir), PATTERNS[split]))) - set(files))
     if foreign:
         logging.warning("%s: ignoring %d %s files it does not list (e.g. %s); only its %d shards are read",

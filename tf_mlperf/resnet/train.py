@@ -13,8 +13,8 @@ from __future__ import annotations
 from absl import flags
 
 from tf_mlperf.core import app, settings
-from tf_mlperf.core.task import RunError
 from tf_mlperf.resnet.task import ResNetConfig, ResNetTask
+from tf_mlperf.base.errors import UserError
 
 FLAGS = flags.FLAGS
 
@@ -25,8 +25,8 @@ settings.define_flags(ResNetConfig)
 
 def config_from_flags(f: flags.FlagValues) -> ResNetConfig:
     if not f.use_synthetic_data and not f.data_dir:
-        raise RunError("--data_dir", "required: pass the folder tf-mlperf-prep-imagenet convert wrote (or "
-                       "--use_synthetic_data for a throughput run)")
+        raise UserError("--data_dir", "required: pass the folder tf-mlperf-prep-imagenet convert wrote (or "
+                        "--use_synthetic_data for a throughput run)")
     return settings.from_flags(ResNetConfig, f)
 
 

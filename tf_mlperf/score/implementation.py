@@ -12,23 +12,24 @@ import shlex
 import shutil
 
 from tf_mlperf.score import source_code
-from tf_mlperf.score.system_desc import PackageError, as_int
+from tf_mlperf.score.system_desc import as_int
+from tf_mlperf.base.errors import UserError
 
 IMPLEMENTATION = "tf_mlperf"
 FLUSH_RULE = ("training_rules.adoc: \"You must flush the cache or restart the system prior to benchmarking\"")
 
 
-def _bad(path: pathlib.Path, what: str) -> PackageError:
-    return PackageError(f"{path}: {what}; campaign.json is tf-mlperf-campaign's record of the runs (restore it from "
-                        "the campaign's --work_dir, or rerun the campaign)")
+def _bad(path: pathlib.Path, what: str) -> UserError:
+    return UserError(f"{path}: {what}; campaign.json is tf-mlperf-campaign's record of the runs (restore it from "
+                     "the campaign's --work_dir, or rerun the campaign)")
 
 
 def read_campaign(work_dir: pathlib.Path, system: str, benchmark: str) -> dict:
     """campaign.json of a benchmark, checked field by field: a corrupt or incomplete one is one line naming it."""
     path = work_dir / system / benchmark / "campaign.json"
     if not path.is_file():
-        raise PackageError(f"{path}: missing; the package's code folder needs the flagfile and launch commands "
-                           "that produced the logs (tf-mlperf-campaign writes it; pass its --work_dir)")
+        raise UserError(f"{path}: missing; the package's code folder needs the flagfile and launch commands "
+                        "that produced the logs (tf-mlperf-campaign writes it; pass its --work_dir)")
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -60,11 +61,11 @@ def read_campaign(work_dir: pathlib.Path, system: str, benchmark: str) -> dict:
             raise _bad(path, f"runs[{k}].command is not a list of strings")
     try:
         source_code.check_record(record.get("code"), path)
-    except source_code.CodeError as err:
-        raise PackageError(str(err)) from None
+    except UserError as err:
+        raise UserError(str(err)) from None
     if not pathlib.Path(record["flagfile"]).is_file():
-        raise PackageError(f"{path}: the runs' flagfile {record['flagfile']} is gone; the package ships it "
-                           "(restore it where the campaign read it)")
+        raise UserError(f"{path}: the runs' flagfile {record['flagfile']} is gone; the package ships it "
+                        "(restore it where the campaign read it)")
     record["path"] = str(path)
     return record
 
@@ -78,8 +79,8 @@ def match_logs(record: dict, logs: list[pathlib.Path], first_value, read_events)
         seed = first_value(read_events(log), "seed")
         run = runs.get(log.name)
         if run is None or (seed is not None and run["seed"] != seed):
-            raise PackageError(f"{log}: not a run {record['path']} records (name {log.name}, seed {seed}): the "
-                               "results and the campaign manifest are from different campaigns")
+            raise UserError(f"{log}: not a run {record['path']} records (name {log.name}, seed {seed}): the "
+                            "results and the campaign manifest are from different campaigns")
         matched[log.name] = run
     return matched
 
@@ -96,9 +97,9 @@ def check_cache_flush(log: pathlib.Path, run: dict, events: list[dict]) -> None:
         return
     done = (f"its --pre_run_cmd {flush.get('command')!r} exited {flush.get('exit_code')}"
             if isinstance(flush, dict) else "campaign.json records no --pre_run_cmd")
-    raise PackageError(f"{log}: cache_clear {values[0]} (the trainer could not drop the page cache) and {done} for "
-                       f"run {run.get('run')}: no cache flush before this run ({FLUSH_RULE}); run the campaign as root "
-                       "or with --pre_run_cmd 'sync; echo 3 | sudo tee /proc/sys/vm/drop_caches'")
+    raise UserError(f"{log}: cache_clear {values[0]} (the trainer could not drop the page cache) and {done} for "
+                    f"run {run.get('run')}: no cache flush before this run ({FLUSH_RULE}); run the campaign as root "
+                    "or with --pre_run_cmd 'sync; echo 3 | sudo tee /proc/sys/vm/drop_caches'")
 
 
 # --------------------------------------------------------------------------- the code folder
@@ -114,8 +115,8 @@ def write_code(dest: pathlib.Path, benchmark: str, record: dict) -> pathlib.Path
     code = record["code"]
     try:
         source_code.ship_code(code, folder, dest)
-    except source_code.CodeError as err:
-        raise PackageError(str(err)) from None
+    except UserError as err:
+        raise UserError(str(err)) from None
     flagfile = pathlib.Path(record["flagfile"])
     (dest / "flags_used").mkdir(exist_ok=True)
     shutil.copy2(flagfile, dest / "flags_used" / flagfile.name)

@@ -14,7 +14,7 @@ import pathlib
 import statistics
 
 from tf_mlperf.score import score
-from tf_mlperf.score.system_desc import PackageError
+from tf_mlperf.base.errors import UserError
 
 RULE = "training_rules.adoc, Scoring (M-of-N)"
 
@@ -40,9 +40,9 @@ def select(paths: list[pathlib.Path], benchmark: str, n: int, ruleset: str,
                            "olympic_minutes": None if math.isinf(w) else w} for k, w in enumerate(windows)],
               "median_minutes": None if math.isinf(median) else median}
     if math.isinf(median):
-        raise PackageError(f"{ordered[0].parent}: {len(runs)} runs, M-of-N: the median of the {len(windows)} windows "
-                           f"of {n} consecutive runs is an invalid result (two or more failed runs in it): the whole "
-                           f"result is invalid ({RULE})")
+        raise UserError(f"{ordered[0].parent}: {len(runs)} runs, M-of-N: the median of the {len(windows)} windows "
+                        f"of {n} consecutive runs is an invalid result (two or more failed runs in it): the whole "
+                        f"result is invalid ({RULE})")
     chosen = min(range(len(windows)), key=lambda k: (abs(windows[k] - median), k))
     record["chosen"] = chosen
     return ordered[chosen:chosen + n], record

@@ -48,7 +48,7 @@ from mlperf_logging import benchmark_meta
 
 from tf_mlperf.score import implementation, m_of_n, source_code, system_desc
 from tf_mlperf.score.score import BENCHMARKS, RESULT_FILE, result_index
-from tf_mlperf.score.system_desc import PackageError
+from tf_mlperf.base.errors import UserError, run_cli
 
 USAGE = "training"
 REPO = source_code.REPO
@@ -68,9 +68,9 @@ def read_events(path: pathlib.Path, strict: bool = True) -> list[dict]:
             events.append(json.loads(line.split(":::MLLOG ", 1)[1]))
         except json.JSONDecodeError as err:
             if strict:
-                raise PackageError(f"{path}:{number}: truncated or corrupt :::MLLOG line ({err.msg}); the package "
-                                   "checker cannot read it (its seed check fails on a line it cannot parse, its RCP "
-                                   "check raises): rerun the campaign, or run more (M-of-N)") from err
+                raise UserError(f"{path}:{number}: truncated or corrupt :::MLLOG line ({err.msg}); the package "
+                                "checker cannot read it (its seed check fails on a line it cannot parse, its RCP "
+                                "check raises): rerun the campaign, or run more (M-of-N)") from err
     return events
 
 
@@ -81,32 +81,32 @@ def first_value(events: list[dict], key: str):
 def collect(results_dir: pathlib.Path, only_system: str | None) -> tuple[str, dict[str, list[pathlib.Path]]]:
     """The one system and its {benchmark: [result_N.txt in run order]}; refuses mixtures and strays."""
     if not results_dir.is_dir():
-        raise PackageError(f"{results_dir}: no such results folder")
+        raise UserError(f"{results_dir}: no such results folder")
     systems = sorted(p.name for p in results_dir.iterdir() if p.is_dir())
     if only_system:
         if only_system not in systems:
-            raise PackageError(f"{results_dir}: no system folder {only_system!r} (found: {systems})")
+            raise UserError(f"{results_dir}: no system folder {only_system!r} (found: {systems})")
         systems = [only_system]
     if len(systems) != 1:
-        raise PackageError(f"{results_dir}: holds {len(systems)} systems {systems}; a package describes one "
-                           "system (one systems/<system>.json): pass --system")
+        raise UserError(f"{results_dir}: holds {len(systems)} systems {systems}; a package describes one "
+                        "system (one systems/<system>.json): pass --system")
     system = systems[0]
     runs: dict[str, list[pathlib.Path]] = {}
     for folder in sorted((results_dir / system).iterdir()):
         if not folder.is_dir():
-            raise PackageError(f"{folder}: not a benchmark folder (results/<system>/<benchmark>/result_N.txt)")
+            raise UserError(f"{folder}: not a benchmark folder (results/<system>/<benchmark>/result_N.txt)")
         if folder.name not in BENCHMARKS:
-            raise PackageError(f"{folder}: unknown benchmark {folder.name!r} (this package covers "
-                               f"{sorted(BENCHMARKS)})")
+            raise UserError(f"{folder}: unknown benchmark {folder.name!r} (this package covers "
+                            f"{sorted(BENCHMARKS)})")
         files = list(folder.iterdir())
         strays = sorted(p.name for p in files if not RESULT_FILE.fullmatch(p.name) or not p.is_file())
         if strays:
-            raise PackageError(f"{folder}: entries other than result_N.txt files: {strays} (the package checker "
-                               "accepts only result_*.txt there)")
+            raise UserError(f"{folder}: entries other than result_N.txt files: {strays} (the package checker "
+                            "accepts only result_*.txt there)")
         if files:
             runs[folder.name] = sorted(files, key=result_index)
     if not runs:
-        raise PackageError(f"{results_dir / system}: no result_N.txt files")
+        raise UserError(f"{results_dir / system}: no result_N.txt files")
     return system, runs
 
 
@@ -115,13 +115,13 @@ def check_all_logs(runs: dict[str, list[pathlib.Path]]) -> None:
     for benchmark, paths in runs.items():
         needed = benchmark_meta.get_result_file_counts(USAGE)[benchmark]
         if len(paths) < needed:
-            raise PackageError(f"{paths[0].parent}: {len(paths)} result files, the rules require {needed} for "
-                               f"{benchmark} (training_rules.adoc, Benchmark Results; more are M-of-N)")
+            raise UserError(f"{paths[0].parent}: {len(paths)} result files, the rules require {needed} for "
+                            f"{benchmark} (training_rules.adoc, Benchmark Results; more are M-of-N)")
         for path in paths:
             logged = first_value(read_events(path, strict=False), "submission_benchmark")
             if logged not in (None, benchmark):
-                raise PackageError(f"{path}: a log of benchmark {logged!r} in the {benchmark!r} folder "
-                                   "(submission_benchmark must match results/<system>/<benchmark>)")
+                raise UserError(f"{path}: a log of benchmark {logged!r} in the {benchmark!r} folder "
+                                "(submission_benchmark must match results/<system>/<benchmark>)")
 
 
 def check_logs(system: str, runs: dict[str, list[pathlib.Path]], seed_check: bool = True) -> tuple[dict, dict]:
@@ -137,8 +137,8 @@ def check_logs(system: str, runs: dict[str, list[pathlib.Path]], seed_check: boo
         for path in paths:
             events = read_events(path)
             if not events:
-                raise PackageError(f"{path}: no :::MLLOG lines (the run died before logging): the package checker's "
-                                   "seed check refuses a log without a seed; rerun the campaign, or run more (M-of-N)")
+                raise UserError(f"{path}: no :::MLLOG lines (the run died before logging): the package checker's "
+                                "seed check refuses a log without a seed; rerun the campaign, or run more (M-of-N)")
             for key in info:
                 info[key].add(first_value(events, key))
             fact["platforms"].setdefault(first_value(events, "submission_platform"), path)
@@ -146,21 +146,21 @@ def check_logs(system: str, runs: dict[str, list[pathlib.Path]], seed_check: boo
                 fact[key].add(first_value(events, key))
             seeds = [e for e in events if e.get("key") == "seed"]
             if not seeds and seed_check:
-                raise PackageError(f"{path}: logs no seed (package checker seed check: every run logs its seed)")
+                raise UserError(f"{path}: logs no seed (package checker seed check: every run logs its seed)")
             for event in seeds:
                 meta = event.get("metadata") or {}
                 where = (meta.get("file"), meta.get("lineno"), event.get("value"))
                 if where in seen_seeds and seed_check:
-                    raise PackageError(f"{path}: seed {event.get('value')} is also the seed of {seen_seeds[where]}, "
-                                       f"logged on the same line {where[0]}:{where[1]} (package checker seed check: "
-                                       f"no two {benchmark} runs may)")
+                    raise UserError(f"{path}: seed {event.get('value')} is also the seed of {seen_seeds[where]}, "
+                                    f"logged on the same line {where[0]}:{where[1]} (package checker seed check: "
+                                    f"no two {benchmark} runs may)")
                 seen_seeds.setdefault(where, path)
         facts[benchmark] = {**fact, **{k: next(iter(v)) if len(v) == 1 else None for k, v in fact.items()
                                        if k != "platforms"}}
     for key, values in info.items():
         if len(values) != 1 or None in values:
-            raise PackageError(f"results of {system}: the logs disagree on {key} ({sorted(map(str, values))}); "
-                               "one package is one submitter, division, status and system (platform)")
+            raise UserError(f"results of {system}: the logs disagree on {key} ({sorted(map(str, values))}); "
+                            "one package is one submitter, division, status and system (platform)")
     return {key: next(iter(values)) for key, values in info.items()}, facts
 
 
@@ -174,12 +174,12 @@ def system_description(args, system: str, log_info: dict, campaigns_for_template
         print(f"tf-mlperf-package: wrote {args.write_template}; complete it and pass --system_template")
     refusals, warnings = system_desc.content_problems(desc)
     if refusals:
-        raise PackageError(f"system description of {system}: " + "; ".join(refusals)
-                           + "; give them in --system_template JSON or --field KEY=VALUE")
+        raise UserError(f"system description of {system}: " + "; ".join(refusals)
+                        + "; give them in --system_template JSON or --field KEY=VALUE")
     for name in ("submitter", "division"):
         if str(desc[name]) in (".", "..") or "/" in str(desc[name]) or os.sep in str(desc[name]):
-            raise PackageError(f"system description of {system}: {name} {desc[name]!r} cannot be a folder name "
-                               "(<division>/<submitter>/)")
+            raise UserError(f"system description of {system}: {name} {desc[name]!r} cannot be a folder name "
+                            "(<division>/<submitter>/)")
     return desc, notes + warnings
 
 
@@ -191,7 +191,7 @@ def campaigns_or_nothing(args, system: str, runs: dict):
     def read():
         try:
             return read_campaigns(args, system, runs)
-        except PackageError:
+        except UserError:
             return {}
     return read
 
@@ -230,18 +230,18 @@ def run_checkers(tree: pathlib.Path, benchmarks: list[str], checks: pathlib.Path
             kept = failed_log_dir.with_name(f"{failed_log_dir.name}.package_checker-{ruleset}.log")
             kept.write_text(text + "\n" + output)
             errors = [line for line in (text + output).splitlines() if line.startswith("ERROR")][:8]
-            raise PackageError(f"mlperf_logging.package_checker {ruleset} ({', '.join(members)}) found errors "
-                               f"(its output: {kept}):\n  " + "\n  ".join(errors or output.splitlines()[-8:]))
+            raise UserError(f"mlperf_logging.package_checker {ruleset} ({', '.join(members)}) found errors "
+                            f"(its output: {kept}):\n  " + "\n  ".join(errors or output.splitlines()[-8:]))
         for check in ("Running Seed Checker", "Running RCP Checker"):
             if division == "closed" and text.count(check) < len(members):
-                raise PackageError(f"mlperf_logging.package_checker {ruleset} logged {text.count(check)} "
-                                   f"\"{check}\" for {len(members)} closed-division benchmark(s) ({log}): it skipped "
-                                   "closed-division checks; the package would not be checked as closed")
+                raise UserError(f"mlperf_logging.package_checker {ruleset} logged {text.count(check)} "
+                                f"\"{check}\" for {len(members)} closed-division benchmark(s) ({log}): it skipped "
+                                "closed-division checks; the package would not be checked as closed")
         cmd = [sys.executable, "-m", "mlperf_logging.result_summarizer", str(view.relative_to(out)), USAGE, ruleset]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
         (out / "result_summarizer.txt").write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
         if proc.returncode != 0:
-            raise PackageError(f"mlperf_logging.result_summarizer {ruleset} failed (see {out}/result_summarizer.txt)")
+            raise UserError(f"mlperf_logging.result_summarizer {ruleset} failed (see {out}/result_summarizer.txt)")
         shutil.rmtree(out / "view")
 
 
@@ -265,7 +265,7 @@ def run_summary(tree: pathlib.Path, system: str, benchmarks: list[str]) -> list[
     From tf-mlperf-score's report and the package checker's logs."""
     report_path = tree / "score" / "report.json"
     if not report_path.is_file():
-        raise PackageError(f"tf-mlperf-score wrote no report (its output: {tree}/score/tf-mlperf-score.out)")
+        raise UserError(f"tf-mlperf-score wrote no report (its output: {tree}/score/tf-mlperf-score.out)")
     entry = json.loads(report_path.read_text())["systems"][system]
     lines = []
     for benchmark in benchmarks:
@@ -327,8 +327,8 @@ def build(args, staging: pathlib.Path) -> list[str]:
             implementation.check_cache_flush(path, matched[path.name], read_events(path))
     mismatches = system_desc.machine_problems(desc, system, log_info, facts, campaigns)
     if mismatches:
-        raise PackageError(f"system description of {system} does not describe the machine of the runs: "
-                           + "; ".join(mismatches))
+        raise UserError(f"system description of {system} does not describe the machine of the runs: "
+                        + "; ".join(mismatches))
 
     tree = staging / str(desc["division"]) / str(desc["submitter"])
     (tree / "systems").mkdir(parents=True)
@@ -343,8 +343,8 @@ def build(args, staging: pathlib.Path) -> list[str]:
                                             campaigns[benchmark])
         problem = source_code.check_logs_match_tree(paths, shipped, read_events, campaigns[benchmark]["code"]["repo"])
         if problem:
-            raise PackageError(problem + f" ({campaigns[benchmark]['path']}: commit "
-                               f"{source_code.describe(campaigns[benchmark]['code'])})")
+            raise UserError(problem + f" ({campaigns[benchmark]['path']}: commit "
+                            f"{source_code.describe(campaigns[benchmark]['code'])})")
         implementation.write_system_folder(implementations / system, benchmark, system, campaigns[benchmark], desc,
                                            facts[benchmark], shipped)
         if benchmark in selections:
@@ -358,7 +358,7 @@ def build(args, staging: pathlib.Path) -> list[str]:
     (tree / "score").mkdir(exist_ok=True)
     (tree / "score" / "tf-mlperf-score.out").write_text(score.stdout + score.stderr)
     if score.returncode == 2:
-        raise PackageError(f"tf-mlperf-score refused the results: {score.stderr.strip()}")
+        raise UserError(f"tf-mlperf-score refused the results: {score.stderr.strip()}")
     summary = [f"system description: {note}" for note in notes]
     summary += [f"{b}: {m_of_n.describe(selections[b]['record'])}" for b in sorted(selections)]
     summary += run_summary(tree, system, sorted(runs, key=list(BENCHMARKS).index))
@@ -401,18 +401,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run_cli("tf-mlperf-package", lambda: package(args))
+
+
+def package(args) -> int:
+    """Builds <out> and <out>.tar.gz from a staging folder beside them: nothing at <out> unless every check
+    passed; a refusal (UserError, OSError) removes the staging folder and the parent folders this call made."""
     out = args.out.resolve()
     tarball = out.with_name(out.name + ".tar.gz")
     for path in (out, tarball):
         if path.exists():
-            print(f"tf-mlperf-package: {path} already exists; remove it or pick another --out", file=sys.stderr)
-            return 2
+            raise UserError(path, "already exists; remove it or pick another --out")
     if out.is_relative_to(args.results_dir.resolve()):
         # The package holds results/<system>/<benchmark>/result_N.txt copies: the next package or score of
         # RESULTS_DIR would find them as runs (and this one finds its staging folder as a system).
-        print(f"tf-mlperf-package: --out {args.out} is inside the results folder {args.results_dir}; pick an "
-              "--out outside it", file=sys.stderr)
-        return 2
+        raise UserError(f"--out {args.out}", f"is inside the results folder {args.results_dir}; pick an --out "
+                        "outside it")
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -425,13 +429,6 @@ def main(argv=None) -> int:
         staging.rename(out)
         partial_tar.rename(tarball)
         done = True
-    except PackageError as error:
-        print(f"tf-mlperf-package: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:   # an unreadable log or campaign file, a full disk: one line, no traceback
-        print(f"tf-mlperf-package: {error.filename or ''}{': ' if error.filename else ''}{error.strerror or error}",
-              file=sys.stderr)
-        return 2
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         partial_tar.unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from mlperf_logging import benchmark_meta
 from mlperf_logging.compliance_checker import mlp_parser
 
 from tf_mlperf.core import settings
+from tf_mlperf.base.errors import UserError, run_cli
 
 USAGE = "training"
 MAX_NON_CONVERGED = 1  # training_rules.adoc, "Benchmark Results": more than one -> result invalid
@@ -53,10 +54,6 @@ BENCHMARKS = {
 }
 
 
-class ScoreError(Exception):
-    """A refusal to score, with a message meant for the user."""
-
-
 # --------------------------------------------------------------------------- reading logs
 
 def find_result_files(results_dir: pathlib.Path) -> dict[tuple[str, str], list[pathlib.Path]]:
@@ -66,11 +63,11 @@ def find_result_files(results_dir: pathlib.Path) -> dict[tuple[str, str], list[p
     for path in results_dir.rglob("result_*.txt"):
         if RESULT_FILE.search(path.name) and path.parent.name in BENCHMARKS:
             if not path.is_file():
-                raise ScoreError(f"{path} is not a file: a result_N.txt must be a run's log")
+                raise UserError(f"{path} is not a file: a result_N.txt must be a run's log")
             key = (path.parent.parent.name, path.parent.name)
             if folders.setdefault(key, path.parent) != path.parent:  # two runs sets, one name: never merge
-                raise ScoreError(f"two folders hold {key[0]}/{key[1]} runs: {folders[key]} and {path.parent}; "
-                                 "score each results folder on its own, or rename one system")
+                raise UserError(f"two folders hold {key[0]}/{key[1]} runs: {folders[key]} and {path.parent}; "
+                                "score each results folder on its own, or rename one system")
             found.setdefault(key, []).append(path)
     order = list(BENCHMARKS)  # ResNet before BERT, as in the formula
     return {key: sorted(found[key], key=result_index)
@@ -103,8 +100,8 @@ def check_rulesets(rulesets: dict[str, str]) -> None:
     for name, ruleset in rulesets.items():
         known = known_rulesets(name)
         if ruleset not in known:
-            raise ScoreError(f"--{name}_ruleset {ruleset}: mlperf-logging {metadata.version('mlperf-logging')} "
-                             f"has no {USAGE} ruleset {ruleset} for {name}; it knows {', '.join(known)}")
+            raise UserError(f"--{name}_ruleset {ruleset}: mlperf-logging {metadata.version('mlperf-logging')} "
+                            f"has no {USAGE} ruleset {ruleset} for {name}; it knows {', '.join(known)}")
 
 
 def check_folders(results_dir: pathlib.Path, out_dir: pathlib.Path) -> None:
@@ -112,13 +109,13 @@ def check_folders(results_dir: pathlib.Path, out_dir: pathlib.Path) -> None:
     result_N.txt), which a later run would find as results, and it empties those rcp/ folders first."""
     results, out = results_dir.resolve(), out_dir.resolve()
     if out.is_relative_to(results):
-        raise ScoreError(f"--out_dir {out_dir} is {'' if out == results else 'inside '}the results folder "
-                         f"{results_dir}: the report's copies of the logs would be read as results by the next "
-                         "run; pick an --out_dir outside it")
+        raise UserError(f"--out_dir {out_dir} is {'' if out == results else 'inside '}the results folder "
+                        f"{results_dir}: the report's copies of the logs would be read as results by the next "
+                        "run; pick an --out_dir outside it")
     if results.is_relative_to(out / "rcp"):
-        raise ScoreError(f"the results folder {results_dir} is {'' if results == out / 'rcp' else 'inside '}"
-                         f"{out_dir / 'rcp'}, the folder of --out_dir {out_dir} that the RCP check empties and "
-                         "refills; pick another --out_dir")
+        raise UserError(f"the results folder {results_dir} is {'' if results == out / 'rcp' else 'inside '}"
+                        f"{out_dir / 'rcp'}, the folder of --out_dir {out_dir} that the RCP check empties and "
+                        "refills; pick another --out_dir")
 
 
 def run_compliance_checker(path: pathlib.Path, ruleset: str, log_output: pathlib.Path) -> tuple[bool, list[str]]:
@@ -441,9 +438,9 @@ def refuse_too_few(found: dict, allow_fewer: bool) -> list[str]:
     short = [f"{system}/{name}: {len(paths)} run(s), the rules require {required[name]}"
              for (system, name), paths in found.items() if len(paths) < required[name]]
     if short and not allow_fewer:
-        raise ScoreError("too few runs to score:\n  " + "\n  ".join(short)
-                         + "\nRun the full campaign (tf-mlperf-campaign), or pass --allow_fewer"
-                           " for an unofficial number.")
+        raise UserError("too few runs to score:\n  " + "\n  ".join(short)
+                        + "\nRun the full campaign (tf-mlperf-campaign), or pass --allow_fewer"
+                        " for an unofficial number.")
     # More runs than the count: the package checker wants exactly N result files; M > N runs are the
     # rules' M-of-N method (training_rules.adoc, Scoring: N consecutive runs closest to the median).
     extra = [f"UNOFFICIAL: {system}/{name}: {len(paths)} runs, the rules want exactly {required[name]} "
@@ -459,12 +456,12 @@ def score_results(results_dir, out_dir, rulesets: dict[str, str], allow_fewer=Fa
     check_folders(results_dir, out_dir)
     found = find_result_files(results_dir)
     if not found:
-        raise ScoreError(f"no <system>/<benchmark>/result_N.txt files under {results_dir} "
-                         f"(benchmarks: {', '.join(BENCHMARKS)})")
+        raise UserError(f"no <system>/<benchmark>/result_N.txt files under {results_dir} "
+                        f"(benchmarks: {', '.join(BENCHMARKS)})")
     duplicates = find_duplicate_runs(found, rulesets)
     if duplicates:
-        raise ScoreError("the same run is in the results more than once:\n  " + "\n  ".join(duplicates)
-                         + "\nEach result_N.txt must be a distinct run (its own seed); remove the copies.")
+        raise UserError("the same run is in the results more than once:\n  " + "\n  ".join(duplicates)
+                        + "\nEach result_N.txt must be a distinct run (its own seed); remove the copies.")
     warnings = refuse_too_few(found, allow_fewer)
     out_dir.mkdir(parents=True, exist_ok=True)
     systems: dict[str, dict] = {}
@@ -580,24 +577,20 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     rulesets = {"resnet": args.resnet_ruleset, "bert": args.bert_ruleset}
-    try:
+
+    def work() -> int:
+        # an unreadable log, a folder named result_N.txt, an out_dir we cannot write: OSError, one line too
         report = score_results(args.results_dir, args.out_dir, rulesets, args.allow_fewer, not args.no_rcp)
-    except ScoreError as error:
-        print(f"tf-mlperf-score: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # an unreadable log, a folder named result_N.txt, an out_dir we cannot write
-        print(f"tf-mlperf-score: {error.filename or args.results_dir}: {error.strerror or error}; "
-              "fix the file's permissions or path and score again", file=sys.stderr)
-        return 2
-    for system, entry in report["systems"].items():
-        print(f"{system}: score {fmt(entry['score']) if entry['valid'] else 'INVALID'}")
-        for b in entry["benchmarks"].values():
-            for problem in b["problems"]:
-                print(f"  {b['benchmark']} INVALID: {problem}")
-    for warning in report["warnings"]:
-        print(warning)
-    print(f"report: {args.out_dir / 'report.md'}  {args.out_dir / 'report.json'}  {report['plot']}")
-    return 0 if all(e["valid"] for e in report["systems"].values()) else 1
+        for system, entry in report["systems"].items():
+            print(f"{system}: score {fmt(entry['score']) if entry['valid'] else 'INVALID'}")
+            for b in entry["benchmarks"].values():
+                for problem in b["problems"]:
+                    print(f"  {b['benchmark']} INVALID: {problem}")
+        for warning in report["warnings"]:
+            print(warning)
+        print(f"report: {args.out_dir / 'report.md'}  {args.out_dir / 'report.json'}  {report['plot']}")
+        return 0 if all(e["valid"] for e in report["systems"].values()) else 1
+    return run_cli("tf-mlperf-score", work)
 
 
 if __name__ == "__main__":

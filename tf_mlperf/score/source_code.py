@@ -16,6 +16,7 @@ import pathlib
 import shutil
 import subprocess
 import tarfile
+from tf_mlperf.base.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SOURCE_DIRS = ("tf_mlperf", "data_prep", "scripts", "flags")   # where an untracked file can be code the runs used
@@ -23,16 +24,12 @@ DIFF_FILE = "source.diff"
 UNTRACKED_DIR = "source_untracked"
 
 
-class CodeError(Exception):
-    """The runs' code cannot be recorded or rebuilt; the message says why and what to do."""
-
-
 def _git(repo: pathlib.Path, *args: str) -> bytes:
     try:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=True, timeout=300).stdout
     except (OSError, subprocess.SubprocessError) as err:
         stderr = getattr(err, "stderr", b"") or b""
-        raise CodeError(f"git {' '.join(args)} in {repo} failed: "
+        raise UserError(f"git {' '.join(args)} in {repo} failed: "
                         f"{stderr.decode(errors='replace').strip() or err}") from err
 
 
@@ -57,7 +54,7 @@ def record_code(folder: pathlib.Path, repo: pathlib.Path = REPO) -> dict:
     checkout to record (the campaign still runs; the package will refuse)."""
     try:
         record, diff, untracked = snapshot(repo)
-    except CodeError as err:
+    except UserError as err:
         return {"repo": str(repo), "commit": None, "error": str(err)}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DIFF_FILE).unlink(missing_ok=True)
@@ -86,12 +83,12 @@ def check_record(record, manifest: pathlib.Path) -> dict:
     """The campaign.json "code" entry, or a refusal naming what is missing."""
     if not isinstance(record, dict) or not record.get("commit"):
         why = (record or {}).get("error") if isinstance(record, dict) else None
-        raise CodeError(f"{manifest}: no record of the code the runs used ("
+        raise UserError(f"{manifest}: no record of the code the runs used ("
                         + (why or "written by a tf-mlperf-campaign that did not record it")
                         + "): the package must ship the code that produced the logs; rerun the campaign from a git "
-                          "checkout")
+                        "checkout")
     if record.get("dirty") and not record.get("diff_sha256"):
-        raise CodeError(f"{manifest}: code record says uncommitted changes but gives no diff_sha256")
+        raise UserError(f"{manifest}: code record says uncommitted changes but gives no diff_sha256")
     return record
 
 
@@ -101,8 +98,8 @@ def ship_code(record: dict, folder: pathlib.Path, dest: pathlib.Path, repo: path
     commit = record["commit"]
     try:
         _git(repo, "cat-file", "-e", f"{commit}^{{commit}}")
-    except CodeError:
-        raise CodeError(f"the runs used commit {commit} ({folder / 'campaign.json'}), which this checkout ({repo}) "
+    except UserError:
+        raise UserError(f"the runs used commit {commit} ({folder / 'campaign.json'}), which this checkout ({repo}) "
                         "does not have: fetch it, or package from the checkout that ran the campaign") from None
     archive = _git(repo, "archive", "--format=tar", commit)
     dest.mkdir(parents=True, exist_ok=True)
@@ -112,18 +109,18 @@ def ship_code(record: dict, folder: pathlib.Path, dest: pathlib.Path, repo: path
         diff_path = folder / DIFF_FILE
         diff = diff_path.read_bytes() if diff_path.is_file() else None
         if diff is None or _sha256(diff) != record["diff_sha256"]:
-            raise CodeError(f"{diff_path}: {'missing' if diff is None else 'changed since the runs'} (campaign.json "
+            raise UserError(f"{diff_path}: {'missing' if diff is None else 'changed since the runs'} (campaign.json "
                             f"records uncommitted changes with sha256 {record['diff_sha256']}): the code of the runs "
                             "cannot be rebuilt")
         proc = subprocess.run(["git", "apply", "--whitespace=nowarn", str(diff_path.resolve())], cwd=dest,
                               capture_output=True, text=True)
         if proc.returncode:
-            raise CodeError(f"{diff_path} does not apply to commit {commit[:12]}: {proc.stderr.strip()}")
+            raise UserError(f"{diff_path} does not apply to commit {commit[:12]}: {proc.stderr.strip()}")
     for path, digest in record.get("untracked", []):
         source = folder / UNTRACKED_DIR / path
         data = source.read_bytes() if source.is_file() else None
         if data is None or _sha256(data) != digest:
-            raise CodeError(f"{source}: {'missing' if data is None else 'changed since the runs'} (an untracked file "
+            raise UserError(f"{source}: {'missing' if data is None else 'changed since the runs'} (an untracked file "
                             "of the runs' code, recorded in campaign.json)")
         (dest / path).parent.mkdir(parents=True, exist_ok=True)
         (dest / path).write_bytes(data)
@@ -134,7 +131,7 @@ def same_as_checkout(record: dict, repo: pathlib.Path = REPO) -> bool:
     """Whether this checkout holds exactly the runs' code now (informational: the package ships the record)."""
     try:
         now, _, _ = snapshot(repo)
-    except CodeError:
+    except UserError:
         return False
     return all(now.get(k) == record.get(k) for k in ("commit", "dirty", "diff_sha256", "untracked"))
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+from tf_mlperf.base.errors import UserError
 
 # mlperf_logging/system_desc_checker/system_desc_checker.py, required_fields (mlperf-logging 4.1.68).
 CHECKER_FIELDS = (
@@ -62,10 +63,6 @@ PLACEHOLDERS = {"", "n/a", "na", "none", "null", "unknown", "tbd", "todo", "-", 
 RULES = "submission_rules.adoc, <system_desc_id>.json metadata"
 
 
-class PackageError(Exception):
-    """A refusal to package, with a message meant for the user (file and rule)."""
-
-
 def is_placeholder(value) -> bool:
     return value is None or str(value).strip().lower() in PLACEHOLDERS
 
@@ -76,9 +73,9 @@ def load_template(path: pathlib.Path | None) -> dict:
     try:
         template = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PackageError(f"{path}: not a readable JSON object ({err})") from err
+        raise UserError(f"{path}: not a readable JSON object ({err})") from err
     if not isinstance(template, dict):
-        raise PackageError(f"{path}: a JSON object of system fields is expected")
+        raise UserError(f"{path}: a JSON object of system fields is expected")
     return template
 
 
@@ -87,7 +84,7 @@ def parse_fields(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise PackageError(f"--field {item!r}: expected KEY=VALUE")
+            raise UserError(f"--field {item!r}: expected KEY=VALUE")
         fields[key] = value
     return fields
 
