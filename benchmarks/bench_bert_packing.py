@@ -23,7 +23,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from data_prep.wiki import packing, samples
+from tf_mlperf.base import samples
+from tf_mlperf.bert import packing
 from tf_mlperf.bert import config as config_lib
 from tf_mlperf.bert import input_pipeline
 from tf_mlperf.bert import model as model_lib

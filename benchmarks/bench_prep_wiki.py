@@ -154,7 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.vocab_file is None:
         sys.path.insert(0, str(REPO))
-        from data_prep.wiki import samples
+        from tf_mlperf.base import samples
         args.vocab_file = samples.bert_vocab()
     globals()["REPEATS"] = args.repeats
     table = benchmark(args)

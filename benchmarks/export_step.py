@@ -111,9 +111,9 @@ def _bert_setting(**changes):
 def synthetic_packed_batch(seqs: int, rows: int, seq_length: int, predictions: int, vocab_size: int,
                            seed: int = 0) -> dict:
     """`seqs` random well-formed sequences (37.5-50 % of a row long: rows = seqs / 2 are ~88 % real tokens, as
-    packed MLPerf data) packed into `rows` rows by the trainer's packer (data_prep/wiki/packing.py), as --packed
+    packed MLPerf data) packed into `rows` rows by the trainer's packer (tf_mlperf/bert/packing.py), as --packed
     lays them out."""
-    from data_prep.wiki import packing
+    from tf_mlperf.bert import packing
     rng = np.random.default_rng(seed)
     examples = []
     for i in range(4 * seqs):

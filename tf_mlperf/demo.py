@@ -115,7 +115,7 @@ def imagenet(demo: Demo) -> pathlib.Path:
 
 
 def wikipedia(demo: Demo) -> pathlib.Path:
-    from data_prep.wiki import samples
+    from tf_mlperf.base import samples
     wiki = demo.out / "wiki"
     demo.run("Wikipedia dump sample -> parts, eval set, TFRecords",
              [BIN / "tf-mlperf-prep-wiki", "all", "--input", samples.wikipedia_dump_sample(),

@@ -4,7 +4,7 @@ import os
 import random
 
 from data_prep.imagenet import writer
-from tf_mlperf.core.settings import IMAGENET_NUM_IMAGES as FULL_IMAGENET_COUNTS
+from tf_mlperf.base.facts import IMAGENET_NUM_IMAGES as FULL_IMAGENET_COUNTS
 from tf_mlperf.base.errors import UserError
 
 

@@ -23,9 +23,9 @@ import time
 from data_prep import fileio
 from data_prep.imagenet.images import CorruptImageError, to_rgb_jpeg
 from tf_mlperf.base.errors import UserError, os_error
+from tf_mlperf.base.imagenet_records import (MANIFEST_FORMAT, SHARD_PREFIX, file_sha256, manifest_path,  # noqa: F401
+                                            progress_path, read_state, shard_files, shard_name)
 
-MANIFEST_FORMAT = "tf_mlperf-imagenet-tfrecords/1"
-SHARD_PREFIX = {"train": "train", "validation": "validation"}
 # Test hook: seconds to sleep per image, so a test can SIGKILL a run reliably mid-way.
 DELAY_ENV = "TF_MLPERF_PREP_TEST_DELAY_S"
 PROGRESS_EVERY = 16  # images per progress message from a worker
@@ -33,24 +33,6 @@ PROGRESS_EVERY = 16  # images per progress message from a worker
 ImageJob = collections.namedtuple("ImageJob", "filename path offset size wnid label text boxes")
 ShardTask = collections.namedtuple("ShardTask", "name output_dir jobs check skip_corrupt")
 SplitPlan = collections.namedtuple("SplitPlan", "split output_dir shards fingerprint seed label_map")
-
-
-def shard_name(split, index, num_shards):
-    return f"{SHARD_PREFIX[split]}-{index:05d}-of-{num_shards:05d}"
-
-
-def manifest_path(output_dir, split):
-    return os.path.join(output_dir, f"{split}-manifest.json")
-
-
-def progress_path(output_dir, split):
-    """The state of a conversion under way (same layout as the manifest, `complete` false)."""
-    return os.path.join(output_dir, f"{split}-progress.json")
-
-
-def shard_files(output_dir, split):
-    """Names of the files in `output_dir` that the trainer's glob takes for shards of `split`."""
-    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(output_dir, f"{SHARD_PREFIX[split]}-*-of-*")))
 
 
 def describe(job):
@@ -106,7 +88,7 @@ def _read_bytes(job, open_files):
 
 
 def _serialized_records(task, skipped, report):
-    from data_prep.imagenet.records import make_example  # TF loads only where records are made
+    from tf_mlperf.base.imagenet_records import make_example  # TF loads only where records are made
     delay = float(os.environ.get(DELAY_ENV, "0"))
     open_files = {}
     unreported = 0
@@ -133,17 +115,9 @@ def _serialized_records(task, skipped, report):
             handle.close()
 
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_shard(task, report=None):
     """Write one shard to a temporary file, fsync, rename; return its manifest entry."""
-    from data_prep.imagenet.records import write_records
+    from tf_mlperf.base.imagenet_records import write_records
     report = report or fileio.report_progress
     skipped = []
     # Disk full, permissions: a UserError naming the shard and the fix, not a traceback; no temp file left.
@@ -170,17 +144,6 @@ def _manifest(plan, done):
         manifest["num_records"] = sum(s["num_records"] for s in shards)
         manifest["skipped_corrupt"] = [dict(item, shard=s["name"]) for s in shards for item in s["skipped_corrupt"]]
     return manifest
-
-
-def read_state(path):
-    """A manifest or progress file, or None if absent."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(path, f"unreadable ({e}); delete it to convert this split from the start") from e
 
 
 def _completed_shards(plan, overwrite):
@@ -250,7 +213,7 @@ def convert_split(plan, num_workers=1, overwrite=False, progress=True):
         # multi-threaded, TF-running) process. The bar counts images (its rate column: images/s).
         fileio.run_parallel(write_shard, todo, num_workers, plan.split, unit="img",
                             total=sum(len(s.jobs) for s in todo), on_done=on_done, start_method="forkserver",
-                            preload=["data_prep.imagenet.records", "data_prep.imagenet.writer"], progress=progress)
+                            preload=["tf_mlperf.base.imagenet_records", "data_prep.imagenet.writer"], progress=progress)
     except BaseException:  # the other workers were stopped mid-shard: leave no temp file behind
         with contextlib.suppress(OSError):
             _remove_temp_files(plan)

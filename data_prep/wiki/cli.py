@@ -24,7 +24,8 @@ import shutil
 import sys
 
 from data_prep.fileio import TMP_MARK, run_parallel, write_text_atomic
-from data_prep.wiki import clean, extract, gather, pretraining, records, sentences, split, tokenization
+from data_prep.wiki import clean, extract, gather, pretraining, records, sentences, split
+from tf_mlperf.base import tokenization
 from data_prep.wiki.fileio import wiki_files
 from tf_mlperf.base.errors import UserError, run_cli, warn
 

@@ -17,8 +17,8 @@ import dataclasses
 import random
 import struct
 
-from data_prep.wiki import features, tokenization
-from data_prep.wiki.tfrecord import ExampleEncoder
+from tf_mlperf.base import bert_features as features, tokenization
+from tf_mlperf.base.tfrecord import ExampleEncoder
 
 
 @dataclasses.dataclass(frozen=True)

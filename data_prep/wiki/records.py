@@ -5,9 +5,10 @@ from __future__ import annotations
 import pathlib
 
 from data_prep.fileio import atomic_output
-from data_prep.wiki import pretraining, tokenization
-from data_prep.wiki.tfrecord import frame_record, read_records
-from tf_mlperf.core.settings import BERT_EVAL_EXAMPLES as DEFAULT_NUM_EVAL_EXAMPLES
+from data_prep.wiki import pretraining
+from tf_mlperf.base import tokenization
+from tf_mlperf.base.tfrecord import frame_record, read_records
+from tf_mlperf.base.facts import BERT_EVAL_EXAMPLES as DEFAULT_NUM_EVAL_EXAMPLES
 from tf_mlperf.base.errors import UserError
 
 _WORKER_STATE: dict = {}  # per process: one tokenizer (and its word memo) reused for every part

@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from data_prep.wiki import features, packing
+from tf_mlperf.base import bert_features as features
+from tf_mlperf.bert import packing
 from tf_mlperf.core import input as core_input
-from tf_mlperf.core import settings
+from tf_mlperf.base import facts
 from tf_mlperf.core.task import InputContext
 from tf_mlperf.base.errors import UserError
 
@@ -86,7 +87,7 @@ def _shuffled_records(patterns: str, ctx: InputContext, seed: int) -> tf.data.Da
     return ds.shuffle(SHUFFLE_BUFFER, seed=pipeline_seed)
 
 
-# ---- packed training batches (--packed): data_prep/wiki/packing.py lays them out ----
+# ---- packed training batches (--packed): tf_mlperf/bert/packing.py lays them out ----
 
 DECODE_CHUNK = 256              # records parsed per tf.data call before the packer takes them one by one
 AUTO_ROWS_RECORDS = 20_000      # records of the first training file whose lengths size the rows (--packed_rows=0)
@@ -144,7 +145,7 @@ def packed_train_dataset(patterns: str, ctx: InputContext, max_seq_length: int, 
 
 
 def eval_dataset(patterns: str, ctx: InputContext, max_seq_length: int, max_predictions_per_seq: int,
-                 num_examples: int = settings.BERT_EVAL_EXAMPLES) -> tf.data.Dataset:
+                 num_examples: int = facts.BERT_EVAL_EXAMPLES) -> tf.data.Dataset:
     """The first `num_examples` eval records (the reference evaluates max_eval_steps x batch = 10,000),
     split record-wise over pipelines, in full batches padded with zero-weight examples."""
     ds = tf.data.TFRecordDataset(list_files(patterns))

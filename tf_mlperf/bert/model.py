@@ -8,7 +8,7 @@ tests/test_bert_checkpoint.py, which compares logits with a NumPy forward pass o
 - post-LN transformer blocks; attention mask on keys only;
 - MLM head: gather masked positions -> dense+gelu -> LayerNorm -> x @ word_embeddings^T + output_bias;
 - NSP head: tanh pooler on [CLS] -> dense(2) (`cls/seq_relationship`), no dropout.
-Packed batches (`--packed`, data_prep/wiki/packing.py: several sequences per row, `sequence_ids` present) run the
+Packed batches (`--packed`, tf_mlperf/bert/packing.py: several sequences per row, `sequence_ids` present) run the
 same layers with position ids restarting per sequence, attention only within a sequence (block-diagonal mask),
 the MLM gather at flat positions and the pooler on each sequence's own [CLS]: per sequence, the same function.
 Model code never imports horovod.
@@ -110,7 +110,7 @@ class BertPretrainer(tf_keras.Model):
 
 
 def is_packed(inputs: Mapping[str, tf.Tensor]) -> bool:
-    """Whether a batch holds packed rows (data_prep/wiki/packing.py layout)."""
+    """Whether a batch holds packed rows (tf_mlperf/bert/packing.py layout)."""
     return "sequence_ids" in inputs
 
 

@@ -34,7 +34,7 @@ import string
 import sys
 from typing import Callable, Iterable, Mapping, Sequence
 
-from data_prep.wiki import tokenization as wordpiece
+from tf_mlperf.base import tokenization as wordpiece
 from tf_mlperf.base.errors import UserError
 
 MAX_SEQ_LENGTH = 384
@@ -190,7 +190,7 @@ def read_examples(path: str, is_training: bool, warn: Callable[[str], None] = wa
 # ---------------------------------------------------------------- features
 
 class Tokenizer:
-    """The reference FullTokenizer's interface on our WordPiece tokenizer (data_prep/wiki/tokenization.py)."""
+    """The reference FullTokenizer's interface on our WordPiece tokenizer (tf_mlperf/base/tokenization.py)."""
 
     def __init__(self, vocab_file: str, do_lower_case: bool = True):
         try:

@@ -100,7 +100,7 @@ def evaluate(model, examples, features, tokenizer, source: str) -> tuple[dict, d
 
 
 def train() -> dict:
-    from data_prep.wiki import samples
+    from tf_mlperf.base import samples
 
     for name in ("train_file", "predict_file", "model_dir"):
         if not FLAGS[name].value:

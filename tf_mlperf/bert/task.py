@@ -16,13 +16,13 @@ from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert import optimizer as optimizer_lib
 from tf_mlperf.bert.config import BertConfig, eval_interval_samples
 from tf_mlperf.core import input as core_input
-from tf_mlperf.core import settings
+from tf_mlperf.base import facts
 from tf_mlperf.core.settings import setting
 from tf_mlperf.core.task import InputContext, Schedule, Task
 from tf_mlperf.base.errors import UserError
 
-TARGET_MLM_ACCURACY = settings.BERT_TARGET_MLM_ACCURACY
-EVAL_SAMPLES = settings.BERT_EVAL_EXAMPLES
+TARGET_MLM_ACCURACY = facts.BERT_TARGET_MLM_ACCURACY
+EVAL_SAMPLES = facts.BERT_EVAL_EXAMPLES
 MAX_SEQUENCES_PER_PACK = 3     # as NVIDIA's packed MLPerf submissions
 
 

@@ -131,7 +131,7 @@ def damaged_input_error(files: Sequence[str], err: Exception) -> UserError:
         damage = tfrecord_damage(path) if os.path.exists(path) else "missing"
         if damage:
             return UserError(path, f"{damage} ({reason}): {fix}")
-    from data_prep.wiki.tfrecord import read_records   # checks both CRCs of every record
+    from tf_mlperf.base.tfrecord import read_records   # checks both CRCs of every record
     for path in files:
         try:
             for _ in read_records(path):

@@ -1,7 +1,7 @@
 """Where every setting is defined, once.
 
 * The MLPerf facts both the trainers and the data-prep jobs use (quality targets, eval-set sizes, ImageNet's
-  counts) are the constants below; nothing else writes these numbers.
+  counts, the BERT records' 512/76) are in tf_mlperf/base/facts.py, below both; nothing else writes them.
 * A benchmark's hyperparameters are the fields of its config dataclass (`resnet/task.py: ResNetConfig`),
   each written as `setting(default, help)`. `define_flags(ResNetConfig)` turns those fields into the
   trainer's absl flags (same default, same help) and `from_flags(ResNetConfig, FLAGS)` builds the config
@@ -21,14 +21,6 @@ from absl import flags
 
 # Flags defined from here belong to the module that calls define_flags (for --help's per-module listing).
 flags.disclaim_key_flags()
-
-# ---- MLPerf facts (training rules v4.0 ResNet / v5.0 BERT, and the data sets) ----
-RESNET_TARGET_ACCURACY = 0.759        # top-1 on the 50,000 ImageNet validation images
-BERT_TARGET_MLM_ACCURACY = 0.720      # masked-LM accuracy on the eval set
-BERT_EVAL_EXAMPLES = 10_000           # the rules' BERT eval set (records of eval_10k)
-IMAGENET_NUM_IMAGES = {"train": 1_281_167, "validation": 50_000}   # ImageNet 2012 (ILSVRC2012)
-IMAGENET_NUM_FILES = {"train": 1024, "validation": 128}            # its standard TFRecord sharding
-
 
 def setting(default: Any, help: str, *, flag: str | None = None, common: bool = False,  # noqa: A002
             choices: typing.Sequence[str] | None = None) -> Any:

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def work():
-        from data_prep.wiki import samples
+        from tf_mlperf.base import samples
         entries = accuracy_lib.read_accuracy_log(args.mlperf_accuracy_file)
         params = export_parameters(args.model) if args.model else {}
         data = SquadFeatures(args.squad_json, args.vocab_file or str(samples.bert_vocab()),

@@ -102,7 +102,7 @@ class SquadWorkload:
     model_name = MODEL_NAME
 
     def __init__(self, model: str, squad_json: str, vocab_file: str | None):
-        from data_prep.wiki import samples
+        from tf_mlperf.base import samples
         self.params = export_parameters(model)
         self.data = SquadFeatures(squad_json, vocab_file or str(samples.bert_vocab()), **self.params)
         self.count = self.performance_sample_count = len(self.data)

@@ -24,13 +24,14 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from tf_mlperf.base import imagenet_records
 from tf_mlperf.core import input as core_input
 from tf_mlperf.core.task import InputContext
 from tf_mlperf.resnet import preprocessing
 from tf_mlperf.base.errors import UserError
 
-TRAIN_PATTERN = "train-*-of-*"
-EVAL_PATTERN = "validation-*-of-*"
+TRAIN_PATTERN = imagenet_records.PATTERNS["train"]
+EVAL_PATTERN = imagenet_records.PATTERNS["validation"]
 FILE_SHUFFLE_BUFFER = 1024
 SHUFFLE_BUFFER = 10_000
 INTERLEAVE_CYCLE = 10
@@ -48,7 +49,7 @@ class PipelineConfig:
     eval_files: tuple[str, ...] = ()   # () : the EVAL_PATTERN glob in data_dir
 
 
-PATTERNS = {"train": TRAIN_PATTERN, "validation": EVAL_PATTERN}
+PATTERNS = imagenet_records.PATTERNS
 CONVERT_HINT = "rerun the tf-mlperf-prep-imagenet convert command that wrote it (it resumes and rewrites it)"
 
 
@@ -67,10 +68,9 @@ def split_files(data_dir: str, split: str, verify_checksums: bool = False) -> tu
     With <split>-manifest.json: exactly the shards it lists, each checked to exist with the listed size (and
     sha256 with verify_checksums); other files the glob matches (another conversion's shards) are ignored with a
     warning. UserError names the first file that fails and how to fix it."""
-    from data_prep.imagenet import writer   # the manifest's writer (lazy: it pulls in image libraries)
-    manifest_path = writer.manifest_path(data_dir, split)
+    manifest_path = imagenet_records.manifest_path(data_dir, split)
     if not os.path.exists(manifest_path):
-        progress = os.path.join(data_dir, f"{split}-progress.json")
+        progress = imagenet_records.progress_path(data_dir, split)
         if os.path.exists(progress):
             raise UserError(progress, f"the {split} conversion did not finish (no {split}-manifest.json yet): "
                             f"{CONVERT_HINT}")
@@ -94,7 +94,7 @@ def split_files(data_dir: str, split: str, verify_checksums: bool = False) -> tu
         if "size_bytes" in entry and size != entry["size_bytes"]:
             raise UserError(path, f"{size} bytes, {manifest_path} lists {entry['size_bytes']} (truncated or "
                             f"changed): {CONVERT_HINT}")
-        if verify_checksums and writer.file_sha256(path) != entry["sha256"]:
+        if verify_checksums and imagenet_records.file_sha256(path) != entry["sha256"]:
             raise UserError(path, f"sha256 differs from {manifest_path} (changed or damaged): {CONVERT_HINT}")
     foreign = sorted(set(glob.glob(os.path.join(glob.escape(data_dir), PATTERNS[split]))) - set(files))
     if foreign:
@@ -109,14 +109,15 @@ count_records = core_input.count_records
 def parse_example(serialized: tf.Tensor):
     """-> (jpeg bytes, label in [0, 1000), bbox [1, num_boxes, 4] as (ymin, xmin, ymax, xmax))."""
     box_keys = ("ymin", "xmin", "ymax", "xmax")
-    features = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
-                "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
-    features.update({f"image/object/bbox/{k}": tf.io.VarLenFeature(tf.float32) for k in box_keys})
+    keys = imagenet_records.PARSE_KEYS
+    features = {keys["encoded"]: tf.io.FixedLenFeature([], tf.string),
+                keys["label"]: tf.io.FixedLenFeature([], tf.int64)}
+    features.update({f"{keys['bbox']}/{k}": tf.io.VarLenFeature(tf.float32) for k in box_keys})
     parsed = tf.io.parse_single_example(serialized, features)
-    bbox = tf.stack([parsed[f"image/object/bbox/{k}"].values for k in box_keys], axis=-1)
+    bbox = tf.stack([parsed[f"{keys['bbox']}/{k}"].values for k in box_keys], axis=-1)
     # Stored labels are 1..1000 (0 is background in the TF-slim convention); the model predicts 0..999.
-    label = tf.cast(parsed["image/class/label"], tf.int32) - 1
-    return parsed["image/encoded"], label, bbox[tf.newaxis]
+    label = tf.cast(parsed[keys["label"]], tf.int32) - 1
+    return parsed[keys["encoded"]], label, bbox[tf.newaxis]
 
 
 def _with_threading(dataset: tf.data.Dataset, private_threads: int) -> tf.data.Dataset:

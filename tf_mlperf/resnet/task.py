@@ -9,7 +9,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_mlperf.core import input as core_input
-from tf_mlperf.core import settings
+from tf_mlperf.base import facts
 from tf_mlperf.core.mlperf_log import constants
 from tf_mlperf.core.settings import setting
 from tf_mlperf.core.task import InputContext, Schedule, Task
@@ -47,7 +47,7 @@ class ResNetConfig:
     model_blocks: tuple[int, ...] = setting(model_lib.RESNET50_BLOCKS, "Bottlenecks per stage (closed "
                                             "division: 3,4,6,3).")
     zero_init_last_gamma: bool = setting(False, "Initialise the last BN gamma of every bottleneck to 0.")
-    target_accuracy: float = setting(settings.RESNET_TARGET_ACCURACY, "", common=True)
+    target_accuracy: float = setting(facts.RESNET_TARGET_ACCURACY, "", common=True)
     use_synthetic_data: bool = setting(False, "", common=True)
     num_train_images: int = setting(0, "Train-set size (0: read <data_dir>/train-manifest.json, else count the "
                                     "records; 1,281,167 with synthetic data).")
@@ -65,13 +65,13 @@ def _split(cfg: ResNetConfig, split: str, size_flag: int) -> tuple[list[str], in
     """The split's files (checked against its manifest) and its size: --num_*_images if given, else the
     manifest's count, else the standard ImageNet count for the standard 1024/128 files, else counted."""
     if cfg.use_synthetic_data or not cfg.data_dir:
-        return [], size_flag or settings.IMAGENET_NUM_IMAGES[split]
+        return [], size_flag or facts.IMAGENET_NUM_IMAGES[split]
     files, listed = input_pipeline.split_files(cfg.data_dir, split, cfg.verify_checksums)
     if size_flag or listed is not None:
         return files, size_flag or listed
-    if len(files) == settings.IMAGENET_NUM_FILES[split]:
+    if len(files) == facts.IMAGENET_NUM_FILES[split]:
         # The standard full conversion (e.g. imagenet_to_gcs.py, no manifest): counting it would read ~150 GB.
-        return files, settings.IMAGENET_NUM_IMAGES[split]
+        return files, facts.IMAGENET_NUM_IMAGES[split]
     return files, input_pipeline.count_records(files)
 
 

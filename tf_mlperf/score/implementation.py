@@ -70,13 +70,13 @@ def read_campaign(work_dir: pathlib.Path, system: str, benchmark: str) -> dict:
     return record
 
 
-def match_logs(record: dict, logs: list[pathlib.Path], first_value, read_events) -> dict[str, dict]:
+def match_logs(record: dict, logs: list[pathlib.Path], read_events) -> dict[str, dict]:
     """{log name: its run record}; a log campaign.json does not record (by name and seed: a results folder may
     have moved) is refused."""
     runs = {pathlib.Path(r["log"]).name: r for r in record["runs"]}
     matched = {}
     for log in logs:
-        seed = first_value(read_events(log), "seed")
+        seed = read_events(log).value("seed")
         run = runs.get(log.name)
         if run is None or (seed is not None and run["seed"] != seed):
             raise UserError(f"{log}: not a run {record['path']} records (name {log.name}, seed {seed}): the "
@@ -85,11 +85,11 @@ def match_logs(record: dict, logs: list[pathlib.Path], first_value, read_events)
     return matched
 
 
-def check_cache_flush(log: pathlib.Path, run: dict, events: list[dict]) -> None:
+def check_cache_flush(log: pathlib.Path, run: dict, events) -> None:
     """Each run flushed the page cache first: the trainer's own drop (cache_clear true, as root) or the campaign's
     --pre_run_cmd with exit code 0. A log with no cache_clear at all is non-compliant: the checkers count it
     as a failed run, nothing to add here."""
-    values = [e.get("value") for e in events if e.get("key") == "cache_clear"]
+    values = [e.value for e in events.all("cache_clear")]
     if not values or any(v is True for v in values):
         return
     flush = run.get("cache_flush")

@@ -32,50 +32,40 @@ the rules and the package checker accept it, and the package says so. See docs/s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import io
 import json
 import os
 import pathlib
-import re
-import shlex
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
 
 from mlperf_logging import benchmark_meta
 
-from tf_mlperf.score import implementation, m_of_n, source_code, system_desc
+from tf_mlperf.base import mllog
+from tf_mlperf.score import implementation, m_of_n, score, source_code, system_desc
+from tf_mlperf.score.checkers import run_checkers, run_summary
 from tf_mlperf.score.score import BENCHMARKS, RESULT_FILE, result_index
 from tf_mlperf.base.errors import UserError, run_cli
 
 USAGE = "training"
-REPO = source_code.REPO
-CHECKER_OK = "PACKAGE CHECKER FOUND NO ERRORS, SUCCESS !"
 
 
 # --------------------------------------------------------------------------- reading the results
 
-def read_events(path: pathlib.Path, strict: bool = True) -> list[dict]:
-    """The :::MLLOG events of a log; a line that does not parse is a cut (or corrupt) log: refused when strict,
-    skipped otherwise."""
-    events = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if ":::MLLOG " not in line:
-            continue
-        try:
-            events.append(json.loads(line.split(":::MLLOG ", 1)[1]))
-        except json.JSONDecodeError as err:
-            if strict:
-                raise UserError(f"{path}:{number}: truncated or corrupt :::MLLOG line ({err.msg}); the package "
-                                "checker cannot read it (its seed check fails on a line it cannot parse, its RCP "
-                                "check raises): rerun the campaign, or run more (M-of-N)") from err
-    return events
-
-
-def first_value(events: list[dict], key: str):
-    return next((e.get("value") for e in events if e.get("key") == key), None)
+def read_events(path: pathlib.Path, strict: bool = True) -> mllog.Log:
+    """The events of a log (the one MLLOG reader); a line that does not parse is a cut (or corrupt) log: refused
+    when strict, skipped otherwise."""
+    log = mllog.read_log(path)
+    if strict and log.errors:
+        number, why = log.errors[0]
+        raise UserError(f"{path}:{number}: truncated or corrupt :::MLLOG line ({why}); the package checker cannot "
+                        "read it (its seed check fails on a line it cannot parse, its RCP check raises): rerun the "
+                        "campaign, or run more (M-of-N)")
+    return log
 
 
 def collect(results_dir: pathlib.Path, only_system: str | None) -> tuple[str, dict[str, list[pathlib.Path]]]:
@@ -118,7 +108,7 @@ def check_all_logs(runs: dict[str, list[pathlib.Path]]) -> None:
             raise UserError(f"{paths[0].parent}: {len(paths)} result files, the rules require {needed} for "
                             f"{benchmark} (training_rules.adoc, Benchmark Results; more are M-of-N)")
         for path in paths:
-            logged = first_value(read_events(path, strict=False), "submission_benchmark")
+            logged = read_events(path, strict=False).value("submission_benchmark")
             if logged not in (None, benchmark):
                 raise UserError(f"{path}: a log of benchmark {logged!r} in the {benchmark!r} folder "
                                 "(submission_benchmark must match results/<system>/<benchmark>)")
@@ -136,22 +126,22 @@ def check_logs(system: str, runs: dict[str, list[pathlib.Path]], seed_check: boo
                 "model_bn_span": set()}
         for path in paths:
             events = read_events(path)
-            if not events:
+            if not events.events:
                 raise UserError(f"{path}: no :::MLLOG lines (the run died before logging): the package checker's "
                                 "seed check refuses a log without a seed; rerun the campaign, or run more (M-of-N)")
             for key in info:
-                info[key].add(first_value(events, key))
-            fact["platforms"].setdefault(first_value(events, "submission_platform"), path)
+                info[key].add(events.value(key))
+            fact["platforms"].setdefault(events.value("submission_platform"), path)
             for key in ("global_batch_size", "gradient_accumulation_steps", "model_bn_span"):
-                fact[key].add(first_value(events, key))
-            seeds = [e for e in events if e.get("key") == "seed"]
+                fact[key].add(events.value(key))
+            seeds = events.all("seed")
             if not seeds and seed_check:
                 raise UserError(f"{path}: logs no seed (package checker seed check: every run logs its seed)")
             for event in seeds:
-                meta = event.get("metadata") or {}
-                where = (meta.get("file"), meta.get("lineno"), event.get("value"))
+                meta = event.metadata
+                where = (meta.get("file"), meta.get("lineno"), event.value)
                 if where in seen_seeds and seed_check:
-                    raise UserError(f"{path}: seed {event.get('value')} is also the seed of {seen_seeds[where]}, "
+                    raise UserError(f"{path}: seed {event.value} is also the seed of {seen_seeds[where]}, "
                                     f"logged on the same line {where[0]}:{where[1]} (package checker seed check: "
                                     f"no two {benchmark} runs may)")
                 seen_seeds.setdefault(where, path)
@@ -196,109 +186,6 @@ def campaigns_or_nothing(args, system: str, runs: dict):
     return read
 
 
-# --------------------------------------------------------------------------- checks and output
-
-def run_checkers(tree: pathlib.Path, benchmarks: list[str], checks: pathlib.Path, switches: list[str],
-                 failed_log_dir: pathlib.Path, division: str) -> None:
-    """The official package checker and result summarizer, once per ruleset, each on a view of the tree that
-    holds only that ruleset's benchmarks (one ruleset per checker run; ResNet's last round is 4.0.0, BERT's
-    5.0.0). A closed package whose checker log shows no seed or RCP check of a benchmark is refused: the checker
-    skips them silently when it does not read the division as "closed"."""
-    by_ruleset: dict[str, list[str]] = {}
-    for benchmark in benchmarks:
-        by_ruleset.setdefault(BENCHMARKS[benchmark].ruleset, []).append(benchmark)
-    for ruleset, members in sorted(by_ruleset.items()):
-        out = checks / ruleset
-        view = out / "view" / tree.name
-        shutil.copytree(tree / "systems", view / "systems")
-        for system_dir in (tree / "results").iterdir():
-            for benchmark in members:
-                if (system_dir / benchmark).is_dir():
-                    shutil.copytree(system_dir / benchmark, view / "results" / system_dir.name / benchmark)
-        for benchmark in members:
-            shutil.copytree(tree / "benchmarks" / benchmark, view / "benchmarks" / benchmark, symlinks=True)
-        log = out / "package_checker.log"
-        # Relative paths (run in checks/<ruleset>/): the logs stay true after the package is moved.
-        cmd = [sys.executable, "-m", "mlperf_logging.package_checker", str(view.relative_to(out)), USAGE, ruleset,
-               "--log_output", log.name, *switches]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
-        output = f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}"
-        (out / "package_checker.out").write_text(output)
-        text = log.read_text() if log.exists() else ""
-        if proc.returncode != 0 or CHECKER_OK not in text:
-            # The package is not written; the checker's output is kept beside where it would have been.
-            kept = failed_log_dir.with_name(f"{failed_log_dir.name}.package_checker-{ruleset}.log")
-            kept.write_text(text + "\n" + output)
-            errors = [line for line in (text + output).splitlines() if line.startswith("ERROR")][:8]
-            raise UserError(f"mlperf_logging.package_checker {ruleset} ({', '.join(members)}) found errors "
-                            f"(its output: {kept}):\n  " + "\n  ".join(errors or output.splitlines()[-8:]))
-        for check in ("Running Seed Checker", "Running RCP Checker"):
-            if division == "closed" and text.count(check) < len(members):
-                raise UserError(f"mlperf_logging.package_checker {ruleset} logged {text.count(check)} "
-                                f"\"{check}\" for {len(members)} closed-division benchmark(s) ({log}): it skipped "
-                                "closed-division checks; the package would not be checked as closed")
-        cmd = [sys.executable, "-m", "mlperf_logging.result_summarizer", str(view.relative_to(out)), USAGE, ruleset]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
-        (out / "result_summarizer.txt").write_text(f"$ {shlex.join(cmd)}\n{proc.stdout}{proc.stderr}")
-        if proc.returncode != 0:
-            raise UserError(f"mlperf_logging.result_summarizer {ruleset} failed (see {out}/result_summarizer.txt)")
-        shutil.rmtree(out / "view")
-
-
-def checker_said(log: pathlib.Path) -> dict[str, list[str]]:
-    """The package checker's verdicts on failed runs, per benchmark section of its log ("1 file does not
-    comply, accepting this under olympic scoring")."""
-    said: dict[str, list[str]] = {}
-    benchmark = None
-    for line in log.read_text().splitlines():
-        message = line.split(" - ", 1)[-1].strip()
-        if re.fullmatch(r"Benchmark \S+", message):
-            benchmark = message.split()[1]
-        elif "does not comply" in message and benchmark:
-            said.setdefault(benchmark, []).append(message)
-    return said
-
-
-def run_summary(tree: pathlib.Path, system: str, benchmarks: list[str]) -> list[str]:
-    """One line per benchmark: its runs, each run that does not count with the file and why (the compliance
-    checker's first line for a log it rejects), and what the package checker accepted and why; then the score.
-    From tf-mlperf-score's report and the package checker's logs."""
-    report_path = tree / "score" / "report.json"
-    if not report_path.is_file():
-        raise UserError(f"tf-mlperf-score wrote no report (its output: {tree}/score/tf-mlperf-score.out)")
-    entry = json.loads(report_path.read_text())["systems"][system]
-    lines = []
-    for benchmark in benchmarks:
-        b = entry["benchmarks"][benchmark]
-        log = tree / "checks" / BENCHMARKS[benchmark].ruleset / "package_checker.log"
-        said = checker_said(log).get(benchmark, [])
-        failed: dict[str, list[str]] = {}
-        for r in b["runs"]:
-            if r["counted"]:
-                continue
-            first = r["compliance_messages"][0] if r["compliance_messages"] else "compliance checker failed"
-            if r["status"] != "success":
-                kind, why = "did not converge", f"run_stop status {r['status'] or 'missing'}" + (
-                    f", compliance checker: {first}" if not r["compliant"] else "")
-            elif not r["compliant"]:
-                kind, why = "rejected by the compliance checker", first
-            else:
-                kind, why = "failed", r["reason"]
-            failed.setdefault(kind, []).append(f"{pathlib.Path(r['file']).name}: {why}")
-        parts = [f"{b['n_runs']} runs", f"{b['n_counted']} compliant and reached the target"]
-        parts += [f"{len(items)} {kind} ({'; '.join(items)})" for kind, items in failed.items()]
-        verdict = "accepted by the package checker" + (f' (its log: "{said[0]}")' if said else "")
-        if sum(map(len, failed.values())) == 1:
-            verdict += (" — the olympic mean drops the failed run as the slowest; the rules allow one "
-                        "(training_rules.adoc, Benchmark Results)")
-        if not b["valid"]:
-            verdict += "; tf-mlperf-score: INVALID, " + "; ".join(b["problems"])
-        lines.append(f"{benchmark}: {', '.join(parts)}: {verdict}")
-    score = f"{entry['score']:.4f}" if entry["valid"] else "INVALID"
-    lines.append(f"{system}: score {score} (tf-mlperf-score, score/report.md)")
-    return lines
-
-
 def choose_runs(runs: dict[str, list[pathlib.Path]], staging: pathlib.Path) -> dict[str, dict]:
     """More logs than the rules' N: the M-of-N selection (runs[benchmark] becomes the chosen N)."""
     selections = {}
@@ -322,7 +209,7 @@ def build(args, staging: pathlib.Path) -> list[str]:
     campaigns = read_campaigns(args, system, runs)
     for benchmark, record in campaigns.items():
         matched = implementation.match_logs(record, selections.get(benchmark, {}).get("all", runs[benchmark]),
-                                            first_value, lambda path: read_events(path, strict=False))
+                                            lambda path: read_events(path, strict=False))
         for path in runs[benchmark]:
             implementation.check_cache_flush(path, matched[path.name], read_events(path))
     mismatches = system_desc.machine_problems(desc, system, log_info, facts, campaigns)
@@ -352,13 +239,14 @@ def build(args, staging: pathlib.Path) -> list[str]:
     switches = [s for s, on in (("--rcp-bypass", args.rcp_bypass), ("--seed-checker-bypass", args.seed_checker_bypass),
                                 ("--rcp-bert-train-samples", args.rcp_bert_train_samples)) if on]
     run_checkers(tree, sorted(runs), tree / "checks", switches, args.out.resolve(), desc["division"])
-    score = subprocess.run([sys.executable, "-m", "tf_mlperf.score.score", "results", "--out_dir", "score"],
-                           capture_output=True, text=True, cwd=tree,
-                           env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     (tree / "score").mkdir(exist_ok=True)
-    (tree / "score" / "tf-mlperf-score.out").write_text(score.stdout + score.stderr)
-    if score.returncode == 2:
-        raise UserError(f"tf-mlperf-score refused the results: {score.stderr.strip()}")
+    output = io.StringIO()
+    # relative paths (results, score) from inside the tree: the report stays true after the package is moved
+    with contextlib.chdir(tree), contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        code = score.main(["results", "--out_dir", "score"])
+    (tree / "score" / "tf-mlperf-score.out").write_text(output.getvalue())
+    if code == 2:
+        raise UserError(f"tf-mlperf-score refused the results: {output.getvalue().strip()}")
     summary = [f"system description: {note}" for note in notes]
     summary += [f"{b}: {m_of_n.describe(selections[b]['record'])}" for b in sorted(selections)]
     summary += run_summary(tree, system, sorted(runs, key=list(BENCHMARKS).index))

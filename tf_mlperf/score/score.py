@@ -13,27 +13,22 @@ Writes report.md, report.json and eval_accuracy.png into --out_dir. See docs/sco
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
-import io
 import json
-import logging
-import math
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
-import warnings
 
 from mlperf_logging import benchmark_meta
-from mlperf_logging.compliance_checker import mlp_parser
 
-from tf_mlperf.core import settings
+from tf_mlperf.base import facts, mllog
+from tf_mlperf.score import rcp as rcp_lib
+from tf_mlperf.score.rcp import USAGE
+from tf_mlperf.score.report import fmt, plot_eval_accuracy, render_markdown
 from tf_mlperf.base.errors import UserError, run_cli
 
-USAGE = "training"
 MAX_NON_CONVERGED = 1  # training_rules.adoc, "Benchmark Results": more than one -> result invalid
 RESULT_FILE = re.compile(r"result_(\d+)\.txt$")
 
@@ -48,9 +43,9 @@ class Benchmark:
 
 
 BENCHMARKS = {
-    "resnet": Benchmark("resnet", 7.19, "4.0.0", settings.RESNET_TARGET_ACCURACY, "epoch"),
+    "resnet": Benchmark("resnet", 7.19, "4.0.0", facts.RESNET_TARGET_ACCURACY, "epoch"),
     # BERT logs its sample count as epoch_num (it is what the RCPs are expressed in).
-    "bert": Benchmark("bert", 9.05, "5.0.0", settings.BERT_TARGET_MLM_ACCURACY, "training samples (epoch_num)"),
+    "bert": Benchmark("bert", 9.05, "5.0.0", facts.BERT_TARGET_MLM_ACCURACY, "training samples (epoch_num)"),
 }
 
 
@@ -131,27 +126,29 @@ def run_compliance_checker(path: pathlib.Path, ruleset: str, log_output: pathlib
 
 
 def read_run(path: pathlib.Path, ruleset: str) -> dict:
-    """run_start/run_stop times, status and the eval curve, via mlperf-logging's own parser."""
-    loglines, errors = mlp_parser.parse_file(str(path), ruleset=ruleset)
+    """run_start/run_stop times, status and the eval curve, read with the one MLLOG reader (tf_mlperf.base.mllog;
+    the compliance checker, run before, parses the same lines with mlperf-logging's own parser). `ruleset` is
+    kept for the callers: the fields read here mean the same in every ruleset."""
+    log = mllog.read_log(path)
     run = {"run_start_ms": None, "run_stop_ms": None, "status": None, "benchmark": None,
            "global_batch_size": None, "platform": None, "seeds": [], "evals": [],
-           "parse_errors": [f"{text[:80]!r}: {error}" for text, error in errors]}
-    for line in loglines:
-        value, metadata = line.value["value"], line.value["metadata"]
-        if line.key == "run_start" and run["run_start_ms"] is None:
-            run["run_start_ms"] = line.timestamp
-        elif line.key == "run_stop" and run["run_stop_ms"] is None:
-            run["run_stop_ms"] = line.timestamp
+           "parse_errors": [f"line {number}: {why}" for number, why in log.errors]}
+    for event in log.events:
+        value, metadata = event.value, event.metadata
+        if event.key == "run_start" and run["run_start_ms"] is None:
+            run["run_start_ms"] = event.time_ms
+        elif event.key == "run_stop" and run["run_stop_ms"] is None:
+            run["run_stop_ms"] = event.time_ms
             run["status"] = metadata.get("status")
-        elif line.key == "submission_benchmark":
+        elif event.key == "submission_benchmark":
             run["benchmark"] = value
-        elif line.key == "global_batch_size":
+        elif event.key == "global_batch_size":
             run["global_batch_size"] = value
-        elif line.key == "submission_platform":
+        elif event.key == "submission_platform":
             run["platform"] = value
-        elif line.key == "seed":  # the package checker's seed check: (source file, line, value)
+        elif event.key == "seed":  # the package checker's seed check: (source file, line, value)
             run["seeds"].append([metadata.get("file"), metadata.get("lineno"), value])
-        elif line.key == "eval_accuracy" and "epoch_num" in metadata:
+        elif event.key == "eval_accuracy" and "epoch_num" in metadata:
             run["evals"].append([metadata["epoch_num"], value])
     if run["run_start_ms"] is not None and run["run_stop_ms"] is not None:
         run["minutes"] = (run["run_stop_ms"] - run["run_start_ms"]) / 60_000
@@ -217,138 +214,6 @@ def olympic_mean(minutes: list[float], n_failed: int, n_runs: int) -> dict:
             "method": method, "reason": ""}
 
 
-def has_rcps(benchmark: str, ruleset: str) -> bool:
-    from mlperf_logging import rcp_checker
-    folder = pathlib.Path(rcp_checker.__file__).parent / f"{USAGE}_{ruleset}"
-    return (folder / f"rcps_{benchmark}.json").is_file()
-
-
-@contextlib.contextmanager
-def _silenced():
-    """mlperf-logging's library functions print and log freely; keep our output readable."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # numpy warnings from the RCP checker's empty-slice means
-            yield
-    finally:
-        logging.disable(previous)
-
-
-# What the RCP checker says when it found an RCP and computed a normalization factor.
-RCP_FACTOR_MESSAGES = ("RCP found", "RCP Interpolation", "RCP not found but slower convergence on smaller batch size")
-
-
-def prepare_rcp_folder(runs: list[dict], bench: Benchmark, ruleset: str,
-                       rcp_dir: pathlib.Path) -> tuple[list[str], list[str]]:
-    """Lay out the folder the RCP checker reads; returns (reasons the result is invalid, notes).
-
-    It holds a copy of every log of the benchmark's runs that the checker's own reader
-    (rcp_checker.read_submission_file) can read. A failed run whose log it cannot read (empty:
-    crashed before logging; cut last line) is what the rules make of it, a run that did not
-    converge ("failed runs ... count as infinity time", training_rules.adoc, Scoring), so it gets a
-    stand-in log that says so: the folder's batch size and benchmark, no run_stop. The checker
-    then drops it as the slowest, exactly as it treats an aborted run. Logs of another benchmark,
-    counted runs it cannot read and mixed batch sizes make the result invalid: no factor is guessed.
-    """
-    from mlperf_logging.rcp_checker import rcp_checker
-    rcp_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*rcp_dir.glob("result_*.txt"), rcp_dir / "scaling.json"]:
-        stale.unlink(missing_ok=True)
-    invalid, unreadable, by_batch = [], [], {}
-    for r in runs:
-        path = pathlib.Path(r["file"])
-        if r["foreign"]:
-            continue  # score_benchmark reports it
-        try:
-            with _silenced():
-                _, _, batch, name = rcp_checker.read_submission_file(str(path), ruleset, False)
-        except Exception as error:  # its reader raises on a cut JSON line or a missing epoch_num
-            if r["counted"]:
-                invalid.append(f"the RCP checker cannot read {path}, a run that counts "
-                               f"({type(error).__name__}: {error}); fix the log")
-                continue
-            batch, name = -1, None
-        if batch == -1 or name != bench.name:
-            unreadable.append(r)
-        else:
-            by_batch.setdefault(batch, []).append(path.name)
-            shutil.copyfile(path, rcp_dir / path.name)
-    if len(by_batch) > 1:
-        invalid.append(f"the runs in {pathlib.Path(runs[0]['file']).parent} differ in global_batch_size ("
-                       + "; ".join(f"{b}: {', '.join(names)}" for b, names in by_batch.items())
-                       + "): one result is one batch size; move the others out")
-    elif not by_batch and not invalid:
-        invalid.append(f"no log in {pathlib.Path(runs[0]['file']).parent} is readable by the RCP checker")
-    if invalid:
-        return invalid, []
-    (batch,) = by_batch
-    notes = []
-    for r in unreadable:
-        path = pathlib.Path(r["file"])
-        # (the header quotes no log text: the checker's reader takes any line holding its token)
-        lines = [f"stand-in for {path}, a failed run: for the RCP checker a non-converged run"]
-        lines += [":::MLLOG " + json.dumps({"key": key, "value": value, "metadata": {}})
-                  for key, value in (("submission_benchmark", bench.name), ("global_batch_size", batch))]
-        (rcp_dir / path.name).write_text("\n".join(lines) + "\n")
-        notes.append(f"{path.name} taken as a non-converged run (infinite epochs)")
-    return [], notes
-
-
-def check_rcp(folder: pathlib.Path, benchmark: str, ruleset: str) -> dict:
-    """mlperf-logging's RCP checker on a benchmark folder, as result_summarizer runs it.
-
-    "factor_ok" is False whenever the checker gives no normalization factor it computed against an
-    RCP (an error, too few runs, no RCP for the batch size, ...): the caller must not score with 1.0.
-    """
-    if not has_rcps(benchmark, ruleset):
-        return {"available": False, "passed": None, "message": f"no RCPs for {benchmark} in {ruleset}",
-                "norm_factor": 1.0, "factor_ok": True, "error": ""}
-    from mlperf_logging.rcp_checker import rcp_checker
-    try:
-        with _silenced():
-            # set_scaling as the package checker runs it: scaling.json (in our copy of the logs) holds the factor
-            # result_summarizer then multiplies its time by (summarizer_scaling)
-            passed, message, factor = rcp_checker.check_directory(
-                str(folder), USAGE, ruleset, False, False, rcp_pass="pruned_rcps", set_scaling=True)
-    except Exception as error:  # the checker raises on logs it cannot read
-        return {"available": True, "passed": False, "norm_factor": None, "factor_ok": False,
-                "message": f"RCP checker error: {type(error).__name__}: {error}",
-                "error": f"the RCP checker failed on {folder} ({type(error).__name__}: {error})"}
-    factor = float(factor)
-    if not math.isfinite(factor) or message not in RCP_FACTOR_MESSAGES:
-        # e.g. "Missing RCP" for a batch size the table lacks, fewer than 3 runs, "Insufficient convergence"
-        why = "" if math.isfinite(factor) else " (NaN: its olympic mean of epochs needs 3 or more runs)"
-        return {"available": True, "passed": False, "message": f"{message}; no normalization factor{why}",
-                "norm_factor": None, "factor_ok": False, "error": ""}
-    return {"available": True, "passed": bool(passed), "message": message, "norm_factor": factor,
-            "factor_ok": True, "error": ""}
-
-
-def summarizer_scaling(rcp: dict) -> float:
-    """The factor result_summarizer applies in a checked package: the scaling.json the RCP checker wrote in the
-    folder it checked (only when the check passed and the runs converged faster than the RCP mean), else 1.0."""
-    folder = rcp.get("folder")
-    scaling = pathlib.Path(folder) / "scaling.json" if folder else None
-    if scaling is None or not scaling.is_file():
-        return 1.0
-    return float(json.loads(scaling.read_text())["scaling_factor"])
-
-
-def summarizer_minutes(folder: pathlib.Path, benchmark: str, system: str, ruleset: str) -> float | None:
-    """mlperf-logging's result_summarizer on the same folder, for a cross-check (None: no score). Our results
-    folder holds no scaling.json: this is its time before RCP scaling."""
-    from mlperf_logging.result_summarizer import result_summarizer
-    try:
-        with _silenced():
-            minutes, _power, _scaling = result_summarizer._compute_strong_score_standalone(
-                benchmark, system, False, str(folder), USAGE, ruleset)
-    except Exception:
-        return None
-    return minutes
-
-
 def score_benchmark(system: str, bench: Benchmark, paths: list[pathlib.Path], ruleset: str,
                     out_dir: pathlib.Path, use_rcp: bool, allow_fewer: bool = False) -> dict:
     checker_dir = out_dir / "compliance" / system / bench.name
@@ -363,13 +228,13 @@ def score_benchmark(system: str, bench: Benchmark, paths: list[pathlib.Path], ru
     warnings = []
     if use_rcp:
         rcp_dir = out_dir / "rcp" / system / bench.name
-        rcp_problems, stand_ins = prepare_rcp_folder(runs, bench, ruleset, rcp_dir)
+        rcp_problems, stand_ins = rcp_lib.prepare_rcp_folder(runs, bench, ruleset, rcp_dir)
         if rcp_problems:
             rcp = {"available": True, "passed": False, "message": "not run: " + "; ".join(rcp_problems),
                    "norm_factor": None, "factor_ok": False, "error": "; ".join(rcp_problems)}
             problems += rcp_problems
         else:
-            rcp = check_rcp(rcp_dir, bench.name, ruleset)
+            rcp = rcp_lib.check_rcp(rcp_dir, bench.name, ruleset)
             if rcp["error"]:
                 problems.append(rcp["error"])
             elif not rcp["factor_ok"]:
@@ -393,8 +258,8 @@ def score_benchmark(system: str, bench: Benchmark, paths: list[pathlib.Path], ru
     # (only under --no_rcp, or --allow_fewer with too few runs; both UNOFFICIAL) it is not normalized.
     factor = rcp["norm_factor"] if rcp["factor_ok"] else 1.0
     result = olympic["minutes"] * factor if valid else None
-    unscaled = summarizer_minutes(folder, bench.name, system, ruleset)
-    scaling = summarizer_scaling(rcp)
+    unscaled = rcp_lib.summarizer_minutes(folder, bench.name, system, ruleset)
+    scaling = rcp_lib.summarizer_scaling(rcp)
     return {"benchmark": bench.name, "ruleset": ruleset, "target": bench.target,
             "x_label": bench.x_label, "weight": bench.weight,
             "required_runs": required, "n_runs": len(runs), "n_counted": len(counted), "runs": runs,
@@ -498,66 +363,6 @@ def score_results(results_dir, out_dir, rulesets: dict[str, str], allow_fewer=Fa
 
 
 # --------------------------------------------------------------------------- output
-
-def fmt(value, digits=4) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def render_markdown(report: dict) -> str:
-    """The report in Markdown; every number is formatted from the JSON report."""
-    out = ["# MLPerf tender score", "", f"Formula: `{report['formula']}`  ", f"Logs: `{report['results_dir']}`", ""]
-    out += [f"> {w}" for w in report["warnings"]]
-    for system, entry in report["systems"].items():
-        headline = fmt(entry["score"]) if entry["valid"] else "INVALID (see below)"
-        partial = f" (partial: no {', '.join(entry['partial'])})" if entry["partial"] else ""
-        out += ["", f"## {system}: score {headline}{partial}", "",
-                "| benchmark | ruleset | runs | counted | olympic mean (min) | RCP | RCP factor | result (min) | term "
-                "| result_summarizer before RCP scaling (min) | result_summarizer with its scaling.json (min) |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for name, b in entry["benchmarks"].items():
-            rcp = b["rcp"]
-            rcp_state = "n/a" if rcp["passed"] is None else ("pass" if rcp["passed"] else "FAIL")
-            out.append(f"| {name} | {b['ruleset']} | {b['n_runs']}/{b['required_runs']} | {b['n_counted']} | "
-                       f"{fmt(b['olympic']['minutes'])} | {rcp_state} ({rcp['message']}) | {fmt(rcp['norm_factor'])} | "
-                       f"{fmt(b['result_minutes'])} | {fmt(b['term'])} | {fmt(b['summarizer_minutes'])} | "
-                       f"{fmt(b['summarizer_scaled_minutes'])} (x{b['summarizer_scaling']:.4f}) |")
-        for name, b in entry["benchmarks"].items():
-            out += ["", f"### {system} / {name}", "", f"Method: {b['olympic']['method']}. "
-                    + (f"**Invalid: {'; '.join(b['problems'])}.**" if not b["valid"] else ""), ""]
-            if b["rcp"]["stand_ins"]:
-                out += [f"RCP check (on `{b['rcp']['folder']}`): " + "; ".join(b["rcp"]["stand_ins"]) + ".", ""]
-            out += ["| run | minutes | status | compliant | counted | note |", "|---|---|---|---|---|---|"]
-            for r in b["runs"]:
-                out.append(f"| result_{r['index']} | {fmt(r['minutes'])} | {r['status']} | "
-                           f"{'yes' if r['compliant'] else 'NO'} | {'yes' if r['counted'] else 'no'} | "
-                           f"{r['reason'].replace('|', '/')} |")
-    out += ["", f"![eval accuracy]({pathlib.Path(report['plot']).name})", ""]
-    return "\n".join(out)
-
-
-def plot_eval_accuracy(report: dict, path: pathlib.Path) -> pathlib.Path:
-    """One panel per system/benchmark, one line per run, the quality target dashed."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [(system, b) for system, e in report["systems"].items() for b in e["benchmarks"].values()]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 4 * len(panels)), squeeze=False)
-    for ax, (system, b) in zip(axes[:, 0], panels):
-        for r in b["runs"]:
-            if r["evals"]:
-                xs, ys = zip(*r["evals"])
-                label = f"result_{r['index']} ({fmt(r['minutes'], 1)} min)" + ("" if r["counted"] else " not counted")
-                ax.plot(xs, ys, marker=".", linestyle="-" if r["counted"] else ":", label=label)
-        ax.axhline(b["target"], color="black", linestyle="--", linewidth=1, label=f"target {b['target']}")
-        ax.set(title=f"{system} / {b['benchmark']}", xlabel=b["x_label"], ylabel="eval accuracy")
-        ax.legend(fontsize="small", ncol=2)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="tf-mlperf-score", description=__doc__.split("\n")[0])

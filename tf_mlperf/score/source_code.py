@@ -141,10 +141,8 @@ def check_logs_match_tree(logs: list[pathlib.Path], tree: pathlib.Path, read_eve
     checkout `repo` that ran); that line must log a seed in the shipped tree, else the logs came from other code
     than the code packaged. Returns the first refusal, or None."""
     for path in logs:
-        for event in read_events(path):
-            if event.get("key") != "seed":
-                continue
-            meta = event.get("metadata", {})
+        for event in read_events(path).all("seed"):
+            meta = event.metadata
             name = pathlib.PurePath(str(meta.get("file", "")))
             if name.is_absolute() and name.is_relative_to(repo):
                 name = name.relative_to(repo)

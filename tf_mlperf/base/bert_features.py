@@ -1,9 +1,9 @@
-"""The MLPerf BERT pretraining TFRecord feature spec, shared by data prep and the BERT trainer.
+"""The MLPerf BERT pretraining TFRecord feature spec, shared by data prep, the BERT trainer and the benchmarks.
 
 Importing this module does not import TensorFlow; `tf_feature_spec()` builds the parsing dict on demand.
 """
-MAX_SEQ_LENGTH = 512
-MAX_PREDICTIONS_PER_SEQ = 76
+from tf_mlperf.base.facts import BERT_MAX_PREDICTIONS_PER_SEQ as MAX_PREDICTIONS_PER_SEQ
+from tf_mlperf.base.facts import BERT_MAX_SEQ_LENGTH as MAX_SEQ_LENGTH
 
 # name -> (dtype, length). All ints are written as Int64List, the weights as FloatList.
 FEATURE_SPEC: dict[str, tuple[str, int]] = {
