@@ -11,7 +11,6 @@ Nothing is read from ../shared; everything comes from packages scripts/setup.sh 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import re
@@ -19,6 +18,8 @@ import shutil
 import subprocess
 import sys
 import time
+
+from tf_mlperf.base import mllog
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
@@ -88,16 +89,14 @@ def progress(log: pathlib.Path) -> str:
 def run_outcome(results: pathlib.Path, benchmark: str) -> str:
     """'success: eval_accuracy 0.880 at epoch 12 (target 0.759)' from the run's MLPerf log."""
     for log in sorted(results.rglob("result_*.txt")):
-        events = [json.loads(line.split(":::MLLOG ", 1)[1]) for line in log.read_text().splitlines()
-                  if ":::MLLOG " in line]
-        if not any(e["key"] == "submission_benchmark" and benchmark in str(e["value"]) for e in events):
+        events = mllog.read_log(log)
+        if benchmark not in str(events.value("submission_benchmark", "")):
             continue
-        evals = [e for e in events if e["key"] == "eval_accuracy"]
-        stop = [e for e in events if e["key"] == "run_stop"]
-        status = stop[-1]["metadata"].get("status", "?") if stop else "no run_stop"
+        evals, stop = events.all("eval_accuracy"), events.all("run_stop")
+        status = stop[-1].metadata.get("status", "?") if stop else "no run_stop"
         if evals:
-            return (f"{status}: eval accuracy {evals[-1]['value']:.3f} at epoch_num "
-                    f"{evals[-1]['metadata'].get('epoch_num')}  ({log})")
+            return (f"{status}: eval accuracy {evals[-1].value:.3f} at epoch_num "
+                    f"{evals[-1].metadata.get('epoch_num')}  ({log})")
         return f"{status}  ({log})"
     return f"no MLPerf log of {benchmark} under {results}"
 

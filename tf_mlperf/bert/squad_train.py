@@ -32,6 +32,7 @@ from absl import flags, logging
 
 from tf_mlperf.bert import config as config_lib
 from tf_mlperf.bert import squad
+from tf_mlperf.bert import squad_predictions
 from tf_mlperf.base.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -52,9 +53,9 @@ flags.DEFINE_integer("predict_batch_size", 8, "Features per prediction batch.")
 flags.DEFINE_float("learning_rate", 5e-5, "Initial learning rate (run_squad.py's default; squad.cfg: 3e-5).")
 flags.DEFINE_float("num_train_epochs", 3.0, "Training epochs, counted in questions (squad.cfg: 2).")
 flags.DEFINE_float("warmup_proportion", 0.1, "Share of the steps with a linear warmup.")
-flags.DEFINE_integer("n_best_size", squad.N_BEST_SIZE, "Start and end candidates per feature.")
-flags.DEFINE_integer("max_answer_length", squad.MAX_ANSWER_LENGTH, "Longest answer in tokens.")
-flags.DEFINE_enum("final_text", "wordpiece", list(squad.FINAL_TEXT), "Original-text recovery: wordpiece as "
+flags.DEFINE_integer("n_best_size", squad_predictions.N_BEST_SIZE, "Start and end candidates per feature.")
+flags.DEFINE_integer("max_answer_length", squad_predictions.MAX_ANSWER_LENGTH, "Longest answer in tokens.")
+flags.DEFINE_enum("final_text", "wordpiece", list(squad_predictions.FINAL_TEXT), "Original-text recovery: wordpiece as "
                   "MLPerf's accuracy-squad.py, basic as run_squad.py.")
 flags.DEFINE_integer("save_checkpoints_steps", 1000, "Also checkpoint every N steps (and always at the end).")
 flags.DEFINE_integer("log_every_steps", 50, "Print step, loss and learning rate every N steps.")
@@ -94,9 +95,10 @@ def predict_logits(model, features, batch_size: int):
 
 def evaluate(model, examples, features, tokenizer, source: str) -> tuple[dict, dict]:
     logits = predict_logits(model, features, FLAGS.predict_batch_size)
-    answers = squad.predictions(examples, features, squad.results_from_logits(features, logits), tokenizer,
-                                FLAGS.n_best_size, FLAGS.max_answer_length, FLAGS.final_text)
-    return squad.evaluate(examples, answers, source), answers
+    results = squad_predictions.results_from_logits(features, logits)
+    answers = squad_predictions.predictions(examples, features, results, tokenizer, FLAGS.n_best_size,
+                                            FLAGS.max_answer_length, FLAGS.final_text)
+    return squad_predictions.evaluate(examples, answers, source), answers
 
 
 def train() -> dict:
@@ -159,7 +161,7 @@ def train() -> dict:
               "eval_questions": len(eval_examples), "eval_features": len(eval_features), "train_loss": []}
     if FLAGS.eval_before_training:
         report["before"], _ = evaluate(model, eval_examples, eval_features, tokenizer, FLAGS.predict_file)
-        print(f"before training: {squad.format_result(report['before'])}", flush=True)
+        print(f"before training: {squad_predictions.format_result(report['before'])}", flush=True)
 
     dataset = (tf.data.Dataset.from_tensor_slices(feature_arrays(train_features, with_positions=True))
                .repeat().shuffle(SHUFFLE_BUFFER, seed=FLAGS.seed).batch(FLAGS.train_batch_size, drop_remainder=True))
@@ -197,7 +199,7 @@ def train() -> dict:
         f.write(json.dumps(answers, indent=4, ensure_ascii=False) + "\n")
     with open(os.path.join(FLAGS.model_dir, "squad_eval.json"), "w") as f:
         json.dump(report, f, indent=1)
-    print(f"after training: {squad.format_result(report['after'])} on {FLAGS.predict_file} "
+    print(f"after training: {squad_predictions.format_result(report['after'])} on {FLAGS.predict_file} "
           f"({len(eval_examples)} questions); checkpoint {saved}", flush=True)
     return report
 

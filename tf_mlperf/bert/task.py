@@ -17,7 +17,8 @@ from tf_mlperf.bert import optimizer as optimizer_lib
 from tf_mlperf.bert.config import BertConfig, eval_interval_samples
 from tf_mlperf.core import input as core_input
 from tf_mlperf.base import facts
-from tf_mlperf.core.settings import setting
+from tf_mlperf.core.mlperf_log import draw_seed
+from tf_mlperf.core.settings import common, setting
 from tf_mlperf.core.task import InputContext, Schedule, Task
 from tf_mlperf.base.errors import UserError
 
@@ -36,7 +37,7 @@ class BertTaskConfig:
                                      flag="train_batch_size")
     train_files: str = setting("", "Training TFRecords: comma-separated globs.", flag="train_file_pattern")
     eval_files: str = setting("", "Eval TFRecords (the 10,000-example eval set).", flag="eval_file_pattern")
-    num_accumulation_steps: int = setting(1, "", common=True)
+    num_accumulation_steps: int = common("num_accumulation_steps")
     init_checkpoint: str | None = setting(None, "Reference TF1 checkpoint (model.ckpt-28252) or TF2 converted "
                                           "checkpoint to start from.")
     allow_missing_heads: bool = setting(False, "TF2 encoder-only checkpoints: keep the MLM/NSP heads freshly "
@@ -47,9 +48,9 @@ class BertTaskConfig:
     eval_interval_samples: int = setting(0, "Samples between evaluations (0: the rules' "
                                          "floor(0.05*(230.23*GBS+3e6)/25e3)*25e3). Closed runs must leave it at 0.")
     num_eval_examples: int = setting(EVAL_SAMPLES, "Eval examples (closed: 10,000).")
-    target: float = setting(TARGET_MLM_ACCURACY, "", flag="target_accuracy", common=True)
-    seed: int = setting(0, "", common=True)
-    use_synthetic_data: bool = setting(False, "", common=True)
+    target_accuracy: float = common("target_accuracy", TARGET_MLM_ACCURACY)
+    seed: int | None = common("seed")            # None: a fresh os.urandom draw (__post_init__)
+    use_synthetic_data: bool = common("use_synthetic_data")
     packed: bool = setting(False, "Pack up to 3 training sequences per row (same sequences per step, block-"
                            "diagonal attention; eval unchanged): docs/bert.md#sequence-packing---packed.")
     packed_rows: int = setting(0, "--packed: rows per micro-batch (0: sized from the first training file).")
@@ -60,6 +61,10 @@ class BertTaskConfig:
     dropout_rng: str = setting("default", "Dropout masks: default (Keras, one float uniform per element) or "
                                "philox16 (two 16-bit decisions per stateless Philox word, same expectation): "
                                "docs/PERFORMANCE.md#lever-log.", choices=dropout_lib.IMPLEMENTATIONS)
+
+    def __post_init__(self):
+        if self.seed is None:   # as the trainer without --seed: a fresh seed, never a fixed default
+            object.__setattr__(self, "seed", draw_seed())
 
 
 def _check_checkpoint_exists(path: str) -> None:
@@ -77,7 +82,7 @@ class BertTask(Task):
 
     def __init__(self, cfg: BertTaskConfig):
         self.cfg = cfg
-        self.target = cfg.target
+        self.target = cfg.target_accuracy
         self.global_batch_size = cfg.global_batch_size
         self.num_accumulation_steps = cfg.num_accumulation_steps
 

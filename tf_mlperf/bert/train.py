@@ -16,7 +16,7 @@ from absl import flags
 from tf_mlperf.bert import config as config_lib
 from tf_mlperf.bert.optimizer import LambConfig
 from tf_mlperf.bert.task import BertTask, BertTaskConfig
-from tf_mlperf.core import app, settings
+from tf_mlperf.core import cli, settings
 
 FLAGS = flags.FLAGS
 
@@ -49,7 +49,7 @@ def eval_before_run(f: flags.FlagValues) -> bool:
 def main() -> None:
     """Console script `tf-mlperf-bert-train`: exit 0 when the target was reached, 1 when the budget ran out,
     2 on an error (one line naming the file or flag and the fix)."""
-    app.main(build_task, eval_before_run)
+    cli.main(build_task, eval_before_run)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import re
 import shutil
+import socket
 import time
 
 import numpy as np
@@ -18,32 +18,39 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
-from tf_mlperf.core import keras_compat
+from tf_mlperf.core import checkpoints, keras_compat
 from tf_mlperf.core import precision as precision_lib
 from tf_mlperf.core import train_step as train_step_lib
 from tf_mlperf.core.distribution import Distribution
 from tf_mlperf.core.mlperf_log import MLPerfLogger, constants, draw_seed, drop_caches
+from tf_mlperf.core.settings import common, setting
 from tf_mlperf.core.task import Task
 from tf_mlperf.base.errors import UserError
 
 
 @dataclasses.dataclass
 class LoopConfig:
-    model_dir: str
-    precision: str = "fp32"
-    xla: bool = False
-    seed: int = 0
+    """The loop's settings; the `setting` fields are the trainers' common flags (core/app.py defines them from
+    here), the others are decided by the trainer."""
+    model_dir: str = setting("/tmp/tf_mlperf", "Checkpoints and TensorBoard events go here.")
+    precision: str = setting("fp32", "Compute precision: fp16 uses dynamic loss scaling; weights stay fp32 in all "
+                             "cases.", choices=precision_lib.PRECISIONS)
+    xla: bool = setting(False, "Compile forward+backward with XLA (jit_compile); allreduce stays outside.")
+    seed: int | None = common("seed")    # None: rank 0 draws one from os.urandom for every rank (shared_seed)
     seed_source: str = "--seed"          # where `seed` came from, logged with it: '--seed' or 'os.urandom'
-    checkpoint_every_steps: int = 0      # 0: only at the end of every block
+    checkpoint_every_steps: int = setting(0, "Also checkpoint every N steps (0: after each block).")
     keep_checkpoints: int = 2
-    log_every_steps: int = 100
-    tensorboard: bool = True
+    log_every_steps: int = setting(100, "Every N global steps rank 0 prints one line (step, loss, lr, samples/s "
+                                   "global and per replica, step time, ETA to the block's end) and writes the same "
+                                   "scalars to TensorBoard (0: none).")
+    tensorboard: bool = setting(True, "Write TensorBoard scalars under <model_dir>/tensorboard.")
     profile_steps: tuple[int, int] | None = None   # (first, end): TensorBoard profile of steps first..end-1
     eval_before_run: bool = False        # evaluate the initial weights (e.g. a loaded checkpoint) in init
-    submission_org: str = "tf_mlperf"
-    submission_platform: str = "unknown"
-    submission_division: str = "closed"
-    submission_status: str = "onprem"
+    submission_org: str = setting("tf_mlperf", "mllog submission_org.")
+    submission_platform: str = setting(socket.gethostname(), "mllog submission_platform.")
+    submission_division: str = setting("closed", "mllog submission_division.", choices=("closed", "open"))
+    submission_status: str = setting("onprem", "mllog submission_status.",
+                                     choices=("onprem", "cloud", "preview", "research"))
 
 
 @dataclasses.dataclass
@@ -80,72 +87,6 @@ def micro_batch_size(task: Task, num_replicas: int) -> int:
     return task.global_batch_size // parts
 
 
-# ---- checkpoints: <model_dir>/checkpoints/ckpt-N.{index,data-*} and the CheckpointManager's state file
-
-def _checkpoints_on_disk(ckpt_dir: str) -> dict[int, str]:
-    """step -> prefix of every ckpt-N whose index file exists."""
-    found = {}
-    for index in glob.glob(os.path.join(glob.escape(ckpt_dir), "ckpt-*.index")):
-        match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
-        if match:
-            found[int(match.group(1))] = index[:-len(".index")]
-    return found
-
-
-def _readable(prefix: str) -> bool:
-    """Whether every tensor of the checkpoint reads back (index and data complete)."""
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-        return True
-    except Exception:   # pylint: disable=broad-except
-        return False
-
-
-def resume_checkpoint(ckpt_dir: str) -> str | None:
-    """The checkpoint a restart resumes from: the one the state file names; when that file is unreadable or
-    names files that are gone, the latest complete ckpt-N on disk (the state file is rewritten to name it, the
-    unreadable one kept as checkpoint.unreadable). UserError when checkpoints exist but none reads back:
-    starting over would overwrite them with earlier steps."""
-    state_path = os.path.join(ckpt_dir, "checkpoint")
-    on_disk = _checkpoints_on_disk(ckpt_dir)
-    state = None
-    if os.path.exists(state_path):
-        try:
-            state = tf.train.get_checkpoint_state(ckpt_dir)    # None (and a warning) on a ParseError
-        except ValueError:                                     # parsed, but names no checkpoint
-            state = None
-    if state is not None and os.path.exists(state.model_checkpoint_path + ".index"):
-        return state.model_checkpoint_path
-    if not on_disk:
-        if os.path.exists(state_path):
-            logging.warning("%s names no checkpoint that exists: starting from step 0", state_path)
-        return None
-    for step in sorted(on_disk, reverse=True):
-        if _readable(on_disk[step]):
-            why = "is unreadable" if state is None and os.path.exists(state_path) else (
-                "is missing" if not os.path.exists(state_path) else "names a checkpoint that is gone")
-            logging.warning("%s %s: resuming from %s, the latest complete checkpoint beside it", state_path,
-                            why, on_disk[step])
-            if os.path.exists(state_path):
-                os.replace(state_path, state_path + ".unreadable")
-            tf.compat.v1.train.update_checkpoint_state(
-                ckpt_dir, on_disk[step], [on_disk[s] for s in sorted(on_disk) if s <= step])
-            return on_disk[step]
-    raise UserError(ckpt_dir, f"holds checkpoints {sorted(on_disk)} but none reads back completely (and the "
-                    f"state file {state_path} names none of them): move the folder away to start over, or restore "
-                    "a checkpoint from a copy")
-
-
-def _damaged_checkpoint_error(prefix: str, err: Exception) -> UserError:
-    data = sorted(glob.glob(glob.escape(prefix) + ".data-*")) or [prefix + ".data-00000-of-00001"]
-    reason = str(getattr(err, "message", err)).splitlines()[0] if str(err) else type(err).__name__
-    return UserError(data[0] if len(data) == 1 else prefix, f"checkpoint cannot be read ({type(err).__name__}: "
-                     f"{reason}); it is truncated or damaged: move {os.path.basename(prefix)}.* out of "
-                     f"{os.path.dirname(prefix)} to resume from an earlier checkpoint there, or restore it from a copy")
-
-
 class _Trainer:
     """Holds the built state of one run: model, optimizer, steps, datasets, checkpoint."""
 
@@ -159,14 +100,14 @@ class _Trainer:
         # Every process reads the chief's checkpoints (shared file system), then the chief's values win.
         # (The chief may rewrite an unreadable state file; a rank that then finds nothing gets the chief's
         # values from the broadcast below all the same.)
-        self.restored_from = (resume_checkpoint if dist.is_chief else tf.train.latest_checkpoint)(
+        self.restored_from = (checkpoints.resume_checkpoint if dist.is_chief else tf.train.latest_checkpoint)(
             os.path.join(cfg.model_dir, "checkpoints"))
         self.manager = tf.train.CheckpointManager(self.checkpoint, ckpt_dir, cfg.keep_checkpoints)
         if self.restored_from:
             try:
                 self.checkpoint.restore(self.restored_from).expect_partial()
             except (IndexError, ValueError, tf.errors.OpError) as e:
-                raise _damaged_checkpoint_error(self.restored_from, e) from e
+                raise checkpoints.damaged_checkpoint_error(self.restored_from, e) from e
         self.saved_step = self.step if self.restored_from else None
         dist.broadcast_variables(self.model.variables + train_step_lib.optimizer_variables(self.optimizer))
         self.train_steps = train_step_lib.make_train_step(task, self.model, self.optimizer, dist, xla=cfg.xla)
@@ -345,6 +286,8 @@ def run_to_target(task: Task, dist: Distribution, cfg: LoopConfig, mlog: MLPerfL
     # their pipeline id to it so ranks see different shuffles.
     micro_batch_size(task, dist.num_replicas)     # bad sizes and inputs fail before anything is built
     task.check_inputs()
+    if cfg.seed is None:                          # no --seed: one fresh draw, the same on every rank
+        cfg = dataclasses.replace(cfg, seed=shared_seed(None, dist), seed_source="os.urandom")
     tf_keras.utils.set_random_seed(cfg.seed)
     _log_init(mlog, task, dist, cfg)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import tf_keras
 
 POLICIES = {"fp32": "float32", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
+PRECISIONS = tuple(POLICIES)
 
 
 def set_policy(precision: str) -> None:

@@ -6,9 +6,12 @@
   each written as `setting(default, help)`. `define_flags(ResNetConfig)` turns those fields into the
   trainer's absl flags (same default, same help) and `from_flags(ResNetConfig, FLAGS)` builds the config
   back from the parsed flags, so train.py holds no copy of either. A flagfile only overrides.
-* Flags every trainer shares (--seed, --num_accumulation_steps, --target_accuracy, --use_synthetic_data,
-  ...) are defined in core/app.py; a field marked `common=True` reads that flag, and a common flag left at
-  None (e.g. no --target_accuracy) keeps the field's default (e.g. the benchmark's MLPerf target).
+* Settings every trainer shares are defined the same way, once: `CommonSettings` below (--seed,
+  --num_accumulation_steps, --target_accuracy, --use_synthetic_data) and the loop's own `LoopConfig`
+  (core/loop.py: --model_dir, --precision, --log_every_steps, --submission_*, ...); core/app.py turns both into
+  flags. A benchmark config field that reads a common flag is written `common(name)`: the same flag, help and
+  default, or the benchmark's own default where it has one (its MLPerf target for --target_accuracy). A common
+  flag left at None (no --target_accuracy) keeps the field's default.
 """
 from __future__ import annotations
 
@@ -28,6 +31,32 @@ def setting(default: Any, help: str, *, flag: str | None = None, common: bool = 
     says core/app.py defines it (shared by the trainers), `choices` makes it an enum flag."""
     return dataclasses.field(default=default, metadata={
         "help": help, "flag": flag, "common": common, "choices": tuple(choices) if choices else None})
+
+
+@dataclasses.dataclass
+class CommonSettings:
+    """The settings every trainer shares (core/app.py makes them flags; a benchmark config reads one with
+    `common(name)`)."""
+    seed: int | None = setting(None, "Random seed, logged as the mllog `seed` (default: a fresh one from "
+                               "os.urandom per run, as the rules ask; pass one only to reproduce a run).")
+    num_accumulation_steps: int = setting(1, "Micro-batches whose gradients are averaged before one optimizer "
+                                          "step.")
+    target_accuracy: float | None = setting(None, "Stop when the eval metric reaches this (default: the "
+                                            "benchmark's MLPerf target).")
+    use_synthetic_data: bool = setting(False, "Random well-formed batches instead of the TFRecords (no input "
+                                       "pipeline, no data flags needed): throughput runs and "
+                                       "benchmarks/export_step.py.")
+
+
+_COMMON_DEFAULT = object()
+
+
+def common(name: str, default: Any = _COMMON_DEFAULT) -> Any:
+    """A config field that reads the common flag `name` (CommonSettings): its help, and its default unless the
+    benchmark gives its own (e.g. its MLPerf target for target_accuracy, which the flag leaves at None)."""
+    field = {f.name: f for f in dataclasses.fields(CommonSettings)}[name]
+    return dataclasses.field(default=field.default if default is _COMMON_DEFAULT else default,
+                             metadata={**field.metadata, "common": True})
 
 
 def _flag_type(kind):

@@ -18,6 +18,8 @@ import json
 import sys
 
 from tf_mlperf.bert import squad
+
+from tf_mlperf.bert import squad_predictions
 from tf_mlperf.inference import accuracy as accuracy_lib
 from tf_mlperf.inference.errors import run_cli
 from tf_mlperf.inference.squad_dataset import SquadFeatures, export_parameters
@@ -43,13 +45,13 @@ def main(argv=None) -> int:
         data = SquadFeatures(args.squad_json, args.vocab_file or str(samples.bert_vocab()),
                              **{"max_seq_length": squad.MAX_SEQ_LENGTH, "doc_stride": squad.DOC_STRIDE,
                                 "max_query_length": squad.MAX_QUERY_LENGTH, **params})
-        results = squad.results_from_accuracy_log(entries, data.features, args.output_dtype, data.max_seq_length,
-                                                  args.mlperf_accuracy_file)
+        results = squad_predictions.results_from_accuracy_log(entries, data.features, args.output_dtype,
+                                                              data.max_seq_length, args.mlperf_accuracy_file)
         answers = data.answers(results)
         if args.out_file:
             with open(args.out_file, "w", encoding="utf-8") as f:
                 f.write(json.dumps(answers, indent=4, ensure_ascii=False) + "\n")
-        print(squad.format_result(squad.evaluate(data.examples, answers, args.squad_json)))
+        print(squad_predictions.format_result(squad_predictions.evaluate(data.examples, answers, args.squad_json)))
     return run_cli("tf_mlperf.inference.accuracy_squad", work, args.verbose)
 
 

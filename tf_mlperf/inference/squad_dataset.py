@@ -16,6 +16,7 @@ import numpy as np
 
 from tf_mlperf.base.errors import UserError
 from tf_mlperf.bert import squad
+from tf_mlperf.bert import squad_predictions
 from tf_mlperf.inference.errors import InferenceError
 
 MODEL_NAME = "bert"                      # the model's name in mlperf.conf / user.conf
@@ -67,10 +68,10 @@ class SquadFeatures:
         return {name: array[list(indices)] for name, array in self.arrays.items()}
 
     def answers(self, results) -> dict[str, str]:
-        return squad.predictions(self.examples, self.features, results, self.tokenizer)
+        return squad_predictions.predictions(self.examples, self.features, results, self.tokenizer)
 
     def scores(self, results) -> dict:
-        return squad.evaluate(self.examples, self.answers(results), self.squad_json)
+        return squad_predictions.evaluate(self.examples, self.answers(results), self.squad_json)
 
 
 def load_saved_model(path: str, max_seq_length: int):
@@ -127,9 +128,9 @@ class SquadWorkload:
         return np.ascontiguousarray(logits.reshape(len(indices), -1))
 
     def accuracy(self, entries) -> str:
-        results = squad.results_from_accuracy_log(entries, self.data.features, "float32",
-                                                  self.params["max_seq_length"])
-        return squad.format_result(self.data.scores(results))
+        results = squad_predictions.results_from_accuracy_log(entries, self.data.features, "float32",
+                                                              self.params["max_seq_length"])
+        return squad_predictions.format_result(self.data.scores(results))
 
     def close(self) -> None:
         pass

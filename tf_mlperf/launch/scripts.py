@@ -58,8 +58,8 @@ def _pass_env() -> str:
     """The shell lines that collect, when the job runs, `-x NAME` for every HOROVOD_*/NCCL_*/... variable then
     set (mpirun passes only what -x names; srun and horovodrun pass the whole environment)."""
     pattern = "|".join(p.rstrip("_") for p in PASSED_ENV_PREFIXES)
-    return ("PASS_ENV=()\n"
-            f"while IFS= read -r name; do PASS_ENV+=(-x \"$name\"); done < <(env | sed -n -E 's/^(({pattern})_[A-Za-z0-9_]*)=.*/\\1/p')")
+    names = f"env | sed -n -E 's/^(({pattern})_[A-Za-z0-9_]*)=.*/\\1/p'"
+    return f'PASS_ENV=()\nwhile IFS= read -r name; do PASS_ENV+=(-x "$name"); done < <({names})'
 
 
 def slurm_script(c) -> str:

@@ -11,7 +11,8 @@ import tf_keras
 from tf_mlperf.core import input as core_input
 from tf_mlperf.base import facts
 from tf_mlperf.core.mlperf_log import constants
-from tf_mlperf.core.settings import setting
+from tf_mlperf.core.mlperf_log import draw_seed
+from tf_mlperf.core.settings import common, setting
 from tf_mlperf.core.task import InputContext, Schedule, Task
 from tf_mlperf.resnet import input_pipeline, lars, model as model_lib
 
@@ -24,7 +25,7 @@ class ResNetConfig:
                             "tf-mlperf-prep-imagenet.")
     global_batch_size: int = setting(3264, "Global batch size: samples per optimizer step over all replicas, "
                                      "accumulation included (the reference's --batch_size).", flag="batch_size")
-    num_accumulation_steps: int = setting(1, "", common=True)
+    num_accumulation_steps: int = common("num_accumulation_steps")
     train_epochs: float = setting(37.0, "Epoch budget (rounded up to whole eval blocks after the offset, as the "
                                   "reference); also the length of the learning-rate decay.")
     epochs_between_evals: float = setting(4.0, "Epochs between evaluations (the rules: 4).")
@@ -47,18 +48,22 @@ class ResNetConfig:
     model_blocks: tuple[int, ...] = setting(model_lib.RESNET50_BLOCKS, "Bottlenecks per stage (closed "
                                             "division: 3,4,6,3).")
     zero_init_last_gamma: bool = setting(False, "Initialise the last BN gamma of every bottleneck to 0.")
-    target_accuracy: float = setting(facts.RESNET_TARGET_ACCURACY, "", common=True)
-    use_synthetic_data: bool = setting(False, "", common=True)
+    target_accuracy: float = common("target_accuracy", facts.RESNET_TARGET_ACCURACY)
+    use_synthetic_data: bool = common("use_synthetic_data")
     num_train_images: int = setting(0, "Train-set size (0: read <data_dir>/train-manifest.json, else count the "
                                     "records; 1,281,167 with synthetic data).")
     num_eval_images: int = setting(0, "Validation-set size (0: as num_train_images; 50,000 synthetic).")
     verify_checksums: bool = setting(False, "Before training, check every shard's sha256 against "
                                      "<data_dir>/<split>-manifest.json (reads the whole data set once; names, "
                                      "sizes and counts are always checked).", flag="verify_data_checksums")
-    seed: int = setting(1, "", common=True)
+    seed: int | None = common("seed")            # None: a fresh os.urandom draw (__post_init__)
     shuffle_buffer: int = setting(input_pipeline.SHUFFLE_BUFFER, "Record shuffle buffer per input pipeline.")
     datasets_num_private_threads: int = setting(0, "tf.data private thread-pool size per process (0: TF's "
                                                 "shared pool).")
+
+    def __post_init__(self):
+        if self.seed is None:   # as the trainer without --seed: a fresh seed, never a fixed default
+            object.__setattr__(self, "seed", draw_seed())
 
 
 def _split(cfg: ResNetConfig, split: str, size_flag: int) -> tuple[list[str], int]:

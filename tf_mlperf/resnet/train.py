@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from tf_mlperf.core import app, settings
+from tf_mlperf.core import cli, settings
 from tf_mlperf.resnet.task import ResNetConfig, ResNetTask
 from tf_mlperf.base.errors import UserError
 
@@ -35,7 +35,7 @@ def build_task(f: flags.FlagValues) -> ResNetTask:
 
 
 def main() -> None:
-    app.main(build_task)
+    cli.main(build_task)
 
 
 if __name__ == "__main__":
