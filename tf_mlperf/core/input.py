@@ -44,14 +44,16 @@ def check_shard_sets(files: Sequence[str], patterns: Sequence[str], where: str) 
     match two sets of one stem (two conversions side by side). Shards the patterns could not match anyway
     (e.g. `part-0000[0-3]-of-00500`, a chosen subset) are not asked for."""
     sets: dict[tuple[str, str], dict[int, str]] = {}
+    widths: dict[tuple[str, str], int] = {}          # digits of the index, as the set writes it
     for path in files:
         match = _SHARD_NAME.match(path)
         if match:
             sets.setdefault((match["stem"], match["total"]), {})[int(match["index"])] = path
+            widths.setdefault((match["stem"], match["total"]), len(match["index"]))
     stems: dict[str, list[str]] = {}
     for (stem, total), found in sorted(sets.items()):
         stems.setdefault(stem, []).append(total)
-        width = len(next(iter(found.values())).rsplit("-of-", 1)[0]) - len(stem) - 1
+        width = widths[(stem, total)]
         missing = [f"{stem}-{i:0{width}d}-of-{total}" for i in range(int(total)) if i not in found]
         missing = [m for m in missing if any(fnmatch.fnmatchcase(m, p) for p in patterns)]
         if missing:

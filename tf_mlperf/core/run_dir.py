@@ -110,7 +110,7 @@ class RunLock:
         holder = _read_json(self.path)
         if holder is None:                       # released meanwhile
             return
-        refuse_live_run(os.path.dirname(self.path))
+        refuse_live_run(os.path.dirname(self.path), holder)
         aside = f"{self.path}.stale-{os.getpid()}"
         try:
             os.replace(self.path, aside)
@@ -147,11 +147,12 @@ def _aside(path: str) -> str:
     return f"{path}.old-{n}"
 
 
-def refuse_live_run(model_dir: str) -> None:
+def refuse_live_run(model_dir: str, holder: dict | None = None) -> None:
     """UserError naming the live run that holds --model_dir's lock, if one does (a stale lock is left for
-    RunLock.acquire to take over, or moves aside with the folder under --overwrite)."""
+    RunLock.acquire to take over, or moves aside with the folder under --overwrite). `holder`: the lock's
+    content when the caller has just read it."""
     path = os.path.join(model_dir, LOCK_NAME)
-    holder = _read_json(path)
+    holder = _read_json(path) if holder is None else holder
     if holder is not None and _alive(holder, path):
         raise UserError(model_dir, f"another run is using this --model_dir: {describe(holder)}; wait for it to end "
                         f"or stop it, or give this run another --model_dir (its lock: {path})")
