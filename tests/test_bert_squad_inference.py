@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch import REPO, env
+from support.launch import REPO, env
 from test_bert_squad_train import DATA, smoke_run  # noqa: F401  (the trained smoke model)
 from tf_mlperf.bert import model as model_lib
-from tf_mlperf.bert import squad, squad_model
+from tf_mlperf.bert import squad_model
+from tf_mlperf.bert import squad_predictions
 from tf_mlperf.bert.config import BERT_TINY
 from tf_mlperf.inference import accuracy_squad, export_bert, harness
 from tf_mlperf.inference.squad_dataset import SquadFeatures
@@ -111,7 +112,7 @@ def test_accuracy_mode_f1_equals_the_f1_of_the_models_outputs(smoke_run, checkpo
     out, stdout, _ = loadgen_runs["accuracy"]
     data = SquadFeatures(str(DEV), str(mlperf_vocab), **SMOKE_SHAPE)
     logits = model_logits(checkpoint, data.features, SMOKE_SHAPE["max_seq_length"])
-    direct = data.scores(squad.results_from_logits(data.features, logits))
+    direct = data.scores(squad_predictions.results_from_logits(data.features, logits))
     assert 30 < direct["f1"] < 100                          # a model that answers some: the comparison can tell
     logged = json.loads((out / "accuracy.txt").read_text())
     assert logged == pytest.approx(direct, abs=1e-9), (logged, direct)

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch import REPO, env, read_mllog
-from test_resnet_e2e import run, sample_tfrecords  # noqa: F401  (the embedded sample, as TFRecords)
+from support.launch import REPO, env, read_mllog
+from test_resnet_e2e import run
 from tf_mlperf.inference import accuracy as accuracy_lib
 from tf_mlperf.inference import dataset as dataset_lib
 from tf_mlperf.inference import export as export_lib
 from tf_mlperf.inference import harness
-from tf_mlperf.inference.errors import InferenceError
 from tf_mlperf.resnet.task import ResNetConfig, ResNetTask
+from tf_mlperf.base.errors import UserError
 
 pytestmark = pytest.mark.slow          # real trainer, exporter and LoadGen processes
 
@@ -126,14 +126,54 @@ def _convolution_dtypes(saved_model_dir):
 def test_export_refuses_a_checkpoint_of_another_model(trained, tmp_path):
     _, checkpoint, _ = trained
     wider = ResNetConfig(image_size=64, model_width=0.5, model_blocks=(1, 1, 1, 1))
-    with pytest.raises(InferenceError, match=r"ckpt-\d+: not a checkpoint of this ResNet \(--num_classes=1000 "
-                                             r"--image_size=64 --model_width=0.5"):
+    with pytest.raises(UserError, match=r"ckpt-\d+: not a checkpoint of this ResNet \(--num_classes=1000 "
+                       r"--image_size=64 --model_width=0.5"):
         export_lib.export(wider, checkpoint, str(tmp_path / "wider"))
     dense = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Dense(2)])   # not a ResNet at all
     other = tf.train.Checkpoint(model=dense).save(str(tmp_path / "other" / "ckpt"))
-    with pytest.raises(InferenceError, match=f"^{other}: not a checkpoint of this ResNet"):
+    with pytest.raises(UserError, match=f"^{other}: not a checkpoint of this ResNet"):
         export_lib.export(smoke_config(), other, str(tmp_path / "dense"))
     assert not (tmp_path / "wider").exists() and not (tmp_path / "dense").exists()
+
+
+def reference_backend_predict(model_path, images):
+    """The reference harness's tensorflow backend (mlcommons/inference vision/classification_and_detection/python/
+    backend_tf.py, load() and predict()) with profile resnet50-tf's inputs and outputs, in a graph of its own:
+    (the dtype optimize_for_inference succeeded with, the ArgMax:0 it fetches)."""
+    from tensorflow.python.tools.optimize_for_inference_lib import optimize_for_inference
+    inputs, outputs = ["input_tensor:0"], ["ArgMax:0"]
+    with tf.Graph().as_default():
+        graph_def = tf.compat.v1.GraphDef()
+        with tf.compat.v1.gfile.FastGFile(str(model_path), "rb") as f:
+            graph_def.ParseFromString(f.read())
+        optimized_with = None
+        for as_datatype_enum in [tf.float32.as_datatype_enum, tf.uint8.as_datatype_enum]:
+            try:
+                graph_def = optimize_for_inference(graph_def, [item.split(":")[0] for item in inputs],
+                                                   [item.split(":")[0] for item in outputs], as_datatype_enum, False)
+                optimized_with = as_datatype_enum
+                break
+            except ValueError:
+                pass
+        g = tf.compat.v1.import_graph_def(graph_def, name="")
+        sess = tf.compat.v1.Session(graph=g)
+        return optimized_with, sess.run(outputs, feed_dict={inputs[0]: images})[0]
+
+
+def test_frozen_graph_answers_as_the_savedmodel_under_the_reference_backend(sample_tfrecords, exported):  # noqa: F811
+    records = dataset_lib.ValidationRecords(str(sample_tfrecords))
+    size = int(SMOKE_FLAGS["image_size"])
+    images = np.stack([dataset_lib.preprocess_inference(records.jpeg_and_label(i)[0], size)   # pre_process_vgg
+                       for i in range(len(records))])
+    records.close()
+    optimized_with, classes = reference_backend_predict(exported / "fp32" / export_lib.FROZEN_GRAPH, images)
+    assert optimized_with == tf.float32.as_datatype_enum        # its optimize_for_inference took the graph
+    served = tf.saved_model.load(str(exported / "fp32")).signatures["serving_default"]
+    expected = served(input_tensor=tf.constant(images))["ArgMax"].numpy()
+    assert len(set(expected)) > 1 and classes.dtype == np.int64
+    np.testing.assert_array_equal(classes, expected)            # 1001-class numbering: the reference subtracts 1
+    meta = json.loads((exported / "fp32" / export_lib.METADATA).read_text())
+    assert meta["frozen_graph"] == "resnet50_v1.pb"
 
 
 # ---------------------------------------------------------------- under LoadGen
@@ -151,22 +191,25 @@ def loadgen_runs(sample_tfrecords, exported, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("loadgen")
     (root / "user.conf").write_text(SHORT_RUNS)
     (root / "long.conf").write_text("*.SingleStream.min_duration = 600000\n")
-    (root / "interrupted").mkdir()
-    (root / "interrupted" / "mlperf_log_summary.txt").write_text("Result is : VALID\n")
-    runs = {"accuracy": ["--scenario=Offline", "--accuracy", "--preprocessing=training"],
-            "interrupted": ["--scenario=SingleStream", f"--user_conf={root / 'long.conf'}", "--overwrite"]}
+    interrupts = {"interrupted": signal.SIGINT, "terminated": signal.SIGTERM}      # Ctrl-C, kill
+    for name in interrupts:
+        (root / name).mkdir()
+        (root / name / "mlperf_log_summary.txt").write_text("Result is : VALID\n")
+    runs = {"accuracy": ["--scenario=Offline", "--accuracy", "--preprocessing=training"]}
+    runs.update({name: ["--scenario=SingleStream", f"--user_conf={root / 'long.conf'}", "--overwrite"]
+                 for name in interrupts})
     runs.update({s: [f"--scenario={s}", f"--user_conf={root / 'user.conf'}"] for s in harness.SCENARIOS})
     procs = {name: subprocess.Popen(infer_args(exported / "fp32", sample_tfrecords, root / name, *args),
                                     cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for name, args in runs.items()}
-    detail = root / "interrupted" / ".partial" / "mlperf_log_detail.txt"
-    interrupted, deadline = procs.pop("interrupted"), time.time() + 600
-    while time.time() < deadline and interrupted.poll() is None and "generated_query_count" not in _text(detail):
-        time.sleep(0.1)
-    running = interrupted.poll() is None
-    interrupted.send_signal(signal.SIGINT)                                   # Ctrl-C
-    results = {"interrupted": (root / "interrupted", interrupted.communicate(timeout=120)[0], running,
-                               interrupted.returncode)}
+    results, deadline = {}, time.time() + 600
+    for name, number in interrupts.items():
+        detail, proc = root / name / ".partial" / "mlperf_log_detail.txt", procs.pop(name)
+        while time.time() < deadline and proc.poll() is None and "generated_query_count" not in _text(detail):
+            time.sleep(0.1)
+        running = proc.poll() is None
+        proc.send_signal(number)
+        results[name] = (root / name, proc.communicate(timeout=120)[0], running, proc.returncode)
     for name, proc in procs.items():
         out = proc.communicate(timeout=600)[0]
         assert proc.returncode == 0, f"{name}: exit {proc.returncode}\n{out[-5000:]}"
@@ -223,12 +266,17 @@ def test_performance_mode_completes_each_scenario(loadgen_runs, scenario):
         assert result in ("VALID", "INVALID")
 
 
-def test_an_interrupted_run_leaves_no_summary(loadgen_runs):
-    out, stdout, was_running, returncode = loadgen_runs["interrupted"]
+@pytest.mark.parametrize("name, signal_name, code", [("interrupted", "SIGINT", 130), ("terminated", "SIGTERM", 143)])
+def test_an_interrupted_run_says_so_in_one_line_and_leaves_nothing(loadgen_runs, name, signal_name, code):
+    out, stdout, was_running, returncode = loadgen_runs[name]
     assert was_running, stdout[-3000:]                         # it was interrupted mid-run, not before
-    assert returncode != 0
+    assert returncode == code, stdout[-3000:]                  # as a shell reports Ctrl-C (130) and kill (143)
+    errors = [line for line in stdout.splitlines() if line.startswith("tf-mlperf-infer:")]
+    assert errors == [f"tf-mlperf-infer: error: interrupted by {signal_name}: no result written "
+                      f"({out / '.partial'} removed)"], stdout[-3000:]
+    assert "Traceback" not in stdout
     assert not (out / "mlperf_log_summary.txt").exists()       # the earlier run's is gone (--overwrite) ...
-    assert "Result is" not in _text(out / ".partial" / "mlperf_log_summary.txt")   # ... and none took its place
+    assert list(out.iterdir()) == []                           # ... and no .partial, no log took its place
 
 
 # ---------------------------------------------------------------- inputs
@@ -293,3 +341,65 @@ def test_bad_inputs_are_one_line_errors_naming_the_file(sample_tfrecords, tmp_pa
     code = accuracy_lib.main([f"--mlperf_accuracy_file={bad_log}", f"--data_dir={sample_tfrecords}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith(f"tf_mlperf.inference.accuracy: error: {bad_log}: not a complete")
+
+
+def save_serving_model(path, shape, fail_after_calls=None):
+    """A SavedModel with the export's signature names (input_tensor -> ArgMax) and `shape` as its input; with
+    fail_after_calls, every call after that many fails (tf.debugging.assert_less on a call counter)."""
+    module = tf.Module()
+    module.calls = tf.Variable(0, dtype=tf.int64)
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="input_tensor")])
+    def serve(input_tensor):
+        if fail_after_calls is not None:
+            calls = module.calls.assign_add(1)
+            tf.debugging.assert_less(calls, tf.constant(fail_after_calls + 1, tf.int64), message="broken model")
+        return {"ArgMax": tf.argmax(tf.reduce_mean(input_tensor, axis=[1, 2]), axis=-1) + 1}
+    module.serve = serve
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    return path
+
+
+def test_unusable_models_and_shards_are_one_line_errors_that_write_nothing(sample_tfrecords, tmp_path,  # noqa: F811
+                                                                          capsys):
+    size = int(SMOKE_FLAGS["image_size"])
+    cases = [(save_serving_model(tmp_path / "no_size", [None, None, None, 3]), sample_tfrecords,
+              "serving input 'input_tensor' has no fixed image size ([N, None, None, 3])"),
+             (save_serving_model(tmp_path / "nchw", [None, 3, size, size]), sample_tfrecords,
+              f"serving input 'input_tensor' is channels-first [N, 3, {size}, {size}]: the reference's resnet50-tf "
+              "and this harness feed NHWC [N, S, S, 3]")]
+    empty_shard = tmp_path / "empty_shard"
+    empty_shard.mkdir()
+    shards = sorted(pathlib.Path(sample_tfrecords).glob("validation-*-of-*"))
+    for path in shards:
+        (empty_shard / path.name).symlink_to(path)
+    (empty_shard / shards[1].name).unlink()
+    (empty_shard / shards[1].name).write_bytes(b"")
+    only_shard = tmp_path / "only_shard"                       # the whole split one empty shard
+    only_shard.mkdir()
+    (only_shard / "validation-00000-of-00001").write_bytes(b"")
+    good_model = save_serving_model(tmp_path / "good", [None, size, size, 3])
+    cases += [(good_model, empty_shard, "empty validation shard (no records)"),
+              (good_model, only_shard, "empty validation shard (no records)")]
+    for model, data_dir, message in cases:
+        out = tmp_path / f"out_{model.name}_{data_dir.name}"
+        code, err = run_infer_inprocess([f"--model={model}", f"--data_dir={data_dir}", f"--output={out}"], capsys)
+        where = {empty_shard: empty_shard / shards[1].name,
+                 only_shard: only_shard / "validation-00000-of-00001"}.get(data_dir, model)
+        assert code == 2 and err.startswith(f"tf-mlperf-infer: error: {where}: {message}"), err
+        assert "\n" not in err and ("tf-mlperf-export" in err or "tf-mlperf-prep-imagenet convert" in err), err
+        assert not out.exists()                                # nothing written
+
+
+def test_a_model_failing_mid_run_is_one_line_and_leaves_no_partial_folder(sample_tfrecords, tmp_path,  # noqa: F811
+                                                                        capsys):
+    size = int(SMOKE_FLAGS["image_size"])
+    model = save_serving_model(tmp_path / "breaks", [None, size, size, 3], fail_after_calls=2)   # the warm-up's 2
+    (tmp_path / "user.conf").write_text(SHORT_RUNS)
+    out = tmp_path / "out"
+    code, err = run_infer_inprocess([f"--model={model}", f"--data_dir={sample_tfrecords}", f"--output={out}",
+                                     "--scenario=Offline", f"--user_conf={tmp_path / 'user.conf'}"], capsys)
+    assert code == 2 and err.startswith(f"tf-mlperf-infer: error: {model}: the model failed during the run "
+                                        "(InvalidArgumentError: assertion failed: [broken model]"), err
+    assert err.endswith("): no result written") and "\n" not in err, err
+    assert list(out.iterdir()) == []                            # no .partial, no log

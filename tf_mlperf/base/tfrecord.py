@@ -8,6 +8,7 @@ so our records are byte-equal to their canonical re-serialization.
 """
 from __future__ import annotations
 
+import os
 import struct
 from typing import BinaryIO, Iterator
 
@@ -32,6 +33,22 @@ def read_records(path) -> Iterator[bytes]:
     """Yield each record's payload, checking both CRCs (a truncated or corrupt file is an UserError)."""
     with open(path, "rb") as stream:
         yield from _read_stream(stream, path)
+
+
+def record_spans(path: str, fix: str = "rewrite it with the data-prep command that wrote it") -> list[tuple[int, int]]:
+    """(offset, length) of every record payload in a TFRecord file, from its 12-byte headers only (no CRC check,
+    no payload read: random access for the inference QSL)."""
+    size, offset, spans = os.path.getsize(path), 0, []
+    with open(path, "rb") as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(12)
+            length = struct.unpack("<Q", header[:8])[0] if len(header) == 12 else None
+            if length is None or offset + 16 + length > size:
+                raise UserError(path, f"truncated TFRecord file (record at byte {offset}): {fix}")
+            spans.append((offset + 12, length))
+            offset += 16 + length
+    return spans
 
 
 def _read_stream(stream: BinaryIO, path) -> Iterator[bytes]:

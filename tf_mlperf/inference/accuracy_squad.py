@@ -17,11 +17,11 @@ import argparse
 import json
 import sys
 
+from tf_mlperf.base.errors import run_cli
 from tf_mlperf.bert import squad
 
 from tf_mlperf.bert import squad_predictions
 from tf_mlperf.inference import accuracy as accuracy_lib
-from tf_mlperf.inference.errors import run_cli
 from tf_mlperf.inference.squad_dataset import SquadFeatures, export_parameters
 
 

@@ -18,31 +18,15 @@ from __future__ import annotations
 
 import glob
 import os
-import struct
 
 import numpy as np
 
-from tf_mlperf.inference.errors import InferenceError
+from tf_mlperf.base.tfrecord import record_spans
 from tf_mlperf.resnet import input_pipeline, preprocessing
+from tf_mlperf.base.errors import UserError
 
 RECORD_LABEL_OFFSET = 1          # record label = class + 1 (input_pipeline.parse_example subtracts it)
 PREPROCESSING = ("inference", "training")
-
-
-def record_spans(path: str) -> list[tuple[int, int]]:
-    """(offset, length) of every record payload in a TFRecord file, from its 12-byte headers only."""
-    size, offset, spans = os.path.getsize(path), 0, []
-    with open(path, "rb") as f:
-        while offset < size:
-            f.seek(offset)
-            header = f.read(12)
-            length = struct.unpack("<Q", header[:8])[0] if len(header) == 12 else None
-            if length is None or offset + 16 + length > size:
-                raise InferenceError(path, f"truncated TFRecord file (record at byte {offset}): rewrite it with "
-                                           "tf-mlperf-prep-imagenet convert")
-            spans.append((offset + 12, length))
-            offset += 16 + length
-    return spans
 
 
 class ValidationRecords:
@@ -51,15 +35,20 @@ class ValidationRecords:
     def __init__(self, data_dir: str, count: int = 0):
         self.files = sorted(glob.glob(os.path.join(glob.escape(data_dir), input_pipeline.EVAL_PATTERN)))
         if not self.files:
-            raise InferenceError(data_dir, f"no validation split ({input_pipeline.EVAL_PATTERN} files): pass "
-                                           "the --data_dir that tf-mlperf-prep-imagenet convert wrote")
+            raise UserError(data_dir, f"no validation split ({input_pipeline.EVAL_PATTERN} files): pass "
+                            "the --data_dir that tf-mlperf-prep-imagenet convert wrote")
         self.index: list[tuple[int, int, int]] = []       # (file number, payload offset, length)
         for number, path in enumerate(self.files):
-            self.index += [(number, offset, length) for offset, length in record_spans(path)]
+            spans = record_spans(path, fix="rewrite it with tf-mlperf-prep-imagenet convert")
+            if not spans:           # tf-mlperf-prep-imagenet writes none: the images of the shard are missing
+                raise UserError(path, "empty validation shard (no records): the QSL's sample i would not be "
+                                "ILSVRC2012_val_{i+1}; rewrite the split with tf-mlperf-prep-imagenet "
+                                "convert")
+            self.index += [(number, offset, length) for offset, length in spans]
             if 0 < count <= len(self.index):
                 break
         if count > len(self.index):
-            raise InferenceError(data_dir, f"--count={count} but the validation split has {len(self.index)} images")
+            raise UserError(data_dir, f"--count={count} but the validation split has {len(self.index)} images")
         if count:
             self.index = self.index[:count]
         self._fds: dict[int, int] = {}
@@ -81,11 +70,17 @@ class ValidationRecords:
             return (feature["image/encoded"].bytes_list.value[0],
                     int(feature["image/class/label"].int64_list.value[0]) - RECORD_LABEL_OFFSET)
         except Exception as e:   # pylint: disable=broad-except  (protobuf's DecodeError, missing keys)
-            raise InferenceError(self.files[self.index[i][0]],
-                                 f"record {i} is not an ImageNet example ({e!r})") from e
+            raise UserError(self.files[self.index[i][0]],
+                            f"record {i} is not an ImageNet example ({e!r})") from e
 
     def labels(self) -> np.ndarray:
         return np.array([self.jpeg_and_label(i)[1] for i in range(len(self))], np.int64)
+
+    def filename(self, i: int) -> str:
+        """The image's file name as the converter recorded it (ILSVRC2012_val_00000001.JPEG)."""
+        import tensorflow as tf
+        return tf.train.Example.FromString(self.record(i)).features.feature["image/filename"].bytes_list \
+            .value[0].decode()
 
     def close(self) -> None:
         for fd in self._fds.values():

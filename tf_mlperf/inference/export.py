@@ -18,6 +18,11 @@ outputs "ArgMax:0"; main.py profile resnet50-tf):
   softmax_tensor  float32 [N, 1001]: class probabilities in the same numbering (background column 0).
 --precision=bf16 (or fp16) computes under the Keras mixed policy; weights stay the checkpoint's fp32 and the
 logits are float32. The SavedModel is written to a temporary folder and renamed into place when complete.
+
+Beside it, resnet50_v1.pb: the same function as a frozen GraphDef (variables folded into constants), which is
+what the reference harness's `tf` backend loads (backend_tf.py: GraphDef, optimize_for_inference, Session) for
+its resnet50-tf profile, fed "input_tensor:0" and fetching "ArgMax:0": run it with
+`main.py --profile resnet50-tf --model <export_dir>/resnet50_v1.pb`.
 """
 from __future__ import annotations
 
@@ -26,17 +31,20 @@ import os
 import shutil
 import sys
 
+import numpy as np
+
 from absl import app as absl_app
 from absl import flags
 
-from tf_mlperf.inference.errors import InferenceError, run_cli
 # The trainer's flags (--flagfile of the training run works here), defined once, in its module.
 from tf_mlperf.resnet import train as _resnet_train  # noqa: F401
 from tf_mlperf.resnet.task import ResNetConfig, ResNetTask
+from tf_mlperf.base.errors import UserError, run_cli
 
 BACKGROUND_OFFSET = 1            # reference class id = our class + 1 (class 0 of its 1001 is background)
 INPUT_NAME, CLASSES_NAME, PROBABILITIES_NAME = "input_tensor", "ArgMax", "softmax_tensor"
 METADATA = os.path.join("assets.extra", "tf_mlperf_export.json")
+FROZEN_GRAPH = "resnet50_v1.pb"   # the reference's file name for resnet50-tf (run_common.sh)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_dir", None, "Folder to write the SavedModel to (must not exist unless --overwrite).")
@@ -63,13 +71,13 @@ def resolve_checkpoint(model_dir: str, checkpoint: str | None) -> str:
     import tensorflow as tf
     if checkpoint:
         if not tf.io.gfile.exists(checkpoint + ".index"):
-            raise InferenceError(checkpoint, "no such checkpoint (expected <prefix>.index and data files)")
+            raise UserError(checkpoint, "no such checkpoint (expected <prefix>.index and data files)")
         return checkpoint
     ckpt_dir = os.path.join(model_dir, "checkpoints")
     latest = tf.train.latest_checkpoint(ckpt_dir)
     if not latest:
-        raise InferenceError(ckpt_dir, "no checkpoint here: pass the --model_dir of a training run, or "
-                                       "--checkpoint=<prefix>")
+        raise UserError(ckpt_dir, "no checkpoint here: pass the --model_dir of a training run, or "
+                        "--checkpoint=<prefix>")
     return latest
 
 
@@ -77,7 +85,7 @@ def load_model(cfg: ResNetConfig, checkpoint: str, precision: str = "fp32"):
     """The training model (same builder as the trainer) under `precision`, with the checkpoint's weights.
 
     Every model variable must be restored from the checkpoint with its shape, so a checkpoint of another
-    model (BERT, another width/depth/class count) is an InferenceError naming the checkpoint."""
+    model (BERT, another width/depth/class count) is an UserError naming the checkpoint."""
     import tensorflow as tf
     from tf_mlperf.core import precision as precision_lib
     precision_lib.set_policy(precision)
@@ -88,8 +96,8 @@ def load_model(cfg: ResNetConfig, checkpoint: str, precision: str = "fp32"):
         status.assert_existing_objects_matched()   # every model variable found, with its shape
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InferenceError(checkpoint, f"not a checkpoint of this ResNet ({describe(cfg)}): {first[:300]}; "
-                                         "pass the --flagfile the model was trained with") from e
+        raise UserError(checkpoint, f"not a checkpoint of this ResNet ({describe(cfg)}): {first[:300]}; "
+                        "pass the --flagfile the model was trained with") from e
     return model
 
 
@@ -101,10 +109,24 @@ def serving_function(model, image_size: int):
     def serve(input_tensor):
         logits = tf.cast(model(input_tensor, training=False), tf.float32)
         probabilities = tf.pad(tf.nn.softmax(logits), [[0, 0], [BACKGROUND_OFFSET, 0]])
-        classes = tf.argmax(logits, axis=-1, output_type=tf.int64) + BACKGROUND_OFFSET
-        return {CLASSES_NAME: classes, PROBABILITIES_NAME: probabilities}
+        classes = tf.argmax(logits, axis=-1, output_type=tf.int64, name="top1") + BACKGROUND_OFFSET
+        # the graph's node names are the reference model's: the frozen graph is fetched by "ArgMax:0"
+        return {CLASSES_NAME: tf.identity(classes, name=CLASSES_NAME),
+                PROBABILITIES_NAME: tf.identity(probabilities, name=PROBABILITIES_NAME)}
 
     return serve
+
+
+def frozen_graph_def(serve):
+    """The serving function as a frozen GraphDef with the reference model's node names (input_tensor, ArgMax,
+    softmax_tensor)."""
+    from tensorflow.python.framework import convert_to_constants
+    graph_def = convert_to_constants.convert_variables_to_constants_v2(serve.get_concrete_function()).graph \
+        .as_graph_def()
+    nodes = {node.name: node.op for node in graph_def.node}
+    if nodes.get(INPUT_NAME) != "Placeholder" or CLASSES_NAME not in nodes or PROBABILITIES_NAME not in nodes:
+        raise AssertionError(f"frozen graph without the nodes {INPUT_NAME}/{CLASSES_NAME}/{PROBABILITIES_NAME}")
+    return graph_def
 
 
 def export(cfg: ResNetConfig, checkpoint: str, export_dir: str, precision: str = "fp32",
@@ -113,7 +135,7 @@ def export(cfg: ResNetConfig, checkpoint: str, export_dir: str, precision: str =
     import tensorflow as tf
     import tf_keras
     if os.path.exists(export_dir) and not overwrite:
-        raise InferenceError(export_dir, "already exists: choose another --export_dir or pass --overwrite")
+        raise UserError(export_dir, "already exists: choose another --export_dir or pass --overwrite")
     previous_policy = tf_keras.mixed_precision.global_policy()
     try:
         model = load_model(cfg, checkpoint, precision)
@@ -125,12 +147,15 @@ def export(cfg: ResNetConfig, checkpoint: str, export_dir: str, precision: str =
         partial = os.path.join(parent, f".{os.path.basename(export_dir)}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         tf.saved_model.save(module, partial, signatures={"serving_default": module.serve})
+        with open(os.path.join(partial, FROZEN_GRAPH), "wb") as f:
+            f.write(frozen_graph_def(module.serve).SerializeToString())
         os.makedirs(os.path.join(partial, os.path.dirname(METADATA)), exist_ok=True)
         with open(os.path.join(partial, METADATA), "w") as f:
             json.dump({"checkpoint": os.path.abspath(checkpoint), "precision": precision,
                        "num_classes": cfg.num_classes, "image_size": cfg.image_size,
                        "model_width": cfg.model_width, "model_blocks": list(cfg.model_blocks),
                        "input": INPUT_NAME, "outputs": [CLASSES_NAME, PROBABILITIES_NAME],
+                       "frozen_graph": FROZEN_GRAPH,
                        "class_offset": BACKGROUND_OFFSET}, f, indent=1)
         if os.path.exists(export_dir):
             shutil.rmtree(export_dir)
@@ -138,6 +163,51 @@ def export(cfg: ResNetConfig, checkpoint: str, export_dir: str, precision: str =
     finally:
         tf_keras.mixed_precision.set_global_policy(previous_policy)
     return export_dir
+
+
+def check_input_spec(path: str, spec) -> int:
+    """The image size S of a serving input spec that must be float32 [N, S, S, 3] (NHWC, as the reference's
+    resnet50-tf and the harness's preprocessing); anything else is an UserError naming the model."""
+    import tensorflow as tf
+    shape = spec.shape.as_list() if spec.shape.rank is not None else None
+    shown = "unknown rank" if shape is None else "[" + ", ".join("N" if i == 0 and d is None else str(d)
+                                                                 for i, d in enumerate(shape)) + "]"
+    problem = None
+    if shape is None or len(shape) != 4:
+        problem = f"has shape {shown}, not the images [N, S, S, 3]"
+    elif shape[1] == 3 and shape[3] != 3:
+        problem = f"is channels-first {shown}: the reference's resnet50-tf and this harness feed NHWC [N, S, S, 3]"
+    elif shape[3] != 3:
+        problem = f"has shape {shown}, not the images [N, S, S, 3] (NHWC, 3 channels)"
+    elif shape[1] is None or shape[2] is None:
+        problem = f"has no fixed image size ({shown}): the preprocessing needs S"
+    elif shape[1] != shape[2]:
+        problem = f"is not square ({shown}): the reference's central crop is S x S"
+    elif spec.dtype != tf.float32:
+        problem = f"is {spec.dtype.name}, not float32 (the reference feeds mean-subtracted float32)"
+    if problem:
+        raise UserError(path, f"serving input {INPUT_NAME!r} {problem}; export the model with tf-mlperf-export "
+                        "(--image_size S gives float32 [N, S, S, 3])")
+    return int(shape[1])
+
+
+def load_saved_model(path: str):
+    """(predict: images -> ArgMax classes, image size) of a tf-mlperf-export SavedModel."""
+    import tensorflow as tf
+    try:
+        serve = tf.saved_model.load(path).signatures.get("serving_default")
+    except Exception as e:   # pylint: disable=broad-except  (TF raises several kinds for a damaged model)
+        raise UserError(path, f"cannot load the SavedModel ({str(e).strip().splitlines()[0][:300]}): "
+                        "export it again with tf-mlperf-export") from e
+    spec = serve.structured_input_signature[1].get(INPUT_NAME) if serve is not None else None
+    if spec is None or CLASSES_NAME not in serve.structured_outputs:
+        raise UserError(path, f"not a tf-mlperf-export SavedModel (serving_default with "
+                        f"{INPUT_NAME!r} -> {CLASSES_NAME!r})")
+    image_size = check_input_spec(path, spec)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return serve(**{INPUT_NAME: tf.constant(images)})[CLASSES_NAME].numpy()
+    return predict, image_size
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import sys
 
 from tf_mlperf.bert import config as config_lib
 from tf_mlperf.bert import squad
-from tf_mlperf.inference.errors import InferenceError, run_cli
+from tf_mlperf.base.errors import UserError, run_cli
 
 OUTPUT_NAME = "logits"
 BENCHMARK = "bert"
@@ -34,12 +34,11 @@ METADATA = os.path.join("assets.extra", "tf_mlperf_export.json")
 
 def load_model(config, checkpoint: str, max_seq_length: int):
     from tf_mlperf.bert import squad_model
-    from tf_mlperf.core.task import RunError
     model = squad_model.build_squad_model(config, max_seq_length)
     try:
         squad_model.load_checkpoint(model, checkpoint, require_head=True, flag="--checkpoint")
-    except RunError as e:
-        raise InferenceError(e.where, e.problem) from e
+    except UserError as e:
+        raise UserError(e.where, e.problem) from e
     return model
 
 
@@ -60,10 +59,10 @@ def export(config, checkpoint: str, export_dir: str, max_seq_length: int = squad
            overwrite: bool = False) -> str:
     import tensorflow as tf
     if os.path.exists(export_dir) and not overwrite:
-        raise InferenceError(export_dir, "already exists: choose another --export_dir or pass --overwrite")
+        raise UserError(export_dir, "already exists: choose another --export_dir or pass --overwrite")
     if not 0 < max_seq_length <= config.max_position_embeddings:
-        raise InferenceError(f"--max_seq_length={max_seq_length}", f"must be 1..{config.max_position_embeddings} "
-                                                                    "(the model's max_position_embeddings)")
+        raise UserError(f"--max_seq_length={max_seq_length}", f"must be 1..{config.max_position_embeddings} "
+                        "(the model's max_position_embeddings)")
     model = load_model(config, checkpoint, max_seq_length)
     module = tf.Module()
     module.model = model
@@ -107,7 +106,7 @@ def main(argv=None) -> int:
         try:
             config = config_lib.load(args.bert_config_file, args.bert_preset)
         except (OSError, ValueError) as e:
-            raise InferenceError(f"--bert_config_file={args.bert_config_file}", f"cannot be read ({e})") from None
+            raise UserError(f"--bert_config_file={args.bert_config_file}", f"cannot be read ({e})") from None
         out = export(config, args.checkpoint, args.export_dir, args.max_seq_length, args.doc_stride,
                      args.max_query_length, args.overwrite)
         print(f"exported {args.checkpoint} to {out}")

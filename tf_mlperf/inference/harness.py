@@ -26,14 +26,16 @@ As the inference reference (vision/classification_and_detection/python/main.py, 
 * output: LoadGen's own mlperf_log_summary.txt, mlperf_log_detail.txt, mlperf_log_accuracy.json (and
   mlperf_log_trace.json), in --output; in accuracy mode also accuracy.txt (accuracy.py's line).
 LoadGen writes into <output>/.partial; the files move to <output> only when the run completed and every
-sample was answered by the model, so an interrupted or failed run leaves no summary that looks valid.
+sample was answered by the model, so an interrupted or failed run leaves no summary that looks valid (and no
+.partial: a failure is one line, Ctrl-C one line and exit 130, SIGTERM exit 143).
+--compliance TEST01|TEST04 runs a compliance test (loadgen_files.py writes its audit.config);
+tf-mlperf-infer-submission (submission.py) verifies it and builds the results tree.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import queue
-import re
 import shutil
 import signal
 import sys
@@ -44,59 +46,17 @@ import numpy as np
 
 from tf_mlperf.inference import accuracy as accuracy_lib
 from tf_mlperf.inference.dataset import PREPROCESSING, ValidationRecords, preprocessor
-from tf_mlperf.inference.errors import InferenceError, run_cli
+from tf_mlperf.inference.loadgen_files import (ACCURACY_FILE, COMPLIANCE_TESTS, LOADGEN_KEYS, LOG_FILES,  # noqa: F401
+                                               RUN_FILES, audit_config, check_output, check_user_conf,
+                                               loadgen_errors, prepare_output, summary_result)
+from tf_mlperf.base.errors import UserError, run_cli
 
 MODEL_NAME = "resnet50"                 # the model's name in mlperf.conf / user.conf
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+INTERRUPT_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}   # as a shell reports a process killed by them
 BENCHMARKS = (MODEL_NAME, "bert")      # bert: squad_dataset.py, imported for that benchmark only
 RESULT_OFFSET = -1                      # PostProcessCommon(offset=-1): 1001-class ArgMax -> 0..999
 PERFORMANCE_SAMPLE_COUNT = 500          # the reference's default: min(count, 500)
-LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
-             "mlperf_log_trace.json")
-ACCURACY_FILE = "accuracy.txt"
-# Every key LoadGen's TestSettings::FromConfig reads (loadgen/test_settings_internal.cc, 6.0), and
-# target_duration, which the official mlperf.conf sets although LoadGen reads it nowhere.
-LOADGEN_KEYS = frozenset("""
-    mode qsl_rng_seed sample_index_rng_seed schedule_rng_seed accuracy_log_probability test05
-    test05_qsl_rng_seed test05_sample_index_rng_seed test05_schedule_rng_seed use_token_latencies
-    ttft_latency tpot_latency infer_token_latencies token_latency_scaling_factor target_latency_percentile
-    samples_per_query target_latency performance_issue_unique performance_issue_same
-    performance_issue_same_index sample_concatenate_permutation coalesce_queries max_async_queries
-    min_duration max_duration min_query_count max_query_count performance_sample_count_override
-    accuracy_sample_count_override target_qps print_timestamps accuracy_log_rng_seed
-    accuracy_log_sampling_target target_duration""".split())
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^0[xX][0-9a-fA-F]+$")
-
-
-def check_user_conf(path: str, model_name: str = MODEL_NAME) -> None:
-    """LoadGen's config syntax (`model.scenario.key = number`, `#` comments) with known keys only."""
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise InferenceError(path, f"cannot read the LoadGen config ({e.strerror})") from None
-    for number, line in enumerate(lines, 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        where = f"{path}:{number}"
-        key, sep, value = (part.strip() for part in text.partition("="))
-        parts = key.split(".")
-        if not sep or len(parts) != 3 or not value or " " in key:
-            raise InferenceError(where, f"expected `model.scenario.key = value`, got {line.strip()!r}")
-        model, scenario, name = parts
-        if name not in LOADGEN_KEYS:
-            raise InferenceError(where, f"unknown LoadGen key {name!r} (LoadGen would ignore it silently); "
-                                        f"known keys: {', '.join(sorted(LOADGEN_KEYS))}")
-        if scenario not in (*SCENARIOS, "*"):
-            raise InferenceError(where, f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)} or *")
-        if model not in (model_name, "*"):
-            raise InferenceError(where, f"model {model!r}: this run is {model_name!r} (or * for all), "
-                                        "a line for another model would be ignored")
-        if not _NUMBER.match(value):
-            raise InferenceError(where, f"value {value!r} is not a number")
-
-
 class SampleLibrary:
     """The QSL's data: preprocessed samples held in memory between LoadGen's load and unload calls."""
 
@@ -136,7 +96,8 @@ class ImageNetWorkload:
         self.preprocessing, self.samples, self.predict = args.preprocessing, None, None
 
     def load_model(self, path: str) -> None:
-        self.predict, image_size = load_saved_model(path)
+        from tf_mlperf.inference import export as export_lib
+        self.predict, image_size = export_lib.load_saved_model(path)
         self.samples = SampleLibrary(self.records, image_size, self.preprocessing)
 
     def load(self, indices) -> None:
@@ -220,68 +181,28 @@ class BatchingSUT:
 
 def check_saved_model(path: str) -> None:
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise InferenceError(path, "no SavedModel here (saved_model.pb): write one with tf-mlperf-export")
-
-
-def load_saved_model(path: str):
-    """(predict: images -> ArgMax classes, image size) of a tf-mlperf-export SavedModel."""
-    import tensorflow as tf
-    from tf_mlperf.inference import export as export_lib
-    try:
-        serve = tf.saved_model.load(path).signatures.get("serving_default")
-    except Exception as e:   # pylint: disable=broad-except  (TF raises several kinds for a damaged model)
-        raise InferenceError(path, f"cannot load the SavedModel ({str(e).strip().splitlines()[0][:300]}): "
-                                   "export it again with tf-mlperf-export") from e
-    spec = serve.structured_input_signature[1].get(export_lib.INPUT_NAME) if serve is not None else None
-    if spec is None or export_lib.CLASSES_NAME not in serve.structured_outputs:
-        raise InferenceError(path, f"not a tf-mlperf-export SavedModel (serving_default with "
-                                   f"{export_lib.INPUT_NAME!r} -> {export_lib.CLASSES_NAME!r})")
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return serve(**{export_lib.INPUT_NAME: tf.constant(images)})[export_lib.CLASSES_NAME].numpy()
-    return predict, int(spec.shape[1])
-
-
-def prepare_output(output: str, overwrite: bool) -> str:
-    """Checks the output folder; returns the clean .partial folder LoadGen writes into."""
-    existing = [name for name in (*LOG_FILES, ACCURACY_FILE) if os.path.exists(os.path.join(output, name))]
-    if existing and not overwrite:
-        raise InferenceError(os.path.join(output, existing[0]), "an earlier run's log is here: choose another "
-                                                                "--output or pass --overwrite")
-    for name in existing:               # --overwrite: gone before the run, so a failed run leaves none
-        os.remove(os.path.join(output, name))
-    partial = os.path.join(output, ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
-    return partial
-
-
-def summary_result(summary_path: str) -> str:
-    with open(summary_path) as f:
-        text = f.read()
-    found = re.search(r"Result is\s*:\s*(\S+)", text)
-    return found.group(1) if found else "unknown"
+        raise UserError(path, "no SavedModel here (saved_model.pb): write one with tf-mlperf-export")
 
 
 def check_benchmark_args(args) -> None:
     """The flags each benchmark needs, and its scenarios."""
     if args.benchmark == MODEL_NAME:
         if not args.data_dir:
-            raise InferenceError("--data_dir", "is required for --benchmark=resnet50: the ImageNet TFRecords folder "
-                                               "tf-mlperf-prep-imagenet wrote")
+            raise UserError("--data_dir", "is required for --benchmark=resnet50: the ImageNet TFRecords folder "
+                            "tf-mlperf-prep-imagenet wrote")
         return
     from tf_mlperf.inference import squad_dataset
     if not args.squad_json:
-        raise InferenceError("--squad_json", "is required for --benchmark=bert: the SQuAD v1.1 dev set "
-                                             "(dev-v1.1.json; docs/inference.md says where to get it)")
+        raise UserError("--squad_json", "is required for --benchmark=bert: the SQuAD v1.1 dev set "
+                        "(dev-v1.1.json; docs/inference.md says where to get it)")
     ignored = [flag for flag, given in (("--data_dir", args.data_dir), ("--count", args.count),
                                         ("--preprocessing", args.preprocessing != "inference")) if given]
     if ignored:
-        raise InferenceError(ignored[0], "is for --benchmark=resnet50 only; drop it (a smaller run: a smaller "
-                                         "SQuAD JSON)")
+        raise UserError(ignored[0], "is for --benchmark=resnet50 only; drop it (a smaller run: a smaller "
+                        "SQuAD JSON)")
     if args.scenario not in squad_dataset.SCENARIOS:
-        raise InferenceError(f"--scenario={args.scenario}", f"bert runs {', '.join(squad_dataset.SCENARIOS)} "
-                                                            "(the inference rules' scenarios for bert)")
+        raise UserError(f"--scenario={args.scenario}", f"bert runs {', '.join(squad_dataset.SCENARIOS)} "
+                        "(the inference rules' scenarios for bert)")
 
 
 def run(args) -> int:
@@ -289,41 +210,96 @@ def run(args) -> int:
     if args.user_conf:
         check_user_conf(args.user_conf, args.benchmark)
     if args.audit_conf and not os.path.isfile(args.audit_conf):
-        raise InferenceError(args.audit_conf, "no such audit config")
+        raise UserError(args.audit_conf, "no such audit config")
     check_saved_model(args.model)
-    if args.benchmark == MODEL_NAME:
-        workload = ImageNetWorkload(args)
-    else:
-        from tf_mlperf.inference import squad_dataset
-        workload = squad_dataset.SquadWorkload(args.model, args.squad_json, args.vocab_file)
-    try:
-        line = run_loadgen(args, workload)
-    finally:
-        workload.close()
+    with Interrupts("tf-mlperf-infer") as interrupts:
+        if args.benchmark == MODEL_NAME:
+            workload = ImageNetWorkload(args)
+        else:
+            from tf_mlperf.inference import squad_dataset
+            workload = squad_dataset.SquadWorkload(args.model, args.squad_json, args.vocab_file)
+        try:
+            line = run_loadgen(args, workload, interrupts)
+        finally:
+            workload.close()
     print(line)
     return 0
 
 
-def run_loadgen(args, workload) -> str:
-    """One LoadGen test as args say; returns the result line. Logs end up in args.output only if complete."""
-    output = os.path.abspath(args.output)
-    partial = prepare_output(output, args.overwrite)
-    import mlperf_loadgen as lg
-    workload.load_model(args.model)
+class Interrupts:
+    """Ctrl-C or SIGTERM while tf-mlperf-infer runs: the .partial folder goes, one line says so, the exit status is
+    130 (SIGTERM: 143). LoadGen's StartTest holds the main thread in C++, where Python runs no signal handler
+    until it returns, so a thread waits on the signals' wakeup fd and ends the process itself."""
 
+    def __init__(self, prog: str):
+        self.prog, self.partial = prog, None
+
+    def __enter__(self):
+        import socket
+        self.receive, self.send = socket.socketpair()
+        self.send.setblocking(False)
+        self.previous = {number: signal.signal(number, lambda *_: None) for number in INTERRUPT_EXIT}
+        self.previous_fd = signal.set_wakeup_fd(self.send.fileno(), warn_on_full_buffer=False)
+        threading.Thread(target=self._wait, name="interrupts", daemon=True).start()
+        return self
+
+    def _wait(self) -> None:
+        number = None
+        while number not in INTERRUPT_EXIT:       # the wakeup fd gets every signal Python handles; 0: done
+            number = self.receive.recv(1)[0]
+            if number == 0:
+                return
+        if self.partial:
+            shutil.rmtree(self.partial, ignore_errors=True)
+        print(f"{self.prog}: error: interrupted by {signal.Signals(number).name}: no result written"
+              f"{f' ({self.partial} removed)' if self.partial else ''}", file=sys.stderr, flush=True)
+        os._exit(INTERRUPT_EXIT[number])
+
+    def __exit__(self, *_):
+        signal.set_wakeup_fd(self.previous_fd)
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.send.send(b"\0")           # ends the waiting thread
+        self.send.close()
+
+
+def run_loadgen(args, workload, interrupts) -> str:
+    """One LoadGen test as args say; returns the result line. Logs end up in args.output only if complete: a
+    failed or interrupted run leaves no .partial folder either."""
+    import mlperf_loadgen as lg
+    output = os.path.abspath(args.output)
+    check_output(output, args.overwrite)
+    workload.load_model(args.model)        # a model the harness cannot run is refused before anything is written
+    interrupts.partial = partial = prepare_output(output, args.overwrite)
+    try:
+        return _run_loadgen(args, workload, lg, output, partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _run_loadgen(args, workload, lg, output: str, partial: str) -> str:
     settings = lg.TestSettings()
     if args.user_conf:
         status = settings.FromConfig(os.path.abspath(args.user_conf), workload.model_name, args.scenario)
     else:
         status = settings.FromConfig("", workload.model_name, args.scenario, 0)   # the built-in mlperf.conf only
     if status != 0:
-        raise InferenceError(args.user_conf or "mlperf.conf", f"LoadGen could not read it (error {status})")
+        raise UserError(args.user_conf or "mlperf.conf", f"LoadGen could not read it (error {status})")
     settings.scenario = getattr(lg.TestScenario, args.scenario)
     settings.mode = lg.TestMode.AccuracyOnly if args.accuracy else lg.TestMode.PerformanceOnly
     if args.qps:                        # as the reference's --qps (not for a submission: use user.conf)
         settings.server_target_qps = settings.offline_expected_qps = float(args.qps)
+    audit = os.path.abspath(args.audit_conf) if args.audit_conf else ""
+    if args.compliance:                 # our audit.config of the test, kept beside the logs
+        audit = os.path.join(partial, "audit.config")
+        with open(audit, "w") as f:
+            f.write(audit_config(args.compliance))
 
-    workload.warm_up(args.max_batchsize)   # as the reference: first calls trace and allocate
+    try:                                    # as the reference: first calls trace and allocate
+        workload.warm_up(args.max_batchsize)
+    except Exception as e:   # pylint: disable=broad-except  (TF raises many kinds)
+        raise UserError(args.model, f"the model failed on its warm-up batches ({one_line(e)})") from e
     sut = BatchingSUT(workload.respond, args.max_batchsize)
     lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
     lg_qsl = lg.ConstructQSL(workload.count, workload.performance_sample_count, workload.load, workload.unload)
@@ -331,22 +307,19 @@ def run_loadgen(args, workload) -> str:
     log_settings.log_output.outdir = partial
     log_settings.log_output.copy_summary_to_stdout = args.verbose
     log_settings.enable_trace = False
-    # Ctrl-C ends the process at once (Python would only see it after LoadGen returns): nothing is promoted.
-    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
     started = time.time()
     try:
-        lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log_settings, args.audit_conf or "")
+        lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log_settings, audit)
     finally:
-        signal.signal(signal.SIGINT, previous)
         sut.stop()
         lg.DestroyQSL(lg_qsl)
         lg.DestroySUT(lg_sut)
     if sut.error is not None:
-        raise InferenceError(args.model, f"the model failed during the run ({sut.error!r}); its logs stay in "
-                                         f"{partial} and are not a result") from sut.error
+        raise UserError(args.model, f"the model failed during the run ({one_line(sut.error)}): no result "
+                        "written") from sut.error
     summary = os.path.join(partial, "mlperf_log_summary.txt")
     if not os.path.isfile(summary):
-        raise InferenceError(partial, "LoadGen wrote no summary: see mlperf_log_detail.txt there")
+        raise UserError("LoadGen", f"wrote no summary ({loadgen_errors(partial)}): no result written")
     line = f"{args.scenario} {'accuracy' if args.accuracy else 'performance'}: {sut.answered} samples in " \
            f"{time.time() - started:.1f} s"
     if not args.accuracy:
@@ -357,11 +330,20 @@ def run_loadgen(args, workload) -> str:
         with open(os.path.join(partial, ACCURACY_FILE), "w") as f:
             f.write(result + "\n")
         line += f"; {result}"
-    for name in (*LOG_FILES, ACCURACY_FILE):
+    for name in (*LOG_FILES[1:], ACCURACY_FILE, *RUN_FILES, LOG_FILES[0]):   # the summary last
         if os.path.exists(os.path.join(partial, name)):
             os.replace(os.path.join(partial, name), os.path.join(output, name))
     shutil.rmtree(partial, ignore_errors=True)
     return line
+
+
+def one_line(error: BaseException) -> str:
+    """The error's type and first telling line (TF's start "Graph execution error:", then where, then what)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines
+               if not line.startswith(("Graph execution error", "Detected at", "File ", "[[", "<stack traces"))]
+    text = (telling or lines or [""])[0][:300]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def main(argv=None) -> int:
@@ -380,6 +362,8 @@ def main(argv=None) -> int:
     parser.add_argument("--user_conf", help="LoadGen user.conf (target_qps, target_latency, min_duration, ...); "
                         "mlperf.conf is LoadGen's built-in one")
     parser.add_argument("--audit_conf", help="LoadGen audit.config of a compliance test (TEST01, ...)")
+    parser.add_argument("--compliance", choices=COMPLIANCE_TESTS, help="run the compliance test (performance mode "
+                        "with its audit.config, written beside the logs); tf-mlperf-infer-submission verifies it")
     parser.add_argument("--output", default="output", help="folder for LoadGen's logs")
     parser.add_argument("--overwrite", action="store_true", help="replace the logs of an earlier run in --output")
     parser.add_argument("--max_batchsize", type=int, default=32, help="largest batch the SUT runs (reference: 32)")
@@ -392,7 +376,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.max_batchsize < 1 or args.count < 0:
         parser.error("--max_batchsize must be >= 1 and --count >= 0")
-    return run_cli("tf-mlperf-infer", lambda: run(args), args.verbose)
+    if args.compliance and (args.audit_conf or args.accuracy):
+        parser.error("--compliance runs its own audit.config in performance mode: drop --audit_conf/--accuracy")
+    return run_cli("tf-mlperf-infer", lambda: run(args), args.verbose,   # Ctrl-C outside the run (in it: Interrupts)
+                   interrupted="tf-mlperf-infer: error: interrupted by SIGINT: no result written")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import numpy as np
 from tf_mlperf.base.errors import UserError
 from tf_mlperf.bert import squad
 from tf_mlperf.bert import squad_predictions
-from tf_mlperf.inference.errors import InferenceError
 
 MODEL_NAME = "bert"                      # the model's name in mlperf.conf / user.conf
 SCENARIOS = ("SingleStream", "Server", "Offline")     # the inference rules' scenarios for bert
@@ -35,11 +34,11 @@ def export_parameters(model_dir: str) -> dict:
             with open(path) as f:
                 recorded = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
-            raise InferenceError(path, f"cannot be read ({e}): export the model again with tf-mlperf-export-bert") \
+            raise UserError(path, f"cannot be read ({e}): export the model again with tf-mlperf-export-bert") \
                 from None
         if recorded.get("benchmark", "bert") != "bert":
-            raise InferenceError(model_dir, f"a {recorded.get('benchmark', 'resnet50')} SavedModel, not bert: pass "
-                                            "--benchmark for the model, or a model from tf-mlperf-export-bert")
+            raise UserError(model_dir, f"a {recorded.get('benchmark', 'resnet50')} SavedModel, not bert: pass "
+                            "--benchmark for the model, or a model from tf-mlperf-export-bert")
         params.update({k: int(recorded[k]) for k in params if k in recorded})
     return params
 
@@ -55,7 +54,7 @@ class SquadFeatures:
         for example in self.examples:
             if not example.answers:       # checked now: the accuracy needs them after the run
                 raise UserError(f"{squad_json}: question {example.qas_id!r}", "has no answers to score against: "
-                                       "pass the dev set with its answers (dev-v1.1.json)")
+                                "pass the dev set with its answers (dev-v1.1.json)")
         self.features = squad.convert_examples_to_features(self.examples, self.tokenizer, max_seq_length, doc_stride,
                                                            max_query_length, is_training=False, source=squad_json)
         self.arrays = {name: np.array([getattr(f, name) for f in self.features], np.int32)
@@ -81,17 +80,17 @@ def load_saved_model(path: str, max_seq_length: int):
     try:
         serve = tf.saved_model.load(path).signatures.get("serving_default")
     except Exception as e:   # pylint: disable=broad-except  (TF raises several kinds for a damaged model)
-        raise InferenceError(path, f"cannot load the SavedModel ({str(e).strip().splitlines()[0][:300]}): "
-                                   "export it again with tf-mlperf-export-bert") from e
+        raise UserError(path, f"cannot load the SavedModel ({str(e).strip().splitlines()[0][:300]}): "
+                        "export it again with tf-mlperf-export-bert") from e
     inputs = serve.structured_input_signature[1] if serve is not None else {}
     if serve is None or set(inputs) != {"input_ids", "input_mask", "segment_ids"} \
             or OUTPUT_NAME not in serve.structured_outputs:
-        raise InferenceError(path, "not a bert SavedModel (serving_default with input_ids, input_mask, segment_ids "
-                                   f"-> {OUTPUT_NAME!r}): export it with tf-mlperf-export-bert")
+        raise UserError(path, "not a bert SavedModel (serving_default with input_ids, input_mask, segment_ids "
+                        f"-> {OUTPUT_NAME!r}): export it with tf-mlperf-export-bert")
     length = inputs["input_ids"].shape[1]
     if length is not None and length != max_seq_length:
-        raise InferenceError(path, f"takes sequences of {length} tokens but the features have {max_seq_length}: "
-                                   "export the model with --max_seq_length matching its assets.extra record")
+        raise UserError(path, f"takes sequences of {length} tokens but the features have {max_seq_length}: "
+                        "export the model with --max_seq_length matching its assets.extra record")
 
     def predict(batch: dict[str, np.ndarray]) -> np.ndarray:
         return serve(**{k: tf.constant(v) for k, v in batch.items()})[OUTPUT_NAME].numpy()
