@@ -11,7 +11,16 @@ num_train_epochs), warmup the first warmup_proportion of them; batches of featur
 shuffle buffer over the repeated features; loss as run_squad.py; AdamWeightDecay (bert/squad_optimizer.py),
 gradients clipped to global norm 1.0. --init_checkpoint: a pretraining checkpoint (the reference's TF1
 model.ckpt-28252, tf-models' converted encoder, or one of our own BERT runs: <model_dir>/checkpoints/ckpt-N) or a
-SQuAD checkpoint (bert/squad_model.py). One process (no Horovod here).
+SQuAD checkpoint (bert/squad_model.py).
+
+Data-parallel under horovodrun (core/distribution.py; --distribution=auto finds the launcher):
+    horovodrun -np 8 -H localhost:8 tf-mlperf-squad --flagfile=flags/bert/squad.cfg ...
+--train_batch_size stays the global batch (the reference's): every rank draws the same shuffled feature
+stream and takes every size-th feature of it (rank r: r, r + size, ...), batches of train_batch_size / size;
+the gradients are averaged over the ranks, then clipped and applied, so N ranks take the steps one process
+takes with the same global batch (tests/test_bert_squad_horovod.py). Rank 0's weights are broadcast at the
+start; rank 0 alone evaluates and writes. --precision=fp16 scales the loss (dynamic), bf16 does not; weights
+stay fp32.
 
 Writes to --model_dir: checkpoints/ckpt-N (tf.train.Checkpoint(model=..., optimizer=...); a rerun resumes from
 the latest), predictions.json (qas_id -> answer, as accuracy-squad.py writes it) and squad_eval.json
@@ -33,7 +42,7 @@ from absl import flags, logging
 from tf_mlperf.bert import config as config_lib
 from tf_mlperf.bert import squad
 from tf_mlperf.bert import squad_predictions
-from tf_mlperf.base.errors import UserError
+from tf_mlperf.base.errors import UserError, run_cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("train_file", None, "SQuAD v1.1 training JSON (train-v1.1.json).")
@@ -61,6 +70,10 @@ flags.DEFINE_integer("save_checkpoints_steps", 1000, "Also checkpoint every N st
 flags.DEFINE_integer("log_every_steps", 50, "Print step, loss and learning rate every N steps.")
 flags.DEFINE_bool("eval_before_training", False, "Also evaluate the initial weights.")
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights and of the training batches' shuffle.")
+flags.DEFINE_enum("distribution", "auto", ["auto", "horovod", "none"], "horovod: the ranks of horovodrun/mpirun "
+                  "train one model (data-parallel); none: one process; auto: horovod when a launcher started it.")
+flags.DEFINE_enum("precision", "fp32", ["fp32", "fp16", "bf16"], "Compute precision (core/precision.py): fp16 "
+                  "with dynamic loss scaling, bf16 without; weights stay fp32.")
 flags.DEFINE_bool("verbose", False, "On an error, print its traceback too.")
 
 SHUFFLE_SEED = 12345            # run_squad.py: random.Random(12345).shuffle(train_examples)
@@ -113,14 +126,14 @@ def train() -> dict:
             raise UserError(f"--{name}={FLAGS[name].value}", "must be >= 1")
     if FLAGS.num_train_epochs <= 0 or not 0 <= FLAGS.warmup_proportion <= 1:
         raise UserError(f"--num_train_epochs={FLAGS.num_train_epochs} --warmup_proportion="
-                               f"{FLAGS.warmup_proportion}", "need epochs > 0 and 0 <= warmup_proportion <= 1")
+                        f"{FLAGS.warmup_proportion}", "need epochs > 0 and 0 <= warmup_proportion <= 1")
     try:
         bert_config = config_lib.load(FLAGS.bert_config_file, FLAGS.bert_preset)
     except (OSError, ValueError) as e:
         raise UserError(f"--bert_config_file={FLAGS.bert_config_file}", f"cannot be read ({e})") from None
     if FLAGS.max_seq_length > bert_config.max_position_embeddings:
         raise UserError(f"--max_seq_length={FLAGS.max_seq_length}", "is longer than the model's "
-                               f"max_position_embeddings={bert_config.max_position_embeddings}")
+                        f"max_position_embeddings={bert_config.max_position_embeddings}")
     tokenizer = squad.Tokenizer(FLAGS.vocab_file or str(samples.bert_vocab()), FLAGS.do_lower_case)
     train_examples = squad.read_examples(FLAGS.train_file, is_training=True)
     random.Random(SHUFFLE_SEED).shuffle(train_examples)
@@ -135,7 +148,7 @@ def train() -> dict:
     num_warmup_steps = int(num_train_steps * FLAGS.warmup_proportion)
     if num_train_steps < 1:
         raise UserError(f"--num_train_epochs={FLAGS.num_train_epochs}", f"gives no step with "
-                               f"{len(train_examples)} questions and --train_batch_size={FLAGS.train_batch_size}")
+                        f"{len(train_examples)} questions and --train_batch_size={FLAGS.train_batch_size}")
     logging.info("%d training questions -> %d features; %d eval questions -> %d features; %d steps (%d warmup)",
                  len(train_examples), len(train_features), len(eval_examples), len(eval_features),
                  num_train_steps, num_warmup_steps)
@@ -144,37 +157,63 @@ def train() -> dict:
     import tensorflow as tf
     import tf_keras
     from tf_mlperf.bert import squad_model, squad_optimizer
+    from tf_mlperf.core import distribution, precision
+    from tf_mlperf.core.train_step import optimizer_variables
+    dist = distribution.create(FLAGS.distribution, compression="none")
+    if FLAGS.train_batch_size % dist.size:
+        raise UserError(f"--train_batch_size={FLAGS.train_batch_size}", f"does not divide over {dist.size} ranks "
+                        "(it is the global batch, split evenly): give a multiple of the number of ranks")
+    per_rank_batch = FLAGS.train_batch_size // dist.size
+    precision.set_policy(FLAGS.precision)
     tf_keras.utils.set_random_seed(FLAGS.seed)
     model = squad_model.build_squad_model(bert_config, FLAGS.max_seq_length)
     if FLAGS.init_checkpoint:
         squad_model.load_checkpoint(model, FLAGS.init_checkpoint, require_head=False)
-    optimizer = squad_optimizer.create_optimizer(FLAGS.learning_rate, num_train_steps, num_warmup_steps)
+    optimizer = precision.wrap_optimizer(
+        squad_optimizer.create_optimizer(FLAGS.learning_rate, num_train_steps, num_warmup_steps), FLAGS.precision)
+    loss_scaled = precision.uses_loss_scale(optimizer)
     optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(FLAGS.model_dir, "checkpoints"), max_to_keep=3)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f"resumed from {manager.latest_checkpoint} at step {int(optimizer.iterations)}", flush=True)
+    checkpoint_dir = os.path.join(FLAGS.model_dir, "checkpoints")
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=3) if dist.is_chief else None
+    latest = manager.latest_checkpoint if manager else tf.train.latest_checkpoint(checkpoint_dir)
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    dist.broadcast_variables(model.variables + optimizer_variables(optimizer))   # rank 0's (also its step)
+    if latest and dist.is_chief:
+        print(f"resumed from {latest} at step {int(optimizer.iterations)}", flush=True)
 
     report = {"num_train_steps": num_train_steps, "num_warmup_steps": num_warmup_steps,
               "train_questions": len(train_examples), "train_features": len(train_features),
-              "eval_questions": len(eval_examples), "eval_features": len(eval_features), "train_loss": []}
-    if FLAGS.eval_before_training:
+              "eval_questions": len(eval_examples), "eval_features": len(eval_features), "ranks": dist.size,
+              "precision": FLAGS.precision, "train_loss": []}
+    if FLAGS.eval_before_training and dist.is_chief:
         report["before"], _ = evaluate(model, eval_examples, eval_features, tokenizer, FLAGS.predict_file)
         print(f"before training: {squad_predictions.format_result(report['before'])}", flush=True)
 
+    # The same shuffle (same seeds) on every rank; rank r takes features r, r + size, ... of it: together the
+    # ranks' batches are the global batch one process would draw.
     dataset = (tf.data.Dataset.from_tensor_slices(feature_arrays(train_features, with_positions=True))
-               .repeat().shuffle(SHUFFLE_BUFFER, seed=FLAGS.seed).batch(FLAGS.train_batch_size, drop_remainder=True))
+               .repeat().shuffle(SHUFFLE_BUFFER, seed=FLAGS.seed).shard(dist.size, dist.rank)
+               .batch(per_rank_batch, drop_remainder=True))
+    tf.random.set_seed(FLAGS.seed + dist.rank)          # dropout: each rank its own masks
 
     @tf.function
     def train_step(batch):
         with tf.GradientTape() as tape:
             logits = model(batch, training=True)
             loss = squad_model.squad_loss(logits, batch["start_positions"], batch["end_positions"])
-        grads = squad_optimizer.clip(tape.gradient(loss, model.trainable_variables))
-        learning_rate = optimizer.learning_rate
+            scaled = optimizer.get_scaled_loss(loss) if loss_scaled else loss
         # the pooler gets no gradient (run_squad.py does not use it); the reference skips it, so do we
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, model.trainable_variables) if g is not None])
+        pairs = [(g, v) for g, v in zip(tape.gradient(scaled, model.trainable_variables), model.trainable_variables)
+                 if g is not None]
+        grads = [g for g, _ in pairs]
+        if loss_scaled:
+            grads = optimizer.get_unscaled_gradients(grads)
+        # mean over the ranks = the gradient of the global batch; clipped after it, as one process clips
+        grads = squad_optimizer.clip(dist.allreduce_gradients(grads))
+        learning_rate = optimizer.learning_rate
+        optimizer.apply_gradients(zip(grads, [v for _, v in pairs]))
         return loss, learning_rate
 
     started, step = time.time(), int(optimizer.iterations)
@@ -183,14 +222,17 @@ def train() -> dict:
         loss, learning_rate = train_step(next(batches))
         step += 1
         if step % FLAGS.log_every_steps == 0 or step == num_train_steps or step == 1:
-            loss = float(loss)
+            loss = float(dist.allreduce_sum(np.array([float(loss)]))[0]) / dist.size   # the global batch's
             if not np.isfinite(loss):
                 raise UserError("training", f"loss is {loss} at step {step}: lower --learning_rate")
             report["train_loss"].append([step, loss])
-            print(f"step {step}/{num_train_steps} loss {loss:.4f} lr {float(learning_rate):.3g} "
-                  f"({time.time() - started:.0f} s)", flush=True)
-        if step % FLAGS.save_checkpoints_steps == 0 and step < num_train_steps:
+            if dist.is_chief:
+                print(f"step {step}/{num_train_steps} loss {loss:.4f} lr {float(learning_rate):.3g} "
+                      f"({time.time() - started:.0f} s)", flush=True)
+        if manager and step % FLAGS.save_checkpoints_steps == 0 and step < num_train_steps:
             manager.save(checkpoint_number=step)
+    if not dist.is_chief:
+        return report
     saved = manager.save(checkpoint_number=step)
 
     report["after"], answers = evaluate(model, eval_examples, eval_features, tokenizer, FLAGS.predict_file)
@@ -214,15 +256,7 @@ def main() -> None:
     def _run(argv):
         if len(argv) > 1:
             raise absl_app.UsageError(f"unexpected arguments: {argv[1:]}")
-        try:
-            train()
-        except (UserError, UserError, OSError) as error:
-            if FLAGS.verbose:
-                raise
-            if isinstance(error, OSError):
-                error = f"{error.filename or 'output'}: {error.strerror or error}"
-            print(f"tf-mlperf-squad: error: {error}", file=sys.stderr)
-            sys.exit(2)
+        sys.exit(run_cli("tf-mlperf-squad", lambda: train() and 0, verbose=FLAGS.verbose))
     absl_app.run(_run)
 
 
