@@ -7,11 +7,15 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from support.launch import REPO, env
+from test_bert_squad_inference import DEV, SMOKE_SHAPE
+from test_bert_squad_inference import SHORT_RUNS as BERT_SHORT_RUNS
+from test_bert_squad_train import smoke_run  # noqa: F401  (the SQuAD-finetuned tiny BERT)
 from test_inference import SHORT_RUNS, exported, infer_args, trained  # noqa: F401  (the smoke model's fixtures)
 from tf_mlperf.inference import dataset as dataset_lib
 from tf_mlperf.inference import loadgen_files, submission
@@ -254,3 +258,105 @@ def test_warnings_name_missing_scenarios_and_failed_verifications(tree, sample_t
                                       f"--model={tmp_path / 'no_model'}"))
     assert code == 2 and "no tf-mlperf-export metadata" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+# ---------------------------------------------------------------- bert-99: the tiny SQuAD-finetuned BERT
+
+BERT_KINDS = {"accuracy": ["--accuracy"], "performance": ["--user_conf={conf}"],
+              "TEST01": ["--user_conf={conf}", "--compliance=TEST01"]}
+F1_PATTERN = r"^{[\"\']exact_match[\"\']\:\s*[\d\.]+,\s*[\"\']f1[\"\']\:\s*([\d\.]+)}"   # the checker's "F1"
+
+
+@pytest.fixture(scope="module")
+def bert_runs(smoke_run, tmp_path_factory):  # noqa: F811
+    """The smoke run's checkpoint exported at its shape, and runs/Offline/{accuracy,performance,TEST01} of
+    tf-mlperf-infer --benchmark=bert: three real processes, run together."""
+    import tensorflow as tf
+    from tf_mlperf.bert.config import BERT_TINY
+    from tf_mlperf.inference import export_bert
+    root = tmp_path_factory.mktemp("bert_runs")
+    model = export_bert.export(BERT_TINY, tf.train.latest_checkpoint(str(smoke_run[0] / "checkpoints")),
+                               str(root / "bert"), **SMOKE_SHAPE)
+    conf = root / "user.conf"
+    conf.write_text(BERT_SHORT_RUNS)
+    procs = {kind: subprocess.Popen([sys.executable, "-m", "tf_mlperf.inference.harness", "--benchmark=bert",
+                                     f"--model={model}", f"--output={root / 'runs' / 'Offline' / kind}",
+                                     f"--squad_json={DEV}", "--scenario=Offline",
+                                     *(f.format(conf=conf) for f in flags)],
+                                    cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for kind, flags in BERT_KINDS.items()}
+    for kind, proc in procs.items():
+        out = proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, f"{kind}: exit {proc.returncode}\n{out[-5000:]}"
+    return root / "runs", conf, root / "bert"
+
+
+def bert_args(runs_dir, conf, system_json, out, model, *extra):
+    return [f"--runs={runs_dir}", f"--submission_dir={out}", "--division=closed", f"--submitter={SUBMITTER}",
+            f"--system_json={system_json}", f"--user_conf={conf}", f"--model={model}", "--benchmark=bert-99",
+            f"--squad_json={DEV}", *extra]
+
+
+def test_bert_tree_has_accuracy_squad_line_hash_and_test01_only(bert_runs, tmp_path, capsys):
+    runs_dir, conf, model = bert_runs
+    system_json = tmp_path / f"{SYSTEM}.json"
+    system_json.write_text(json.dumps(system_description()))
+    out = tmp_path / "sub"
+    assert submission.main(bert_args(runs_dir, conf, system_json, out, model)) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    assert warnings[-1] == "tf-mlperf-infer-submission: warning: scenarios missing for system_type edge: SingleStream"
+    base = out / "closed" / SUBMITTER
+    scenario = f"results/{SYSTEM}/bert-99/Offline/"
+    files = {str(p.relative_to(base)) for p in base.rglob("*") if p.is_file()
+             and not str(p.relative_to(base)).startswith(("src/bert-99/tf_mlperf/", "src/bert-99/data_prep/"))}
+    logs = ["mlperf_log_summary.txt", "mlperf_log_detail.txt"]
+    assert files == {f"systems/{SYSTEM}.json", "src/bert-99/README.md",      # no TEST04, no val_map.txt for bert
+                     *(scenario + f for f in ["measurements.json", "user.conf", "README.md"]),
+                     *(scenario + "performance/run_1/" + f for f in [*logs, "mlperf_log_accuracy.json"]),
+                     *(scenario + "accuracy/" + f for f in [*logs, "mlperf_log_accuracy.json", "accuracy.txt"]),
+                     *(scenario + "TEST01/" + f for f in ["verify_accuracy.txt", "verify_performance.txt",
+                                                          "accuracy/mlperf_log_accuracy.json", "accuracy/accuracy.txt",
+                                                          *("performance/run_1/" + log for log in logs)])}
+    full = (runs_dir / "Offline" / "accuracy" / "mlperf_log_accuracy.json").read_text()
+    lines = (base / scenario / "accuracy" / "accuracy.txt").read_text().split("\n")
+    run_line = (runs_dir / "Offline" / "accuracy" / "accuracy.txt").read_text().strip()
+    assert lines[0] == run_line and float(re.match(F1_PATTERN, lines[0]).group(1)) == json.loads(run_line)["f1"] > 30
+    assert lines[-3:] == ["", f"hash={hashlib.sha256(full.encode()).hexdigest()}", ""]
+    assert (base / scenario / "accuracy" / "mlperf_log_accuracy.json").read_text() == \
+        full[:4096] + "\n\n...\n\n" + full[-4096:]            # 318 answers of [128, 2] float32: cut
+    assert (base / scenario / "TEST01" / "verify_accuracy.txt").read_text().rstrip().endswith("TEST PASS")
+    measurements = json.loads((base / scenario / "measurements.json").read_text())
+    assert measurements["input_data_types"].startswith("int32") and "SQuAD" in measurements["retraining"]
+    assert measurements["starting_weights_filename"].startswith("ckpt-") and all(measurements.values())
+    assert "--benchmark bert" in (base / scenario / "README.md").read_text()
+
+
+def test_bert_refusals_name_the_checkers_rule(bert_runs, tmp_path, capsys):
+    runs_dir, conf, model = bert_runs
+    good = tmp_path / f"{SYSTEM}.json"
+    good.write_text(json.dumps(system_description()))
+    datacenter = tmp_path / "datacenter.json"
+    datacenter.write_text(json.dumps(system_description(system_type="datacenter")))
+    server = tmp_path / "server"                # bert's Server run: not a v6.1 scenario of bert
+    (server / "Server").mkdir(parents=True)
+    (server / "Offline").symlink_to(runs_dir / "Offline")
+    tampered = tmp_path / "tampered"            # accuracy.txt that is not the F1 of its log
+    for kind in BERT_KINDS:
+        (tampered / "Offline" / kind).mkdir(parents=True)
+        for path in (runs_dir / "Offline" / kind).iterdir():
+            (tampered / "Offline" / kind / path.name).symlink_to(path)
+    (tampered / "Offline" / "accuracy" / "accuracy.txt").unlink()
+    (tampered / "Offline" / "accuracy" / "accuracy.txt").write_text('{"exact_match": 99.0, "f1": 99.9}\n')
+    cases = [([f"--system_json={datacenter}"], f"{datacenter}: 'system_type' is 'datacenter': bert-99 is an edge "
+                                               "benchmark in v6.1 (edge, or datacenter,edge)"),
+             ([f"--runs={server}"], f"{server / 'Server'}: expected one folder per scenario of bert-99 in v6.1 "
+                                    "(SingleStream, Offline; the checker refuses others)"),
+             ([f"--runs={tampered}"], f"{tampered / 'Offline' / 'accuracy' / 'accuracy.txt'}: does not hold the "
+                                      "accuracy of its accuracy log"),
+             (["--squad_json="], "--squad_json: is required for --benchmark=bert-99")]
+    for extra, message in cases:
+        out = tmp_path / "sub"
+        code = submission.main(bert_args(runs_dir, conf, good, out, model, *extra))
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith(f"tf-mlperf-infer-submission: error: {message}"), (extra, err)
+        assert "\n" not in err and not out.exists() and not list(tmp_path.glob("sub.partial-*")), err

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -238,3 +239,38 @@ def verify_performance(test: str, reference_detail: str, test_detail: str, shown
         out += [f"reference score = {ref_score}", f"test score = {test_score}"]
         passed = test_score < ref_score * (1 + threshold)
     return "\n".join(out + ["TEST PASS" if passed else "TEST FAIL: Test score invalid"]) + "\n"
+
+
+VIEWABLE_SIZE = 4096                    # truncate_accuracy_log.py's
+
+
+def copy_logs(source: str, target: str, names=("mlperf_log_summary.txt", "mlperf_log_detail.txt")) -> None:
+    os.makedirs(target, exist_ok=True)
+    for name in names:
+        shutil.copy2(os.path.join(source, name), os.path.join(target, name))
+
+
+def truncate_accuracy_log(folder: str, accuracy_line: str) -> None:
+    """accuracy.txt = our line, then `hash=` of the full log; the log cut as truncate_accuracy_log.py cuts it."""
+    log = os.path.join(folder, "mlperf_log_accuracy.json")
+    with open(log, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    with open(os.path.join(folder, "accuracy.txt"), "w", encoding="utf-8") as f:
+        f.write(accuracy_line.rstrip("\n") + "\n")
+        f.write(f"\nhash={digest}\n")
+    size = os.stat(log).st_size
+    if size >= VIEWABLE_SIZE:
+        with open(log) as src:
+            start = src.read(VIEWABLE_SIZE)
+            src.seek(size - VIEWABLE_SIZE, 0)
+            end = src.read(VIEWABLE_SIZE)
+        with open(log, "w") as dst:
+            dst.write(start + "\n\n...\n\n" + end)
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
