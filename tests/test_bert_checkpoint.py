@@ -14,8 +14,8 @@ from tf_mlperf.bert import checkpoint as checkpoint_lib
 from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert.config import BertConfig
 
-from bert_reference import SMALL, reference_variable_shapes
-from launch import env
+from support.bert_reference import SMALL, reference_variable_shapes
+from support.launch import env
 
 SEQ, PRED, BATCH = 24, 5, 3
 

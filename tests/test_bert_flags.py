@@ -10,8 +10,8 @@ import pytest
 import yaml
 from mlperf_logging import compliance_checker, rcp_checker
 
-from bert_reference import SMALL
-from launch import REPO as REPO_ROOT
+from support.bert_reference import SMALL
+from support.launch import REPO as REPO_ROOT
 from tf_mlperf.bert.optimizer import LambConfig
 from tf_mlperf.bert.task import BertTask, BertTaskConfig
 

@@ -16,9 +16,9 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from launch import REPO, env
+from support.launch import REPO, env
 from test_bert_packing import K, P, S, TINY, _examples, _loss_grads
-from data_prep.wiki import packing
+from tf_mlperf.bert import packing
 from tf_mlperf.bert import attention
 from tf_mlperf.bert import model as model_lib
 

@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from launch import REPO, env, read_mllog
-from test_bert_smoke import smoke_records  # noqa: F401  (fixture)
+from support.launch import REPO, env, read_mllog
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +22,7 @@ def train(model_dir, records, *flags):
     return read_mllog(model_dir / "mlperf_log.txt")
 
 
-def test_init_checkpoint_starts_from_the_checkpoint_weights(tmp_path, smoke_records):  # noqa: F811
+def test_init_checkpoint_starts_from_the_checkpoint_weights(tmp_path, smoke_records):
     import tensorflow as tf
     first = train(tmp_path / "first", smoke_records, "--max_samples=320", "--eval_interval_samples=320",
                   "--eval_before_run")

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from bert_reference import reference_variable_shapes
+from support.bert_reference import reference_variable_shapes
 from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert import optimizer as optimizer_lib
 from tf_mlperf.bert.config import BERT_LARGE

@@ -85,7 +85,7 @@ def test_schedule_matches_reference(lr, steps, warmup, start):
 
 def test_weight_decay_exclusions_equal_reference_by_name():
     """Our Keras names are excluded exactly when the reference TF1 name of the same weight is."""
-    from bert_reference import SMALL
+    from support.bert_reference import SMALL
     model = model_lib.build_model(SMALL, 16, 4)
     opt = optimizer_lib.create_optimizer(optimizer_lib.LambConfig(1e-3, 10))
     for m in checkpoint_lib.reference_name_map(model):

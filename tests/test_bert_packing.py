@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep.wiki import packing
+from tf_mlperf.bert import packing
 from tf_mlperf.bert import config as config_lib
 from tf_mlperf.bert import input_pipeline
 from tf_mlperf.bert import model as model_lib
+from tf_mlperf.base.errors import UserError
 
 S, P, K = 32, 4, 3
 TINY = config_lib.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -150,7 +151,7 @@ def test_task_trains_packed_batches_of_the_global_batch_in_sequences(tmp_path):
     from tf_mlperf.bert.task import BertTask, BertTaskConfig
     from tf_mlperf.core import train_step as train_step_lib
     from tf_mlperf.core import distribution
-    from tf_mlperf.core.task import InputContext, RunError
+    from tf_mlperf.core.task import InputContext
 
     _write(tmp_path / "train.tfrecord", _examples(60, seed=4))   # ids < vocab: real labels
     cfg = BertTaskConfig(bert=TINY, lamb=optimizer_lib.LambConfig(1e-3, 100), global_batch_size=16,
@@ -167,5 +168,5 @@ def test_task_trains_packed_batches_of_the_global_batch_in_sequences(tmp_path):
     optimizer = task.build_optimizer(model)
     step = train_step_lib.make_replica_step(task, model, optimizer, dist, xla=False)
     assert np.isfinite(float(step(batch)))
-    with pytest.raises(RunError, match="--packed_rows=9"):
+    with pytest.raises(UserError, match="--packed_rows=9"):
         BertTask(BertTaskConfig(**{**cfg.__dict__, "packed_rows": 9})).train_dataset(InputContext(1, 0, 16))

@@ -1,6 +1,6 @@
-"""End to end: fixture text -> TFRecords (data_prep.wiki CLI, real vocab) -> `flags/bert/smoke_cpu.cfg` under
-`horovodrun -np 2`, killed once mid-way and resumed; reaches its target, stops, and the log passes the
-MLPerf compliance checker (ruleset 5.0.0)."""
+"""End to end: fixture text -> TFRecords (data_prep.wiki CLI, real vocab: `smoke_records`, built once per run in
+tests/support/data_fixtures.py) -> `flags/bert/smoke_cpu.cfg` under `horovodrun -np 2`, killed once mid-way and
+resumed; reaches its target, stops, and the log passes the MLPerf compliance checker (ruleset 5.0.0)."""
 from __future__ import annotations
 
 import os
@@ -12,28 +12,7 @@ import time
 
 import pytest
 
-from launch import BIN, REPO, compliance_check, env, latest_checkpoint_step, read_mllog
-
-NUM_EXAMPLES = 64        # train = eval set: small enough for the tiny model to fit in minutes
-
-
-@pytest.fixture(scope="module")
-def smoke_records(bert_golden_dir, mlperf_vocab, tmp_path_factory) -> pathlib.Path:
-    out = tmp_path_factory.mktemp("wiki")
-    subprocess.run([sys.executable, "-m", "data_prep.wiki.cli", "records", "--output_dir", str(out),
-                    "--text_files", str(bert_golden_dir / "sentences_wiki_00.txt"),
-                    "--vocab_file", str(mlperf_vocab),
-                    "--max_seq_length", "128", "--max_predictions_per_seq", "20", "--dupe_factor", "1"],
-                   check=True, cwd=REPO, timeout=300)
-    import tensorflow as tf
-    records = list(tf.data.TFRecordDataset(str(out / "tfrecords" / "sentences_wiki_00.txt"))
-                   .take(NUM_EXAMPLES).as_numpy_iterator())
-    subset = out / "smoke.tfrecord"
-    with tf.io.TFRecordWriter(str(subset)) as writer:
-        for record in records:
-            writer.write(record)
-    assert len(records) == NUM_EXAMPLES
-    return subset
+from support.launch import BIN, REPO, compliance_check, env, latest_checkpoint_step, read_mllog
 
 
 def _train_cmd(data: pathlib.Path, model_dir: pathlib.Path, mllog: pathlib.Path) -> list[str]:

@@ -12,6 +12,9 @@ import pytest
 
 from tf_mlperf.bert import squad
 
+from tf_mlperf.bert import squad_predictions
+from tf_mlperf.base.errors import UserError
+
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "squad"
 TRAIN, DEV = DATA / "tiny-train-v1.1.json", DATA / "tiny-dev-v1.1.json"
 # (max_seq_length, doc_stride, max_query_length): the reference's, the CPU smoke config's, and one that cuts
@@ -96,8 +99,8 @@ def test_the_set_has_long_contexts_border_answers_and_unicode(tokenizers):
 
 def _random_results(features, seed):
     rng = np.random.default_rng(seed)
-    return [squad.RawResult(f.unique_id, rng.normal(size=len(f.input_ids)).tolist(),
-                            rng.normal(size=len(f.input_ids)).tolist()) for f in features]
+    return [squad_predictions.RawResult(f.unique_id, rng.normal(size=len(f.input_ids)).tolist(),
+                                        rng.normal(size=len(f.input_ids)).tolist()) for f in features]
 
 
 def _answer_results(examples, features, tokenizer, config):
@@ -115,11 +118,11 @@ def _answer_results(examples, features, tokenizer, config):
             if t.start_position:
                 start[t.start_position] += 20
                 end[t.end_position] += 20
-        results.append(squad.RawResult(f.unique_id, start.tolist(), end.tolist()))
+        results.append(squad_predictions.RawResult(f.unique_id, start.tolist(), end.tolist()))
     return results
 
 
-@pytest.mark.parametrize("final_text", squad.FINAL_TEXT)
+@pytest.mark.parametrize("final_text", squad_predictions.FINAL_TEXT)
 @pytest.mark.parametrize("config", CONFIGS[:2], ids=lambda c: "-".join(map(str, c)))
 def test_predictions_equal_squad_lib(tokenizers, monkeypatch, config, final_text):
     """The answers from random logits and from logits peaked at the answers equal squad_lib.postprocess_output's
@@ -133,13 +136,13 @@ def test_predictions_equal_squad_lib(tokenizers, monkeypatch, config, final_text
     oracle_examples, oracle = oracle_features(DEV, oracle_tok, config, False)
     for results in (_random_results(features, 1), _random_results(features, 2),
                     _answer_results(examples, features, ours_tok, config)):
-        answers = squad.predictions(examples, features, results, ours_tok, final_text=final_text)
-        expected, _, _ = squad_lib.postprocess_output(oracle_examples, oracle, results, squad.N_BEST_SIZE,
-                                                      squad.MAX_ANSWER_LENGTH, do_lower_case=True)
+        answers = squad_predictions.predictions(examples, features, results, ours_tok, final_text=final_text)
+        expected, _, _ = squad_lib.postprocess_output(oracle_examples, oracle, results, squad_predictions.N_BEST_SIZE,
+                                                      squad_predictions.MAX_ANSWER_LENGTH, do_lower_case=True)
         assert answers == dict(expected)
     # the peaked logits give the answers back: every training answer found (the no-break-space one by its
     # second answer), a few words changed only where the original-text recovery returns whole words
-    scores = squad.evaluate(examples, answers)
+    scores = squad_predictions.evaluate(examples, answers)
     assert scores["exact_match"] > 85 and scores["f1"] > 95, scores
 
 
@@ -147,18 +150,18 @@ def test_evaluate_equals_the_official_script(tokenizers):
     from official.nlp.tools import squad_evaluate_v1_1 as official
     examples, features = our_features(DEV, tokenizers[0], CONFIGS[0], False)
     dataset = json.loads(DEV.read_text(encoding="utf-8"))["data"]
-    answers = squad.predictions(examples, features, _random_results(features, 4), tokenizers[0])
+    answers = squad_predictions.predictions(examples, features, _random_results(features, 4), tokenizers[0])
     truths = {e.qas_id: e.answers for e in examples}
     perturbed = {"apple-1": "The " + truths["apple-1"][1] + ".", "apple-2": truths["apple-2"][0].upper(),
                  "apple-14": "an apology and a fix", "apple-3": "", "apple-8": "Cupertino , California",
                  "apple-10": "more than 1 billion devices", "apple-11": "Adrian", "apple-12": "Jobs Jobs",
                  "asparagales-10": "An Asparagi", "alkali-1": "José Bonifacio de Andrada"}
     for predictions in (answers, {**answers, **perturbed}, {k: v for k, v in perturbed.items()}):
-        ours = squad.evaluate(examples, predictions)
+        ours = squad_predictions.evaluate(examples, predictions)
         theirs = official.evaluate(dataset, predictions)
         assert ours["exact_match"] == pytest.approx(100 * theirs["exact_match"], abs=1e-9)
         assert ours["f1"] == pytest.approx(100 * theirs["final_f1"], abs=1e-9)
-    assert 0 < squad.evaluate(examples, {**answers, **perturbed})["f1"] < 100
+    assert 0 < squad_predictions.evaluate(examples, {**answers, **perturbed})["f1"] < 100
 
 
 def _write(tmp_path, data, name="squad.json"):
@@ -194,7 +197,7 @@ def test_bad_squad_files_are_one_line_errors_naming_them(tmp_path):
          "question 'alphabet-1': answer_start 130 with a 11-character answer is outside its 136-character context"),
     ]
     for path, is_training, message in cases:
-        with pytest.raises(squad.SquadError) as err:
+        with pytest.raises(UserError) as err:
             squad.read_examples(str(path), is_training, warn=pytest.fail)
         assert str(err.value).startswith(f"{path}: {message}"), (path.name, str(err.value))
         assert "\n" not in str(err.value)

@@ -10,10 +10,10 @@ import tensorflow as tf
 
 from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert import squad_model
-from tf_mlperf.core.task import RunError
 
-from bert_reference import SMALL, reference_variable_shapes
+from support.bert_reference import SMALL, reference_variable_shapes
 from test_bert_checkpoint import random_reference_weights, reference_sequence_output, write_tf1_checkpoint
+from tf_mlperf.base.errors import UserError
 
 SEQ, BATCH = 24, 3
 PRETRAINING_HEADS = ("cls/predictions/", "cls/seq_relationship/")
@@ -107,7 +107,7 @@ def test_pretraining_checkpoints_start_fine_tuning_and_are_refused_for_export(sq
         expected = reference_logits({**weights, squad_model.HEAD_WEIGHTS: head[0], squad_model.HEAD_BIAS: head[1]},
                                     batch)
         _assert_close(logits_of(model, batch), expected)
-        with pytest.raises(RunError) as err:
+        with pytest.raises(UserError) as err:
             squad_model.load_checkpoint(squad_model.build_squad_model(SMALL, SEQ), path, require_head=True,
                                         flag="--checkpoint")
         assert str(err.value).startswith(f"--checkpoint={path}: has no SQuAD head (cls/squad/output_weights, "
@@ -140,7 +140,7 @@ def test_wrong_checkpoints_are_one_line_errors(squad_tf1, tmp_path):
                             "is not a BERT checkpoint")
     for name, (path, message) in cases.items():
         model = squad_model.build_squad_model(SMALL, SEQ)
-        with pytest.raises(RunError) as err:
+        with pytest.raises(UserError) as err:
             squad_model.load_checkpoint(model, path, require_head=False, flag="--checkpoint")
         assert str(err.value).startswith(f"--checkpoint={path}: {message}"), (name, str(err.value))
         assert "\n" not in str(err.value), name

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch import REPO, env
+from support.launch import REPO, env
 from tf_mlperf.bert import squad_model, squad_optimizer
 
-from bert_reference import SMALL
+from support.bert_reference import SMALL
 
 DATA = REPO / "tests" / "data" / "squad"
 SMOKE = REPO / "flags" / "bert" / "squad_smoke_cpu.cfg"

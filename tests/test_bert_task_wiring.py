@@ -5,7 +5,7 @@ clips the allreduced gradient instead."""
 import numpy as np
 import tensorflow as tf
 
-from bert_reference import SMALL
+from support.bert_reference import SMALL
 from tf_mlperf.bert.optimizer import CLIP_NORM, LambConfig
 from tf_mlperf.bert.task import BertTask, BertTaskConfig
 

@@ -14,8 +14,10 @@ import time
 
 import pytest
 
-from launch import BIN, REPO, env
-from tf_mlperf.score import campaign, score
+from support.launch import BIN, REPO, env
+from tf_mlperf.base.errors import UserError
+from tf_mlperf.launch import campaign
+from tf_mlperf.score import score
 
 RULESETS = {"resnet": "4.0.0", "bert": "5.0.0"}
 HOROVODRUN = str(BIN / "horovodrun")
@@ -70,7 +72,7 @@ def test_hosts_give_the_same_ranks_to_run_local_the_hostfile_and_the_sbatch_scri
 def test_nodes_and_gpus_per_node_make_the_sbatch_script_and_its_hostfile_from_the_allocation(tmp_path, style):
     args = campaign.parse_args(campaign_args(tmp_path, "--nodes", "4", "--gpus_per_node", "8", "--slurm_launcher",
                                              style, benchmark="bert"))
-    assert args.runs == 10 and campaign.seeds(args) == list(range(100, 110))
+    assert args.runs == 10 and args.seeds == list(range(100, 110))
     topo = campaign.topology(args, environ={})
     assert (topo.nodes, topo.tasks_per_node, topo.ranks, topo.hosts) == (4, 8, 32, None)
     sbatch = campaign.slurm_script(args)
@@ -84,7 +86,7 @@ def test_nodes_and_gpus_per_node_make_the_sbatch_script_and_its_hostfile_from_th
     else:
         assert all('--hostfile "$HOSTFILE" --gloo ' in r for r in runs)
     # a multi-node machine without host names has no run_local.sh: the direct run says what to give
-    with pytest.raises(campaign.CampaignError, match="give --hosts"):
+    with pytest.raises(UserError, match="give --hosts"):
         campaign.local_command(args, 0, 100)
 
 
@@ -96,10 +98,10 @@ def test_the_slurm_allocation_is_the_machine_inside_a_job(tmp_path, slurm_conf):
     assert topo.hosts == [("gpu01", 8), ("gpu02", 8), ("gpu03", 8), ("gpu04", 8)]
     assert (topo.nodes, topo.tasks_per_node, topo.ranks, topo.cpus_per_task) == (4, 8, 32, 8)
     args = campaign.parse_args(campaign_args(tmp_path, "--nodes", "2"))
-    with pytest.raises(campaign.CampaignError, match="--nodes=2 but the Slurm allocation .*has 4 node"):
+    with pytest.raises(UserError, match="--nodes=2 but the Slurm allocation .*has 4 node"):
         campaign.topology(args, environ=job)
     args = campaign.parse_args(campaign_args(tmp_path, "--hosts", "gpu01:8,other:8"))
-    with pytest.raises(campaign.CampaignError, match="other, not in this job's allocation"):
+    with pytest.raises(UserError, match="other, not in this job's allocation"):
         campaign.topology(args, environ=job)
 
 
@@ -125,7 +127,7 @@ def test_host_that_does_not_answer_is_refused_before_the_first_run(tmp_path, cap
 
 def test_results_folder_of_another_system_is_refused_even_with_overwrite(tmp_path, capsys):
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
-    from mllog_fixtures import write_result_log
+    from support.mllog_fixtures import write_result_log
     foreign = tmp_path / "results" / "sysA" / "resnet" / "result_7.txt"
     foreign.parent.mkdir(parents=True)
     write_result_log(foreign, "resnet", 10.0)     # platform of the fixture, not sysA
@@ -144,7 +146,7 @@ def test_campaign_runs_and_its_logs_score(tmp_path):
         #!{sys.executable}
         import sys
         sys.path[:0] = {[str(pathlib.Path(__file__).parent)]!r}
-        from mllog_fixtures import write_result_log
+        from support.mllog_fixtures import write_result_log
         opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
         seed = int(opts["seed"])
         if seed == 104:
@@ -172,7 +174,7 @@ def test_overwrite_moves_the_earlier_runs_aside_instead_of_appending_or_resuming
         #!{sys.executable}
         import os, pathlib, sys
         sys.path[:0] = {[str(pathlib.Path(__file__).parent)]!r}
-        from mllog_fixtures import write_result_log
+        from support.mllog_fixtures import write_result_log
         opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
         os.makedirs(os.path.join(opts["model_dir"], "checkpoints"), exist_ok=True)
         one = write_result_log(opts["mllog_path"] + ".one", "resnet", 10.0)
@@ -232,7 +234,7 @@ def test_kill_9_of_the_driver_ends_the_launcher_and_every_rank(tmp_path, launche
     """))
     fake.chmod(0o755)
     machine = ["--hosts", "localhost:2"] if launcher == "horovodrun" else []
-    driver = subprocess.Popen([sys.executable, "-m", "tf_mlperf.score.campaign",
+    driver = subprocess.Popen([sys.executable, "-m", "tf_mlperf.launch.campaign",
                                *campaign_args(tmp_path, "--launcher", launcher, "--python", str(fake), *machine)],
                               cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ranks = ["rank0.pid", "rank1.pid"] if launcher == "horovodrun" else ["rank0.pid"]
@@ -311,7 +313,7 @@ def test_ctrl_c_ends_the_trainers_and_says_so_in_one_line(tmp_path, launcher):
         time.sleep(60)
     """)
     machine = ["--hosts", "localhost:1"] if launcher == "horovodrun" else []
-    driver = subprocess.Popen([sys.executable, "-m", "tf_mlperf.score.campaign",
+    driver = subprocess.Popen([sys.executable, "-m", "tf_mlperf.launch.campaign",
                                *campaign_args(tmp_path, "--launcher", launcher, "--python", str(fake), *machine)],
                               cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
@@ -354,7 +356,7 @@ def test_the_trainers_one_line_error_is_the_last_line_of_a_failed_run(tmp_path, 
         sys.exit(2)
     """)
     machine = ["--hosts", "localhost:1"] if launcher == "horovodrun" else []
-    proc = subprocess.run([sys.executable, "-m", "tf_mlperf.score.campaign", "--runs", "1",
+    proc = subprocess.run([sys.executable, "-m", "tf_mlperf.launch.campaign", "--runs", "1",
                            *campaign_args(tmp_path, "--launcher", launcher, "--python", str(fake), *machine)],
                           cwd=REPO, env=env(FAKE_TRACEBACK="1" if launcher == "none" else ""), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=120)
@@ -366,3 +368,29 @@ def test_the_trainers_one_line_error_is_the_last_line_of_a_failed_run(tmp_path, 
                          "campaign goes on): error: --data_dir /nope: no such folder; give the folder of the TFRecords"
                          ), proc.stdout
     assert lines[-1].startswith("[campaign] 0/1 runs exited 0; failed: [0]")
+
+
+@pytest.mark.parametrize("style", [
+    ("--hosts", "n1:4,n2:4", "--network_interface", "ib0", "--pre_run_cmd", "sync; echo 3 > /proc/sys/vm/drop_caches"),
+    ("--nodes", "4", "--gpus_per_node", "8", "--slurm_launcher", "horovodrun", "--partition", "gpu"),
+    ("--nodes", "2", "--gpus_per_node", "8", "--slurm_launcher", "mpirun", "--cpus_per_task", "6", "--launcher",
+     "mpirun"),
+], ids=["srun+local", "horovodrun", "mpirun"])
+def test_the_scripts_the_templates_render_to_pass_shellcheck(tmp_path, capsys, style):
+    """campaign.sbatch and run_local.sh are filled from tf_mlperf/launch/templates/: what they render to, in each
+    launcher style, is clean to shellcheck (scripts/setup.sh installs it), warnings included."""
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is not installed: run scripts/setup.sh (it installs Debian's shellcheck)"
+    assert campaign.main(campaign_args(tmp_path, "--dry_run", *style, "--", "--log_steps=50")) == 0
+    out_dir = tmp_path / "work" / "sysA" / "resnet"
+    scripts = [p for p in (out_dir / "campaign.sbatch", out_dir / "run_local.sh") if p.exists()]
+    assert scripts[0].name == "campaign.sbatch"
+    proc = subprocess.run([shellcheck, "--shell=bash", "--severity=warning", *map(str, scripts)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_template_placeholder_left_unfilled_is_an_error_of_ours():
+    from tf_mlperf.launch import scripts
+    with pytest.raises(ValueError, match="placeholders"):
+        scripts.fill("local_run.sh", PRE_RUN="", COMMAND="true")          # {{K}} has no value

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from launch import REPO, env
+from support.launch import REPO, env
 from tf_mlperf.core import distribution
+from tf_mlperf.base.errors import UserError
 
 # Environments as the launchers set them (trimmed to the variables that matter, values from real runs).
 HOROVODRUN = {"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1", "HOROVOD_HOSTNAME": "vm",
@@ -48,7 +49,7 @@ def test_each_launcher_is_recognised(environ, launcher, rank, size, needs):
 
 
 def test_srun_without_an_mpi_plugin_is_refused_naming_the_variables():
-    with pytest.raises(distribution.LaunchError) as error:
+    with pytest.raises(UserError) as error:
         distribution.create("auto", SRUN_NO_MPI)
     message = str(error.value)
     assert "SLURM_PROCID=1" in message and "SLURM_STEP_NUM_TASKS=2" in message and "--mpi=pmix" in message
@@ -57,7 +58,7 @@ def test_srun_without_an_mpi_plugin_is_refused_naming_the_variables():
 @pytest.mark.parametrize("backend", ["none", "mirrored", "multi_worker"])
 @pytest.mark.parametrize("environ", [HOROVODRUN, SRUN_PMIX, MPIRUN], ids=["horovodrun", "srun_pmix", "mpirun"])
 def test_a_single_process_backend_under_a_multi_rank_launcher_is_refused(backend, environ):
-    with pytest.raises(distribution.LaunchError, match="cannot join the other ranks"):
+    with pytest.raises(UserError, match="cannot join the other ranks"):
         distribution.create(backend, environ)
 
 
@@ -67,7 +68,7 @@ def test_one_process_runs_alone(environ):
 
 
 def test_unparsable_rank_is_an_error_not_a_guess():
-    with pytest.raises(distribution.LaunchError, match="not integers"):
+    with pytest.raises(UserError, match="not integers"):
         distribution.detect_launch({"OMPI_COMM_WORLD_RANK": "x", "OMPI_COMM_WORLD_SIZE": "2"})
 
 
@@ -114,7 +115,7 @@ def test_each_rank_gets_its_own_gpu(local_rank, local_size, visible, cvd, expect
 @pytest.mark.parametrize("local_size, visible, cvd", [(8, 4, None), (4, 2, "0,1"), (2, 1, None), (2, 1, "")])
 def test_more_ranks_on_a_node_than_gpus_is_refused(local_size, visible, cvd):
     """Ranks never share a GPU silently (local_rank % GPUs did): the error names the counts and the fix."""
-    with pytest.raises(distribution.LaunchError,
+    with pytest.raises(UserError,
                        match=rf"{local_size} ranks on this node but {visible} GPU\(s\) visible.*"
                              rf"srun --ntasks-per-node={visible}"):
         distribution.gpu_for_rank(local_size - 1, local_size, visible, cvd)

@@ -1,9 +1,11 @@
-"""The campaign's Slurm script on a real one-node Slurm (tests/cluster_fixtures.py: munged, slurmctld and slurmd
-from Debian's packages, two fake GPUs): `sbatch --wait` of what `tf-mlperf-campaign --dry_run` writes, with two
-tasks, trains the smoke configurations to their targets and the logs pass the compliance checker, in each style:
-srun --mpi=pmix one task per GPU (ResNet and BERT, through the fault tests), horovodrun with a hostfile made from
-the allocation (ResNet and BERT) and Open MPI's mpirun with that hostfile (ResNet).
-Faults: kill -9 of a rank (ResNet) or scancel of the job step (BERT) ends the job non-zero within 60 s;
+"""The campaign's Slurm script on a real one-node Slurm (tests/support/cluster_fixtures.py: munged, slurmctld and
+slurmd from Debian's packages, two fake GPUs): `sbatch --wait` of what `tf-mlperf-campaign --dry_run` writes, with
+two tasks, trains the smoke configurations to their targets and the logs pass the compliance checker, in each
+style: srun --mpi=pmix one task per GPU (ResNet, through the fault tests), horovodrun with a hostfile made from the
+allocation (BERT) and Open MPI's mpirun with that hostfile (ResNet). Real trainings only where they show what no
+other test shows (said at each test): at least one per launcher and one per benchmark; the script's bookkeeping
+and what each launcher hands its ranks are checked in seconds with a stand-in trainer.
+Faults: kill -9 of a rank or scancel of the job step (ResNet) ends the job non-zero within 60 s;
 submitting the same script again resumes from the checkpoint, keeps the interrupted attempt as result_0.txt (a
 failed run: the MLPerf clock may not be paused) and logs the resumed attempt beside its checkpoints; a third
 submission skips the finished run (that bookkeeping is also checked in seconds with a stand-in trainer). A
@@ -18,10 +20,8 @@ import time
 
 import pytest
 
-from cluster_fixtures import slurm_cluster
-from launch import REPO, compliance_check, env, latest_checkpoint_step, read_mllog
-from test_bert_smoke import smoke_records  # noqa: F401  (the fixture: 64 BERT smoke records)
-from test_resnet_e2e import sample_tfrecords  # noqa: F401  (the fixture: the embedded sample as TFRecords)
+from support.cluster_fixtures import slurm_cluster
+from support.launch import REPO, compliance_check, env, latest_checkpoint_step, read_mllog
 
 pytestmark = pytest.mark.slow
 SMOKE = {"resnet": REPO / "flags" / "resnet50" / "smoke_cpu.cfg", "bert": REPO / "flags" / "bert" / "smoke_cpu.cfg"}
@@ -43,7 +43,7 @@ def data_flags(benchmark, data):
 def write_campaign(tmp_path, style, benchmark, data, *extra, machine=("--nodes", "1", "--gpus_per_node", "2"),
                    seed=1):
     """tf-mlperf-campaign --dry_run for one smoke run on 1 node x 2 GPUs; returns the sbatch script."""
-    cmd = [sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", benchmark, "--flagfile",
+    cmd = [sys.executable, "-m", "tf_mlperf.launch.campaign", "--benchmark", benchmark, "--flagfile",
            str(SMOKE[benchmark]), "--system", "slurmci", "--runs", "1", "--seed_base", str(seed),
            "--results_dir", str(tmp_path / "results"), "--work_dir", str(tmp_path / "work"), *machine,
            "--time", "00:20:00", "--slurm_launcher", style, "--dry_run", "--", *data_flags(benchmark, data), *extra]
@@ -86,21 +86,24 @@ def result_log(tmp_path, benchmark):
     return tmp_path / "results" / "slurmci" / benchmark / "result_0.txt"
 
 
-@pytest.mark.parametrize("benchmark", ["resnet", "bert"])
-def test_horovodrun_with_a_hostfile_from_the_allocation_reaches_target(
-        slurm, sample_tfrecords, smoke_records, tmp_path, benchmark):
-    data = sample_tfrecords if benchmark == "resnet" else smoke_records
-    script = write_campaign(tmp_path, "horovodrun", benchmark, data)
+def test_horovodrun_with_a_hostfile_from_the_allocation_reaches_target(slurm, smoke_records, tmp_path):
+    """--slurm_launcher horovodrun, real BERT training: horovodrun's one real run inside an allocation and BERT's
+    one in Slurm (ResNet's: the mpirun and srun tests). The hostfile made from the allocation, and horovodrun's
+    ranks, which inherit the batch step's SLURM_* variables, join one Horovod job (one run_start) that trains to a
+    compliant log."""
+    script = write_campaign(tmp_path, "horovodrun", "bert", smoke_records)
     proc = submit(slurm, script)
     assert proc.returncode == 0, proc.stderr + job_output(script)
-    check_reached_target(result_log(tmp_path, benchmark), benchmark, script)
+    check_reached_target(result_log(tmp_path, "bert"), "bert", script)
     hostfile = next(script.parent.glob("hostfile.*")).read_text()
     assert hostfile == f"{slurm.node} slots=2\n"
 
 
 def test_mpirun_with_a_hostfile_from_the_allocation_reaches_target(slurm, sample_tfrecords, tmp_path):
     """--slurm_launcher mpirun: Open MPI's mpirun starts the real trainer as the two ranks of one MPI world,
-    which --distribution=auto joins (Horovod over MPI), to the ResNet target with a compliant log."""
+    which --distribution=auto joins (Horovod over MPI), to the ResNet target with a compliant log. The one real
+    training under mpirun inside an allocation (Open MPI starts its daemons through Slurm, and the ranks see the
+    orted step's SLURM_* variables beside OMPI_*); mpirun over ssh: test_cluster_ssh.py."""
     # Seed 2: mpirun binds each rank to one core (--bind-to core, PE=1 on this 2-core node), so TF's thread pools
     # and hence the numerics differ from the other styles; with seed 1 this run's eval jumps from 0.58 to 1.0
     # (all 50 sample images), which the 4.0.0 checker rejects (value < 1.0); seed 2 stops at 0.9.
@@ -175,17 +178,23 @@ def _fault_then_resume(slurm, script, benchmark, tmp_path, fault, min_step):
 
 def test_srun_pmix_kill_9_of_a_rank_fails_the_job_fast_and_a_resubmission_resumes_to_target(
         slurm, sample_tfrecords, tmp_path):
+    """Real ResNet training under srun --mpi=pmix: the surviving rank of a real Horovod job ends with the killed one
+    (a stand-in would not), and the resubmitted job resumes the real trainer from its checkpoint to a compliant
+    log of its own."""
     script = write_campaign(tmp_path, "srun", "resnet", sample_tfrecords, "--checkpoint_every_steps=5")
     _fault_then_resume(slurm, script, "resnet", tmp_path, lambda job, ranks: os.kill(ranks[1], signal.SIGKILL), 1)
 
 
 def test_srun_pmix_scancel_of_the_job_step_fails_the_job_fast_and_a_resubmission_resumes_to_target(
-        slurm, smoke_records, tmp_path):
-    script = write_campaign(tmp_path, "srun", "bert", smoke_records)
-    events = _fault_then_resume(slurm, script, "bert", tmp_path,
+        slurm, sample_tfrecords, tmp_path):
+    """Real ResNet training: Slurm's scancel of the step (SIGTERM, then SIGKILL) ends the real trainer's ranks
+    within 60 s, and the resumed job continues at the checkpointed epoch. (BERT's real run in Slurm: the horovodrun
+    test; BERT killed and resumed: test_bert_smoke.py.)"""
+    script = write_campaign(tmp_path, "srun", "resnet", sample_tfrecords, "--checkpoint_every_steps=5")
+    events = _fault_then_resume(slurm, script, "resnet", tmp_path,
                                 lambda job, ranks: slurm.run("scancel", f"{job}.0"), 25)
     first_block = next(e for e in events if e["key"] == "block_start")
-    assert first_block["metadata"]["first_epoch_num"] > 0        # continued at the checkpointed sample count
+    assert first_block["metadata"]["first_epoch_num"] > 0        # continued at the checkpointed epoch
 
 
 def test_a_script_for_another_machine_stops_before_anything_is_written(slurm, sample_tfrecords, tmp_path):
@@ -214,7 +223,7 @@ def test_more_ranks_than_gpus_stops_before_anything_is_written(slurm, sample_tfr
                          (("--nodes", "1", "--gpus_per_node", "2", "--partition", "gpu"), "no node in partition gpu")):
         out = tmp_path / "big"
         proc = subprocess.run(
-            [sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", "resnet", "--flagfile",
+            [sys.executable, "-m", "tf_mlperf.launch.campaign", "--benchmark", "resnet", "--flagfile",
              str(SMOKE["resnet"]), "--system", "slurmci", "--runs", "1", "--results_dir", str(out / "results"),
              "--work_dir", str(out / "work"), *machine, "--dry_run", "--", f"--data_dir={sample_tfrecords}"],
             cwd=REPO, env=slurm.env(env()), capture_output=True, text=True, timeout=120)
@@ -222,7 +231,7 @@ def test_more_ranks_than_gpus_stops_before_anything_is_written(slurm, sample_tfr
         assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
     # ... and one that fits is written, with Slurm answering the same way
     assert subprocess.run(
-        [sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", "resnet", "--flagfile",
+        [sys.executable, "-m", "tf_mlperf.launch.campaign", "--benchmark", "resnet", "--flagfile",
          str(SMOKE["resnet"]), "--system", "slurmci", "--runs", "1", "--results_dir", str(tmp_path / "ok" / "r"),
          "--work_dir", str(tmp_path / "ok" / "w"), "--nodes", "1", "--gpus_per_node", "2", "--partition", "ci",
          "--dry_run"], cwd=REPO, env=slurm.env(env()), capture_output=True, timeout=120).returncode == 0
@@ -250,7 +259,7 @@ def test_resubmission_never_appends_a_second_run_to_a_log(slurm, tmp_path):
     (tmp_path / "fail_once").touch()
     flagfile = tmp_path / "f.cfg"
     flagfile.write_text("--x=1\n")
-    cmd = [sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", "resnet", "--flagfile", str(flagfile),
+    cmd = [sys.executable, "-m", "tf_mlperf.launch.campaign", "--benchmark", "resnet", "--flagfile", str(flagfile),
            "--system", "slurmci", "--runs", "1", "--seed_base", "1", "--results_dir", str(tmp_path / "results"),
            "--work_dir", str(tmp_path / "work"), "--nodes", "1", "--gpus_per_node", "2", "--python", str(fake),
            "--dry_run"]
@@ -297,7 +306,7 @@ def test_mpirun_style_starts_one_job_of_two_ranks_inside_the_allocation(slurm, t
     fake.chmod(0o755)
     flagfile = tmp_path / "f.cfg"
     flagfile.write_text("--x=1\n")
-    subprocess.run([sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", "resnet", "--flagfile",
+    subprocess.run([sys.executable, "-m", "tf_mlperf.launch.campaign", "--benchmark", "resnet", "--flagfile",
                     str(flagfile), "--system", "slurmci", "--runs", "1", "--seed_base", "1", "--results_dir",
                     str(tmp_path / "results"), "--work_dir", str(tmp_path / "work"), "--nodes", "1",
                     "--gpus_per_node", "2", "--python", str(fake), "--slurm_launcher", "mpirun", "--dry_run"],

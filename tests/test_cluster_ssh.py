@@ -1,4 +1,4 @@
-"""Two "hosts" on one machine: sshd on 127.0.0.2 and 127.0.0.3 (tests/cluster_fixtures.py, throwaway key).
+"""Two "hosts" on one machine: sshd on 127.0.0.2 and 127.0.0.3 (tests/support/cluster_fixtures.py, throwaway key).
 `horovodrun -H 127.0.0.2:1,127.0.0.3:1` (Gloo and MPI) and `mpirun --hostfile` start one rank of the ResNet
 trainer on each over ssh; --distribution=auto joins them, the smoke configuration reaches its target with a
 compliant log, and the weights of its last checkpoint equal those of the same 2-process job on localhost. The
@@ -14,10 +14,10 @@ import psutil
 import pytest
 import tensorflow as tf
 
-from cluster_fixtures import ssh_hosts
-from launch import BIN, REPO, compliance_check, env, horovodrun, read_mllog, run_job
-from test_resnet_e2e import SMOKE, TRAIN, sample_tfrecords  # noqa: F401  (the fixture: the sample as TFRecords)
-from tf_mlperf.score import campaign
+from support.cluster_fixtures import ssh_hosts
+from support.launch import BIN, REPO, compliance_check, env, horovodrun, read_mllog, run_job
+from test_resnet_e2e import SMOKE, TRAIN
+from tf_mlperf.launch import campaign
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def last_checkpoint(model_dir):
 
 
 @pytest.fixture(scope="module")
-def localhost_run(tmp_path_factory, sample_tfrecords):  # noqa: F811
+def localhost_run(tmp_path_factory, sample_tfrecords):
     """The 2-process job on localhost (horovodrun -H localhost:2): the reference."""
     out = tmp_path_factory.mktemp("localhost")
     horovodrun([*TRAIN, *trainer_flags(sample_tfrecords, out)], np_=2)
@@ -93,7 +93,7 @@ def launch_over_ssh(ssh, how, data, out):
 
 @pytest.mark.parametrize("how", ["horovodrun_gloo", "horovodrun_mpi", "mpirun_hostfile"])
 def test_two_ssh_hosts_train_resnet_to_its_target_and_the_weights_of_two_local_processes(
-        ssh, sample_tfrecords, localhost_run, tmp_path, how):  # noqa: F811
+        ssh, sample_tfrecords, localhost_run, tmp_path, how):
     calls_before = len(ssh.calls())
     proc = launch_over_ssh(ssh, how, sample_tfrecords, tmp_path)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -109,7 +109,7 @@ def test_two_ssh_hosts_train_resnet_to_its_target_and_the_weights_of_two_local_p
 def test_campaign_checks_the_ssh_hosts_before_writing(ssh, tmp_path):
     flagfile = tmp_path / "f.cfg"
     flagfile.write_text("--train_epochs=1\n")
-    base = [sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", "resnet", "--flagfile", str(flagfile),
+    base = [sys.executable, "-m", "tf_mlperf.launch.campaign", "--benchmark", "resnet", "--flagfile", str(flagfile),
             "--system", "s", "--runs", "1", "--results_dir", str(tmp_path / "results"),
             "--work_dir", str(tmp_path / "work"), "--python", "/bin/false"]
     # 127.0.0.4 is on loopback too, but no sshd listens there: refused before anything is written
@@ -119,12 +119,12 @@ def test_campaign_checks_the_ssh_hosts_before_writing(ssh, tmp_path):
     assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
 
 
-def test_campaign_over_two_ssh_hosts_trains_resnet_to_its_target(ssh, sample_tfrecords, localhost_run,  # noqa: F811
+def test_campaign_over_two_ssh_hosts_trains_resnet_to_its_target(ssh, sample_tfrecords, localhost_run,
                                                                  tmp_path):
     """tf-mlperf-campaign --hosts 127.0.0.2:1,127.0.0.3:1: horovodrun --hostfile, one rank per host over ssh."""
     hosts, calls_before = ",".join(f"{h}:1" for h in ssh.hosts), len(ssh.calls())
     proc = subprocess.run(
-        [sys.executable, "-m", "tf_mlperf.score.campaign", "--benchmark", "resnet", "--flagfile", str(SMOKE),
+        [sys.executable, "-m", "tf_mlperf.launch.campaign", "--benchmark", "resnet", "--flagfile", str(SMOKE),
          "--system", "sshci", "--runs", "1", "--seed_base", "1", "--hosts", hosts,
          "--results_dir", str(tmp_path / "results"), "--work_dir", str(tmp_path / "work"), "--",
          f"--data_dir={sample_tfrecords}"],

@@ -10,7 +10,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from launch import REPO
+from support.launch import REPO
 
 DOCKERFILE = REPO / "container" / "Dockerfile"
 DEF = REPO / "container" / "tf_mlperf.def"

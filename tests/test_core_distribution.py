@@ -6,9 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from launch import REPO, env, horovodrun, tf_config_workers
+from support.launch import REPO, env, horovodrun, tf_config_workers
 
-WORKER = REPO / "tests" / "dist_worker.py"
+WORKER = REPO / "tests" / "support" / "dist_worker.py"
 pytestmark = pytest.mark.slow
 
 
@@ -50,8 +50,7 @@ def _check_train_matches(out_dir, reference):
 
 
 def _initial_kernel():
-    sys.path.insert(0, str(REPO / "tests"))
-    import dist_worker
+    from support import dist_worker
     return dist_worker.small_model().trainable_variables[0].numpy()
 
 

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from tf_mlperf.core import input as core_input
-from tf_mlperf.core.task import InputContext, RunError
+from tf_mlperf.core.task import InputContext
+from tf_mlperf.base.errors import UserError
 
 
 def _write(tmp_path, num_files, per_file):
@@ -43,7 +44,7 @@ def test_list_files_sorted_unique_or_a_named_error(tmp_path):
     files = _write(tmp_path, 3, 1)
     pattern = str(tmp_path / "part-*")
     assert core_input.list_files(f"{pattern},{files[0]}", "x", "y") == files
-    with pytest.raises(RunError, match="^--flag=none: matches nothing"):
+    with pytest.raises(UserError, match="^--flag=none: matches nothing"):
         core_input.list_files(str(tmp_path / "none-*"), "--flag=none", "matches nothing")
 
 

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from launch import REPO, env, free_ports, horovodrun, latest_checkpoint_step, read_mllog
+from support.launch import REPO, env, free_ports, horovodrun, latest_checkpoint_step, read_mllog
 from tf_mlperf.core.task import Schedule
 from tf_mlperf.resnet.task import total_train_epochs
 
-TOY = REPO / "tests" / "toy_task.py"
+TOY = REPO / "tests" / "support" / "toy_task.py"
 
 
 def keys(events):

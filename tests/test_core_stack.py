@@ -3,7 +3,7 @@ distribution layer imports horovod."""
 import re
 import subprocess
 
-from launch import BIN, REPO, env
+from support.launch import BIN, REPO, env
 
 
 def test_horovod_check_build_ticks_tensorflow_gloo_and_mpi():

@@ -12,9 +12,9 @@ import zipfile
 import pytest
 from absl import app as absl_app
 
-from launch import BIN, REPO, env
+from support.launch import BIN, REPO, env
 
-TOY = REPO / "tests" / "toy_task.py"
+TOY = REPO / "tests" / "support" / "toy_task.py"
 TF_CPP_LINE = re.compile(r"^\S*\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] ", re.M)   # TF's C++ INFO/WARNING
 
 
@@ -40,22 +40,22 @@ def test_help_lists_the_benchmark_flags_quietly(tmp_path, entry, own_flag):
 
 
 def test_presets_resolve_by_name_and_path(tmp_path, monkeypatch):
-    from tf_mlperf.core import app
+    from tf_mlperf.core import cli
     monkeypatch.chdir(tmp_path)                                         # not the repository: no flags/ here
-    shipped = app.resolve_flagfile("resnet50/bs3264")
+    shipped = cli.resolve_flagfile("resnet50/bs3264")
     assert os.path.realpath(shipped) == os.path.realpath(REPO / "flags" / "resnet50" / "bs3264.cfg")
-    assert shipped.startswith(os.path.dirname(app.__file__).rsplit(os.sep, 1)[0])   # inside the package
-    assert app.resolve_flagfile("bert/gbs448.cfg") == app.resolve_flagfile("flags/bert/gbs448.cfg")
+    assert shipped.startswith(os.path.dirname(cli.__file__).rsplit(os.sep, 1)[0])   # inside the package
+    assert cli.resolve_flagfile("bert/gbs448.cfg") == cli.resolve_flagfile("flags/bert/gbs448.cfg")
     own = tmp_path / "mine.cfg"
     own.write_text("--batch_size=8\n")
-    assert app.resolve_flagfile(str(own)) == str(own)                   # a path that exists wins
-    assert app.rewrite_argv(["x", "--preset", "resnet50/bs3264", "--batch_size=8"]) == [
+    assert cli.resolve_flagfile(str(own)) == str(own)                   # a path that exists wins
+    assert cli.rewrite_argv(["x", "--preset", "resnet50/bs3264", "--batch_size=8"]) == [
         "x", f"--flagfile={shipped}", "--batch_size=8"]
-    assert app.rewrite_argv(["x", "--preset=resnet50/bs3264"]) == ["x", f"--flagfile={shipped}"]
+    assert cli.rewrite_argv(["x", "--preset=resnet50/bs3264"]) == ["x", f"--flagfile={shipped}"]
     with pytest.raises(absl_app.UsageError, match=r"--preset=resnet50/bs9: no such file and no such preset; "
                                                   r"presets: .*resnet50/bs3264"):
-        app.rewrite_argv(["x", "--preset=resnet50/bs9"])
-    names = app.presets()
+        cli.rewrite_argv(["x", "--preset=resnet50/bs9"])
+    names = cli.presets()
     assert "resnet50/smoke_cpu" in names and "bert/gbs448" in names
     assert len(names) == len(glob.glob(str(REPO / "flags" / "*" / "*.cfg")))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tf_keras
 
-from launch import REPO, env
+from support.launch import REPO, env
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from export_step import _ChannelPaddedConv2D, entry_parameter_shapes  # noqa: E402

@@ -4,10 +4,10 @@ documented tolerance (2^-10 relative + 2^-24 absolute, core/distribution.py), co
 import numpy as np
 import pytest
 
-from launch import worker_ranks
+from support.launch import worker_ranks
 
-import hvd_compression_worker as worker
-import hvd_grads_worker as base
+from support import hvd_compression_worker as worker
+from support import hvd_grads_worker as base
 
 pytestmark = pytest.mark.slow
 REL, ABS = 2.0 ** -10, 2.0 ** -24          # the documented wire tolerance of fp16 (core/distribution.py)

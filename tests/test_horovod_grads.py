@@ -4,10 +4,10 @@ Horovod backend's bf16 cast and per-dtype grouped allreduce."""
 import numpy as np
 import pytest
 
-from launch import worker_ranks
+from support.launch import worker_ranks
 from test_bert_optimizer import reference_lamb
 
-import hvd_grads_worker as worker
+from support import hvd_grads_worker as worker
 from tf_mlperf.bert import optimizer as bert_optimizer
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ import tensorflow as tf
 from mlperf_logging.package_checker.seed_checker import SeedChecker
 from mlperf_logging.rcp_checker import rcp_checker
 
-from launch import REPO, env, read_mllog
-from toy_task import NUM_TRAIN, ToyTask
+from support.launch import REPO, env, read_mllog
+from support.toy_task import NUM_TRAIN, ToyTask
 from tf_mlperf.core import mlperf_log
 from tf_mlperf.core.distribution import NoDistribution
 from tf_mlperf.core.loop import LoopConfig, run_to_target, shared_seed
@@ -107,12 +107,12 @@ def test_shared_seed_is_fresh_unless_given():
 
 
 def test_two_trainer_runs_without_seed_pass_the_seed_checker(tmp_path):
-    """Two runs of the real trainer entry (app.main) with no --seed: different seeds, logged as drawn from
+    """Two runs of the real trainer entry (cli.main) with no --seed: different seeds, logged as drawn from
     os.urandom, on the same source line, which mlperf-logging's seed checker accepts (it rejects a repeat)."""
     logs = []
     for k in range(2):
         log = tmp_path / f"result_{k}.txt"
-        proc = subprocess.run([sys.executable, REPO / "tests" / "toy_task.py", f"--model_dir={tmp_path / str(k)}",
+        proc = subprocess.run([sys.executable, REPO / "tests" / "support" / "toy_task.py", f"--model_dir={tmp_path / str(k)}",
                                f"--mllog_path={log}", "--toy_max_epochs=1", "--notensorboard"],
                               cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
         assert proc.returncode in (0, 1), proc.stderr[-3000:]
@@ -125,12 +125,12 @@ def test_two_trainer_runs_without_seed_pass_the_seed_checker(tmp_path):
 
 
 def test_campaign_draws_fresh_seeds_per_run_unless_given(tmp_path):
-    from tf_mlperf.score import campaign
+    from tf_mlperf.launch import campaign, commands
     base = ["--benchmark=resnet", f"--flagfile={tmp_path / 'f.cfg'}", "--system=s", "--runs=5"]
     first, second = campaign.parse_args(base), campaign.parse_args(base)   # same second on the clock
     assert len(set(first.seeds)) == 5 and not set(first.seeds) & set(second.seeds)
     assert campaign.parse_args(base + ["--seed_base=100"]).seeds == [100, 101, 102, 103, 104]
-    assert f"--seed={first.seeds[3]}" in campaign.trainer_command(first, 3, first.seeds[3])
+    assert f"--seed={first.seeds[3]}" in commands.trainer_command(first, 3, first.seeds[3])
 
 
 def test_resnet_decay_from_raw_train_epochs_and_blocks_numbered_from_one():
@@ -160,7 +160,7 @@ def test_bert_train_samples_is_logged_at_the_end_not_the_budget():
 def test_our_bert_training_checkpoint_loads_as_init_checkpoint(tmp_path):
     """A checkpoint as the loop writes it (tf.train.Checkpoint(model=..., optimizer=...) with LAMB slots)
     restores every weight, NSP head included; the optimizer state in it is left out."""
-    from bert_reference import SMALL
+    from support.bert_reference import SMALL
     from tf_mlperf.bert import checkpoint as checkpoint_lib
     from tf_mlperf.bert import model as model_lib
     from tf_mlperf.bert import optimizer as optimizer_lib

@@ -19,8 +19,8 @@ import sys
 
 import pytest
 
-from launch import REPO
-from mllog_fixtures import RUN_START_MS, write_result_log
+from support.launch import REPO
+from support.mllog_fixtures import RUN_START_MS, write_result_log
 from test_package import SYSTEM, assert_refused, campaign_results, package_campaign, splice, template_file
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -232,7 +232,7 @@ def test_checker_logs_without_closed_checks_are_refused(tmp_path):
     (tree / "systems" / "sys-a.json").write_text(json.dumps({**SYSTEM, "division": "Closed"}))
     shutil.copytree(results / "sys-a" / "resnet", tree / "results" / "sys-a" / "resnet")
     (tree / "benchmarks" / "resnet").mkdir(parents=True)
-    with pytest.raises(pkg.PackageError, match='logged 0 "Running Seed Checker" for 1 closed-division benchmark'):
+    with pytest.raises(pkg.UserError, match='logged 0 "Running Seed Checker" for 1 closed-division benchmark'):
         pkg.run_checkers(tree, ["resnet"], tree / "checks", [], tmp_path / "pkg", "closed")
 
 
@@ -263,8 +263,8 @@ def test_the_package_ships_the_commit_the_runs_used_not_the_checkout(tmp_path):
         lines = [line for line in log.read_text().splitlines(keepends=True) if '"key": "seed"' not in line]
         log.write_text("".join(lines))
         splice(log, ':::MLLOG ' + json.dumps({"namespace": "", "time_ms": RUN_START_MS - 1000, "event_type":
-                                               "POINT_IN_TIME", "key": "seed", "value": 10000 + k, "metadata":
-                                               {"file": "tf_mlperf/core/loop.py", "lineno": lineno}}) + "\n")
+                                              "POINT_IN_TIME", "key": "seed", "value": 10000 + k, "metadata":
+                                                {"file": "tf_mlperf/core/loop.py", "lineno": lineno}}) + "\n")
     proc, out = package_campaign(tmp_path, results, work)
     ok(proc)
     code = tree_of(out) / "benchmarks" / "resnet" / "implementations" / "tf_mlperf"
@@ -304,7 +304,8 @@ def test_uncommitted_changes_that_differ_from_the_record_are_refused(tmp_path):
 def test_the_campaign_records_code_machine_and_cache_flush_when_its_runs_start(tmp_path):
     # One real run of the trainer, refused at once (no data): campaign.json is written before it starts and then
     # holds the code (commit, sha256 of the changes, saved beside it), the machine and the flush's exit code.
-    from tf_mlperf.score import campaign, source_code
+    from tf_mlperf.launch import campaign
+    from tf_mlperf.score import source_code
     flagfile = tmp_path / "f.cfg"
     flagfile.write_text("--batch_size=32\n")
     before = git("rev-parse", "HEAD").strip()
@@ -323,7 +324,7 @@ def test_the_campaign_records_code_machine_and_cache_flush_when_its_runs_start(t
     for path, digest in manifest["code"]["untracked"]:
         assert hashlib.sha256((folder / source_code.UNTRACKED_DIR / path).read_bytes()).hexdigest() == digest
     assert {k: manifest["topology"][k] for k in ("launcher", "nodes", "ranks")} == {"launcher": "none", "nodes": 1,
-                                                                                     "ranks": 1}
+                                                                                    "ranks": 1}
     assert manifest["pre_run_cmd"] == "exit 3" and manifest["python"] == sys.executable
     assert manifest["runs"][0]["cache_flush"] == {"command": "exit 3", "exit_code": 3}
 

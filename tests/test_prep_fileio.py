@@ -5,12 +5,12 @@ import os
 import pytest
 
 from data_prep import fileio
-from data_prep.errors import PrepError
+from tf_mlperf.base.errors import UserError
 
 
 def _fail_on(job):
     if job == 3:
-        raise PrepError(f"job-{job}", "broken")
+        raise UserError(f"job-{job}", "broken")
     fileio.report_progress(job)
     return job * job
 
@@ -28,7 +28,7 @@ def test_atomic_output_appears_complete_or_not_at_all(tmp_path):
 
 def test_a_failed_write_names_the_output_not_the_temp_file(tmp_path):
     out = tmp_path / "out.txt"
-    with pytest.raises(PrepError, match=f"^{out}: cannot write .*no space left"):
+    with pytest.raises(UserError, match=f"^{out}: cannot write .*no space left"):
         with fileio.atomic_output(out) as tmp:
             raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
     missing = tmp_path / "input.txt"
@@ -42,5 +42,5 @@ def test_run_parallel_results_in_order_and_worker_errors_raised(workers):
     done = []
     assert fileio.run_parallel(_fail_on, [0, 1, 2], workers, "t", on_done=done.append, total=3) == [0, 1, 4]
     assert sorted(done) == [0, 1, 4]
-    with pytest.raises(PrepError, match="job-3: broken"):
+    with pytest.raises(UserError, match="job-3: broken"):
         fileio.run_parallel(_fail_on, [1, 3, 2], workers, "t")

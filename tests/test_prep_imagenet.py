@@ -13,7 +13,7 @@ import time
 import pytest
 from PIL import Image
 
-from data_prep.errors import EXIT_CODE
+from tf_mlperf.base.errors import EXIT_ERROR
 from data_prep.imagenet import cli, images, sample, synsets, writer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -269,7 +269,7 @@ def test_corrupt_image_stops_with_its_name(raw, tmp_path, capsys):
     val = _val_tree_with_truncated_image(raw_dir, tmp_path)
     code = convert(tmp_path / "out", "--splits", "validation", "--validation", val,
                    "--val_labels", raw_dir / "synset_labels.txt")
-    assert code == EXIT_CODE
+    assert code == EXIT_ERROR
     error = capsys.readouterr().err
     assert "ILSVRC2012_val_00000005.JPEG" in error and "truncated" in error
     assert not list((tmp_path / "out").glob(".*tmp*"))  # no temporary file left behind
@@ -310,7 +310,7 @@ def test_unsafe_val_tar_members_are_refused(raw, tmp_path, capsys, member, attri
     code = convert(tmp_path / "out", "--splits", "validation", "--validation", evil,
                    "--val_labels", raw_dir / "synset_labels.txt", "--validation_shards", "1")
     error = capsys.readouterr().err
-    assert code == EXIT_CODE and repr(member) in error and reason in error
+    assert code == EXIT_ERROR and repr(member) in error and reason in error
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert not (tmp_path.parent / "evil.JPEG").exists()
 
@@ -324,7 +324,7 @@ def test_unsafe_member_inside_a_class_tar_is_refused(raw, tmp_path, capsys):
     evil = tmp_path / "train.tar"
     with tarfile.open(evil, "w") as tar:
         _add(tar, f"{wnid}.tar", inner.getvalue())
-    assert convert(tmp_path / "out", "--splits", "train", "--train", evil, "--train_shards", "1") == EXIT_CODE
+    assert convert(tmp_path / "out", "--splits", "train", "--train", evil, "--train_shards", "1") == EXIT_ERROR
     error = capsys.readouterr().err
     assert f"{wnid}.tar" in error and "'..'" in error
 
@@ -335,7 +335,7 @@ def test_damaged_class_tar_stops_with_its_name(raw, tmp_path, capsys):
     train = tmp_path / "train"
     train.mkdir()
     (train / f"{wnid}.tar").write_bytes(b"this is not a tar archive" * 40)
-    assert convert(tmp_path / "out", "--splits", "train", "--train", train, "--train_shards", "1") == EXIT_CODE
+    assert convert(tmp_path / "out", "--splits", "train", "--train", train, "--train_shards", "1") == EXIT_ERROR
     error = capsys.readouterr().err
     assert f"{wnid}.tar" in error and "not a readable uncompressed tar archive" in error
 
@@ -378,7 +378,7 @@ def test_label_errors_name_the_file_before_any_shard(raw, tmp_path, capsys, make
     labels = make_labels(raw_dir, tmp_path)
     code = convert(tmp_path / "out", "--raw_dir", raw_dir, "--val_labels", labels)
     error = capsys.readouterr().err
-    assert code == EXIT_CODE and str(labels) in error and expected in error, error
+    assert code == EXIT_ERROR and str(labels) in error and expected in error, error
     assert not (tmp_path / "out").exists()  # train would have come first: nothing at all was written
 
 
@@ -394,7 +394,7 @@ def test_verify_passes_then_catches_a_truncated_shard(reference, tmp_path, capsy
     assert "train: 24 records, OK" in capsys.readouterr().out
     shard = out / "train-00002-of-00004"
     shard.write_bytes(shard.read_bytes()[:-100])
-    assert run_cli("verify", "--output_dir", out, "--expect", "manifest") == EXIT_CODE
+    assert run_cli("verify", "--output_dir", out, "--expect", "manifest") == EXIT_ERROR
     captured = capsys.readouterr()
     assert "train-00002-of-00004: sha256 differs" in captured.out
     assert "train-00002-of-00004: unreadable after 5 records" in captured.out
@@ -402,7 +402,7 @@ def test_verify_passes_then_catches_a_truncated_shard(reference, tmp_path, capsy
 
 
 def test_verify_expects_full_imagenet_counts_by_default(reference, capsys):
-    assert run_cli("verify", "--output_dir", reference, "--splits", "validation") == EXIT_CODE
+    assert run_cli("verify", "--output_dir", reference, "--splits", "validation") == EXIT_ERROR
     assert "full ImageNet has 50000" in capsys.readouterr().out
 
 
@@ -415,7 +415,7 @@ def test_rerun_skips_complete_shards_and_refuses_other_flags(raw, reference, tmp
             "--val_labels", raw_dir / "ILSVRC2012_devkit_t12.tar.gz", "--bboxes", raw_dir / "ILSVRC2012_bbox_train_v2.tar.gz"]
     assert convert(out, *args) == 0
     assert all(p.stat().st_mtime_ns == before[p.name] for p in out.glob("*-of-*"))  # nothing rewritten
-    assert convert(out, *args, "--seed", "7") == EXIT_CODE
+    assert convert(out, *args, "--seed", "7") == EXIT_ERROR
     assert "pass --overwrite" in capsys.readouterr().err
     assert convert(out, *args, "--seed", "7", "--overwrite") == 0
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from data_prep.errors import EXIT_CODE
+from tf_mlperf.base.errors import EXIT_ERROR
 from data_prep.imagenet import cli, sample
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_stale_shards_of_another_run_are_refused_then_removed_with_overwrite(raw
     assert convert(out, *inputs(raw), "--splits", "train", "--train_shards", "8") == 0
     (out / "train-manifest.json").unlink()  # e.g. written by another tool, or its manifest was lost
     capsys.readouterr()
-    assert convert(out, *inputs(raw)) == EXIT_CODE
+    assert convert(out, *inputs(raw)) == EXIT_ERROR
     error = capsys.readouterr().err
     assert error.count("error:") == 1 and "8 train shard file(s)" in error and "train-00000-of-00008" in error
     assert "--overwrite" in error and str(out) in error
@@ -97,7 +97,7 @@ def test_empty_class_folder_is_warned_and_expect_full_refuses(raw, tmp_path, cap
     assert "18 train images in 3 classes" in error and "--expect full" in error
     assert json.loads((tmp_path / "out/train-manifest.json").read_text())["num_records"] == 18
 
-    assert convert(tmp_path / "full", *inputs(raw), "--expect", "full") == EXIT_CODE
+    assert convert(tmp_path / "full", *inputs(raw), "--expect", "full") == EXIT_ERROR
     error = capsys.readouterr().err
     assert "24 train images in 4 classes; the full ImageNet has 1,281,167 in 1000" in error
     assert str(raw / "ILSVRC2012_img_train.tar") in error and "--expect subset" in error
@@ -145,7 +145,7 @@ def read_only_folder(path):
 
 
 def assert_one_line_error(code, error, *expected):
-    assert code == EXIT_CODE and "Traceback" not in error, error
+    assert code == EXIT_ERROR and "Traceback" not in error, error
     lines = [line for line in error.splitlines() if line.startswith("tf-mlperf-prep-imagenet: error:")]
     assert len(lines) == 1 and all(text in lines[0] for text in expected), error
 
@@ -185,4 +185,4 @@ def test_read_only_output_folder_gives_one_line_and_verbose_the_traceback(raw, t
         assert_one_line_error(code, capsys.readouterr().err, str(folder / "out"), reason, "--output_dir")
         code = convert(folder / "out", *inputs(raw), "--verbose")
         error = capsys.readouterr().err
-        assert code == EXIT_CODE and "Traceback" in error and reason in error
+        assert code == EXIT_ERROR and "Traceback" in error and reason in error

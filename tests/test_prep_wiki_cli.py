@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from data_prep.wiki import cli, samples
-from data_prep.wiki.tfrecord import read_records
+from data_prep.wiki import cli
+from tf_mlperf.base import samples
+from tf_mlperf.base.tfrecord import read_records
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL_FLAGS = ["--num_test_articles", "6", "--block_size", "1", "--num_eval_examples", "100", "--dupe_factor", "2"]

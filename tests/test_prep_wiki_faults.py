@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from data_prep.errors import EXIT_CODE
-from data_prep.wiki import cli, extract, tokenization
+from tf_mlperf.base.errors import EXIT_ERROR
+from data_prep.wiki import cli, extract
+from tf_mlperf.base import tokenization
 
 TEXT = """The quick brown fox jumps over the lazy dog near the river bank in the early morning.
 It was the first time anyone had seen such a thing in the small village of Oakwood.
@@ -46,14 +47,14 @@ def test_shuffled_vocab_is_refused(capsys, tmp_path, vocab_lines):
     random.Random(0).shuffle(lines)
     vocab = write_vocab(tmp_path / "shuffled.txt", lines)
     code, err = records(capsys, tmp_path, vocab)
-    assert code == EXIT_CODE and f"{vocab}: not the BERT vocab's order" in err and "[PAD]=0" in err
+    assert code == EXIT_ERROR and f"{vocab}: not the BERT vocab's order" in err and "[PAD]=0" in err
     assert not (tmp_path / "out" / "tfrecords").exists()
 
 
 def test_cased_vocab_is_refused_when_lower_casing(capsys, tmp_path, vocab_lines):
     vocab = write_vocab(tmp_path / "cased.txt", [t if is_special(t) else t.capitalize() for t in vocab_lines])
     code, err = records(capsys, tmp_path, vocab)
-    assert code == EXIT_CODE and f"{vocab}: a cased vocab" in err and "--do_lower_case" in err
+    assert code == EXIT_ERROR and f"{vocab}: a cased vocab" in err and "--do_lower_case" in err
 
 
 def test_high_unk_rate_of_the_first_part_stops(capsys, tmp_path, vocab_lines):
@@ -61,7 +62,7 @@ def test_high_unk_rate_of_the_first_part_stops(capsys, tmp_path, vocab_lines):
     lines = [t if is_special(t) else f"zz{i}" for i, t in enumerate(vocab_lines)]
     vocab = write_vocab(tmp_path / "foreign.txt", lines)
     code, err = records(capsys, tmp_path, vocab)
-    assert code == EXIT_CODE and "100.0% of the first" in err and "[UNK]" in err and str(vocab) in err
+    assert code == EXIT_ERROR and "100.0% of the first" in err and "[UNK]" in err and str(vocab) in err
     assert "not the MLPerf BERT vocab.txt" in err   # the md5 warning came first
     assert not (tmp_path / "out" / "tfrecords" / "text.txt").exists()
 
@@ -79,14 +80,14 @@ def test_mlperf_vocab_is_silent_and_another_vocab_is_warned(capsys, tmp_path, ml
 
 def test_missing_vocab_is_one_line(capsys, tmp_path):
     code, err = records(capsys, tmp_path, tmp_path / "no_such_vocab.txt")
-    assert code == EXIT_CODE and err.count("error:") == 1 and "Traceback" not in err
+    assert code == EXIT_ERROR and err.count("error:") == 1 and "Traceback" not in err
     assert f"{tmp_path / 'no_such_vocab.txt'}: vocab file not found" in err and "--vocab_file" in err
     code = cli.main(["records", "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert code == EXIT_CODE and err.count("error:") == 1 and "Traceback" not in err and "--vocab_file is required" in err
+    assert code == EXIT_ERROR and err.count("error:") == 1 and "Traceback" not in err and "--vocab_file is required" in err
     code = cli.main(["records", "--output_dir", str(tmp_path / "out"), "--vocab_file", str(tmp_path / "nope"),
                      "--verbose"])
-    assert code == EXIT_CODE and "Traceback" in capsys.readouterr().err
+    assert code == EXIT_ERROR and "Traceback" in capsys.readouterr().err
 
 
 def multistream(xml: str, pages_per_stream: int = 10):
@@ -129,7 +130,7 @@ def test_dump_cut_at_a_stream_boundary_is_refused(capsys, tmp_path, cut_dump):
     cut, _ = cut_dump
     extract.check_bz2(cut)   # whole bz2 streams: the old end-marker check alone passes it
     code, err = extract_cli(capsys, cut, tmp_path)
-    assert code == EXIT_CODE and f"{cut}: incomplete dump (the XML ends with '</page>', not </mediawiki>)" in err
+    assert code == EXIT_ERROR and f"{cut}: incomplete dump (the XML ends with '</page>', not </mediawiki>)" in err
     assert "download it again" in err and err.count("error:") == 1 and "Traceback" not in err
     assert not (tmp_path / "extracted").exists()
 
@@ -139,7 +140,7 @@ def test_dump_cut_is_found_by_the_extraction_child_too(capsys, tmp_path, cut_dum
     cut, _ = cut_dump
     monkeypatch.setattr(extract, "TAIL_BYTES", 0)
     code, err = extract_cli(capsys, cut, tmp_path)
-    assert code == EXIT_CODE and f"{cut}: incomplete dump (the XML does not end with </mediawiki>)" in err
+    assert code == EXIT_ERROR and f"{cut}: incomplete dump (the XML does not end with </mediawiki>)" in err
     assert not (tmp_path / "extracted").exists()
 
 
@@ -147,7 +148,7 @@ def test_dump_cut_is_found_by_its_multistream_index(capsys, tmp_path, cut_dump, 
     cut, index = cut_dump
     monkeypatch.setattr(extract, "check_dump_end", lambda path: None)   # the index alone must catch it
     code, err = extract_cli(capsys, cut, tmp_path, "--multistream_index", str(index))
-    assert code == EXIT_CODE and f"{cut}: incomplete dump" in err and f"its index {index} lists" in err
+    assert code == EXIT_ERROR and f"{cut}: incomplete dump" in err and f"its index {index} lists" in err
     assert not (tmp_path / "extracted").exists()
 
 
@@ -169,7 +170,7 @@ def test_read_only_output_folder_is_one_line(capsys, tmp_path, wiki_extracted_di
         code = cli.main(["clean", "--extracted_dir", str(wiki_extracted_dir), "--output_dir", str(folder / "out"),
                          "--num_workers", "1"])
         err = capsys.readouterr().err
-        assert code == EXIT_CODE and err.count("error:") == 1 and "Traceback" not in err
+        assert code == EXIT_ERROR and err.count("error:") == 1 and "Traceback" not in err
         assert f"{folder / 'out'}" in err and reason in err and "--output_dir" in err
 
 
@@ -194,7 +195,7 @@ def test_full_disk_is_one_line_and_a_rerun_completes(tmp_path, wiki_extracted_di
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
         done = clean(disk / "out", None if mounted else small_files)
         reason = "No space left on device" if mounted else "File too large"
-        assert done.returncode == EXIT_CODE and "Traceback" not in done.stderr, done.stderr
+        assert done.returncode == EXIT_ERROR and "Traceback" not in done.stderr, done.stderr
         assert re.search(rf"error: {disk / 'out' / 'cleaned'}/wiki_0\d: cannot write \({reason}\).*rerun", done.stderr)
         assert not [p for p in disk.rglob("*") if ".tmp-" in p.name]
         if mounted:

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from data_prep.wiki import features, pretraining, records, tokenization
-from data_prep.wiki.tfrecord import read_records
+from data_prep.wiki import pretraining, records
+from tf_mlperf.base import bert_features as features, tokenization
+from tf_mlperf.base.tfrecord import read_records
 
 
 @pytest.fixture(scope="module")

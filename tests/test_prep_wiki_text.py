@@ -139,7 +139,7 @@ def test_eval_md5_check(prepared, tmp_path):
     split.check_eval_md5(ours, ours)
     wrong = tmp_path / "eval.md5"
     wrong.write_text(ours.read_text().replace(ours.read_text()[:32], "0" * 32, 1))
-    with pytest.raises(split.InputError, match="differ, first at article 1"):
+    with pytest.raises(split.UserError, match="differ, first at article 1"):
         split.check_eval_md5(ours, wrong)
 
 

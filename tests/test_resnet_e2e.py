@@ -1,6 +1,7 @@
-"""ResNet end to end on the embedded ImageNet sample (data_prep's generator + converter, built here from the
-packaged photos, as the demo does): the smoke flagfile under `horovodrun -np 2` trains to its target and stops, its log passes
-the official 4.0.0 compliance checker, and a run killed mid-way resumes from its checkpoint."""
+"""ResNet end to end on the embedded ImageNet sample (data_prep's generator + converter on the packaged photos, as
+the demo does: `sample_tfrecords`, built once per run in tests/support/data_fixtures.py): the smoke flagfile under
+`horovodrun -np 2` trains to its target and stops, its log passes the official 4.0.0 compliance checker, and a run
+killed mid-way resumes from its checkpoint."""
 import signal
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from launch import REPO, compliance_check, env, horovodrun, latest_checkpoint_step, read_mllog
+from support.launch import REPO, compliance_check, env, horovodrun, latest_checkpoint_step, read_mllog
 
 SMOKE = REPO / "flags" / "resnet50" / "smoke_cpu.cfg"
 TRAIN = ["-m", "tf_mlperf.resnet.train", f"--flagfile={SMOKE}"]
@@ -19,15 +20,6 @@ def run(args, timeout=300):
                           text=True, timeout=timeout)
     assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
-
-
-@pytest.fixture(scope="module")
-def sample_tfrecords(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imagenet_sample")
-    run(["-m", "data_prep.imagenet.sample", f"--output_dir={root / 'raw'}", "--bboxes", "--no_kaggle_tree"])
-    run(["-m", "data_prep.imagenet.cli", "convert", f"--raw_dir={root / 'raw'}", f"--output_dir={root / 'tfr'}",
-         "--train_shards=8", "--validation_shards=4", "--no_progress"])
-    return root / "tfr"
 
 
 def values(events, key):

@@ -70,7 +70,7 @@ def test_epsilon_changes_the_update_visibly_and_is_used_as_given(epsilon):
         [(tf.constant(g.astype(np.float32)), var)])
     w32 = w0.astype(np.float32).astype(np.float64)
     updates = {eps: w32 - reference_lars_step(w32, g.astype(np.float32).astype(np.float64), 0.0, "dense/kernel",
-                                                 1e3, epsilon=eps, **hp)[0]
+                                              1e3, epsilon=eps, **hp)[0]
                for eps in (0.0, 1e-7, 1e-6)}
     np.testing.assert_allclose(w32 - var.numpy(), updates[epsilon], rtol=1e-3)
     for other, update in updates.items():

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch import REPO, env, error_line, horovodrun, latest_checkpoint_step, read_mllog
+from support.launch import REPO, env, error_line, horovodrun, latest_checkpoint_step, read_mllog
 from tf_mlperf.core import input as core_input
 from tf_mlperf.core import run_dir
-from tf_mlperf.core.task import RunError
+from tf_mlperf.base.errors import UserError
 
-TOY = REPO / "tests" / "toy_task.py"
+TOY = REPO / "tests" / "support" / "toy_task.py"
 
 
 def run(args, timeout=300, **kwargs):
@@ -87,7 +87,7 @@ def test_lock_of_another_host_is_live_until_it_goes_stale(tmp_path):
     lock_path = tmp_path / run_dir.LOCK_NAME
     lock_path.write_text(json.dumps({"pid": 1, "host": "node17", "proc_start": "1", "boot_id": "x",
                                      "started": "2026-12-07T10:00:00", "command": "train.py"}))
-    with pytest.raises(RunError, match="pid 1 on node17"):
+    with pytest.raises(UserError, match="pid 1 on node17"):
         run_dir.RunLock(str(tmp_path)).acquire()
     old = time.time() - run_dir.LOCK_STALE_S - 5
     os.utime(lock_path, (old, old))                                       # not refreshed: its run is gone
@@ -197,19 +197,19 @@ def _touch(folder, names):
 
 def test_shard_set_with_gaps_is_refused_naming_the_missing_shards(tmp_path):
     _touch(tmp_path, [f"train-{i:05d}-of-00008" for i in (0, 2, 3, 5)])
-    with pytest.raises(RunError) as err:
+    with pytest.raises(UserError) as err:
         core_input.list_files(str(tmp_path / "train-*-of-*"), "--data_dir", "none")
     assert "4 of the 8 shards" in err.value.problem and "train-00001-of-00008" in err.value.problem
     assert "train-00007-of-00008" in err.value.problem and "train-00000" not in err.value.problem
     # a subset the pattern names on purpose is no gap
-    with pytest.raises(RunError):
+    with pytest.raises(UserError):
         core_input.list_files(str(tmp_path / "train-0000[0-3]-of-00008"), "x", "none")   # 00001 missing
     assert len(core_input.list_files(str(tmp_path / "train-0000[23]-of-00008"), "x", "none")) == 2
 
 
 def test_two_shard_sets_side_by_side_are_refused(tmp_path):
     _touch(tmp_path, [f"train-{i:05d}-of-00002" for i in range(2)] + [f"train-{i:05d}-of-00004" for i in range(4)])
-    with pytest.raises(RunError, match="two shard sets"):
+    with pytest.raises(UserError, match="two shard sets"):
         core_input.list_files(str(tmp_path / "train-*-of-*"), "--data_dir", "none")
     names = [f"part-{i:05d}-of-00004" for i in range(4)]
     _touch(tmp_path, names)

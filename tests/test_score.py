@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from mllog_fixtures import RUN_START_MS, write_result_log
+from support.mllog_fixtures import RUN_START_MS, write_result_log
 from tf_mlperf.score import score
+from tf_mlperf.base.errors import UserError
 
 RULESETS = {"resnet": "4.0.0", "bert": "5.0.0"}
 RESNET_MINUTES = [10.0, 12.0, 11.0, 13.5, 9.0]  # sorted 9 | 10 11 12 | 13.5 -> 11.0
@@ -132,7 +133,7 @@ def test_two_non_converging_runs_make_the_result_invalid(tmp_path, capsys):
 
 def test_too_few_runs_refused_unless_allow_fewer(tmp_path, capsys):
     write_runs(tmp_path / "results", "sysA", "resnet", [9.0, 10.0, 11.0, 12.0])
-    with pytest.raises(score.ScoreError, match="resnet: 4 run\\(s\\), the rules require 5"):
+    with pytest.raises(UserError, match="resnet: 4 run\\(s\\), the rules require 5"):
         score.score_results(tmp_path / "results", tmp_path / "out", RULESETS)
     assert score.main([str(tmp_path / "results"), "--out_dir", str(tmp_path / "out")]) == 2
     assert "too few runs" in capsys.readouterr().err

@@ -9,8 +9,9 @@ import shutil
 
 import pytest
 
-from mllog_fixtures import RUN_START_MS, write_result_log
+from support.mllog_fixtures import RUN_START_MS, write_result_log
 from tf_mlperf.score import score
+from tf_mlperf.base.errors import UserError
 
 RULESETS = {"resnet": "4.0.0", "bert": "5.0.0"}
 MINUTES = [10.0, 12.0, 11.0, 13.5, 9.0]
@@ -164,7 +165,7 @@ def test_one_system_name_in_two_folders_is_refused_not_merged(tmp_path):
     for k, m in enumerate(MINUTES[3:]):
         write_result_log(tmp_path / "results" / "b" / "sysA" / "resnet" / f"result_{k}.txt", "resnet", m,
                          run_start_ms=RUN_START_MS + (10 + k) * 3_600_000)
-    with pytest.raises(score.ScoreError, match="two folders hold sysA/resnet runs"):
+    with pytest.raises(UserError, match="two folders hold sysA/resnet runs"):
         score.score_results(tmp_path / "results", tmp_path / "out", RULESETS)
 
 
@@ -239,7 +240,7 @@ def test_an_out_dir_that_is_a_file_is_one_line_naming_it(tmp_path, capsys):
     (tmp_path / "out").write_text("not a folder")
     assert score.main([str(tmp_path / "results"), "--out_dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"tf-mlperf-score: {tmp_path / 'out'}: File exists") and "Traceback" not in err
+    assert err.startswith(f"tf-mlperf-score: error: {tmp_path / 'out'}: File exists") and "Traceback" not in err
     assert (tmp_path / "out").read_text() == "not a folder"
 
 
@@ -247,7 +248,7 @@ def test_an_out_dir_that_is_a_file_is_one_line_naming_it(tmp_path, capsys):
 
 @pytest.mark.parametrize("benchmark, known, unknown", [("resnet", "4.0.0", "4.1.0"), ("bert", "5.0.0", "6.0.0")])
 def test_a_ruleset_mlperf_logging_does_not_know_is_one_line_naming_the_flag(tmp_path, capsys, benchmark, known,
-                                                                             unknown):
+                                                                            unknown):
     # Before the fix: a traceback from mlperf-logging's parser (--resnet_ruleset), or a score that never read
     # the flag (--bert_ruleset with no BERT logs: exit 0).
     write_resnet_runs(tmp_path / "results" / "sysA" / "resnet")
@@ -255,7 +256,7 @@ def test_a_ruleset_mlperf_logging_does_not_know_is_one_line_naming_the_flag(tmp_
         assert score.main([str(tmp_path / "results"), "--out_dir", str(tmp_path / "out"),
                            f"--{benchmark}_ruleset", ruleset]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"tf-mlperf-score: --{benchmark}_ruleset {ruleset}: ") and err.count("\n") == 1, err
+        assert err.startswith(f"tf-mlperf-score: error: --{benchmark}_ruleset {ruleset}: ") and err.count("\n") == 1, err
         assert f" {known}\n" in err or f" {known}, " in err  # the rulesets it knows, asked of mlperf-logging
         assert f" {unknown}," not in err and f" {unknown}\n" not in err
         assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 from absl import flags
 
+from tf_mlperf.base import facts
 from tf_mlperf.core import settings
 from tf_mlperf.resnet import train  # noqa: F401  (defines the ResNet flags on FLAGS)
 from tf_mlperf.resnet.task import ResNetConfig
@@ -65,14 +66,14 @@ def test_target_flag_reaches_the_task_through_its_config():
         assert train.build_task(fv).target == 0.5 and train.build_task(fv).cfg.target_accuracy == 0.5
         fv.unparse_flags()
         fv(["prog", "--use_synthetic_data", "--seed=3"])
-        assert train.build_task(fv).target == settings.RESNET_TARGET_ACCURACY
+        assert train.build_task(fv).target == facts.RESNET_TARGET_ACCURACY
         from tf_mlperf.bert import train as bert_train
         fv.unparse_flags()
         fv(["prog", "--use_synthetic_data", "--target_accuracy=0.6", "--seed=3", "--bert_preset=tiny"])
         assert bert_train.build_task(fv).target == 0.6
         fv.unparse_flags()
         fv(["prog", "--use_synthetic_data", "--seed=3", "--bert_preset=tiny"])
-        assert bert_train.build_task(fv).target == settings.BERT_TARGET_MLM_ACCURACY
+        assert bert_train.build_task(fv).target == facts.BERT_TARGET_MLM_ACCURACY
     finally:
         fv.unparse_flags()
 
@@ -104,3 +105,48 @@ def test_resnet_presets_only_override():
             default = defaults[name]
             parsed = tuple(int(v) for v in value.split(",")) if isinstance(default, tuple) else type(default)(value)
             assert parsed != default, f"{path.name}: {line} restates ResNetConfig's default"
+
+
+# --------------------------------------------------------------------------- the common settings, once
+
+def test_common_flags_are_defined_once_from_common_settings_and_the_loop_config():
+    """--seed, --num_accumulation_steps, --target_accuracy, --use_synthetic_data come from CommonSettings; the
+    loop's flags from LoopConfig: same default, same help (core/app.py writes neither)."""
+    from tf_mlperf.core import app  # noqa: F401  (defines the common flags)
+    from tf_mlperf.core.loop import LoopConfig
+    fv = flags.FLAGS
+    for cls in (settings.CommonSettings, LoopConfig):
+        for field in dataclasses.fields(cls):
+            if "help" not in field.metadata or (cls is LoopConfig and field.metadata["common"]):
+                continue
+            assert fv[field.name].default == field.default, (cls.__name__, field.name)
+            choices = field.metadata["choices"]
+            prefix = f"<{'|'.join(choices)}>: " if choices else ""
+            assert fv[field.name].help == prefix + field.metadata["help"], (cls.__name__, field.name)
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(settings.CommonSettings)])
+def test_every_config_reads_a_common_flag_under_its_name_with_its_default(name):
+    """A benchmark config's common field is the common setting itself: same name, same help, the common default
+    (a benchmark's own only for --target_accuracy: its MLPerf target, which the flag's None leaves in place)."""
+    from tf_mlperf.bert.task import BertTaskConfig
+    from tf_mlperf.core.loop import LoopConfig
+    common = {f.name: f for f in dataclasses.fields(settings.CommonSettings)}[name]
+    own = {"target_accuracy": {ResNetConfig: facts.RESNET_TARGET_ACCURACY,
+                               BertTaskConfig: facts.BERT_TARGET_MLM_ACCURACY}}
+    for cls in (ResNetConfig, BertTaskConfig, LoopConfig):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if cls is LoopConfig and name not in fields:
+            continue
+        assert name in fields, f"{cls.__name__} has no field {name}: a common flag has one name everywhere"
+        field = fields[name]
+        assert field.metadata["common"] and field.metadata["help"] == common.metadata["help"], (cls, name)
+        assert field.default == own.get(name, {}).get(cls, common.default), (cls.__name__, name)
+
+
+def test_no_fixed_seed_default_a_config_without_one_draws_a_fresh_seed():
+    # The rules ask for seeds from a source of randomness, never a fixed default (it was 1 for ResNet, 0 for
+    # BERT and the loop, None for the flag).
+    seeds = {ResNetConfig(use_synthetic_data=True).seed for _ in range(3)}
+    assert len(seeds) == 3 and all(isinstance(s, int) for s in seeds)
+    assert ResNetConfig(seed=7).seed == 7

@@ -8,9 +8,9 @@ import sys
 import pytest
 import tensorflow as tf
 
-from launch import REPO, env, horovodrun
+from support.launch import REPO, env, horovodrun
 
-TOY = REPO / "tests" / "toy_task.py"
+TOY = REPO / "tests" / "support" / "toy_task.py"
 LINE = re.compile(r"step (\d+)  loss ([\d.]+)  lr (\S+)  ([\d.]+) samples/s \(([\d.]+) per replica\)  "
                   r"step ([\d.]+) ms  block ends at step (\d+) in \d+:\d\d:\d\d")
 

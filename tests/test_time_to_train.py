@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from launch import REPO
+from support.launch import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import time_to_train as ttt  # noqa: E402  pylint: disable=wrong-import-position

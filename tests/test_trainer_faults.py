@@ -22,16 +22,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from launch import BIN, REPO, env, error_line, latest_checkpoint_step, read_mllog
+from support.data_fixtures import writable_copy
+from support.launch import BIN, REPO, env, error_line, latest_checkpoint_step, read_mllog
 from tf_mlperf.bert import checkpoint as checkpoint_lib
 from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert.optimizer import LambConfig
 from tf_mlperf.bert.task import BertTask, BertTaskConfig
-from tf_mlperf.core.task import RunError
 from tf_mlperf.resnet import input_pipeline
 from tf_mlperf.resnet.task import ResNetConfig, ResNetTask
+from tf_mlperf.base.errors import UserError
 
-TOY = REPO / "tests" / "toy_task.py"
+TOY = REPO / "tests" / "support" / "toy_task.py"
 RESNET = ["-m", "tf_mlperf.resnet.train", f"--flagfile={REPO / 'flags' / 'resnet50' / 'smoke_cpu.cfg'}"]
 
 
@@ -42,23 +43,11 @@ def run(args, timeout=300, **kwargs):
 
 # ---------------------------------------------------------------- ResNet shards vs their manifest
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """The embedded ImageNet sample through the real converter: 4 train + 2 validation shards + manifests."""
-    root = tmp_path_factory.mktemp("imagenet")
-    for args in (["-m", "data_prep.imagenet.sample", f"--output_dir={root / 'raw'}", "--bboxes", "--no_kaggle_tree"],
-                 ["-m", "data_prep.imagenet.cli", "convert", f"--raw_dir={root / 'raw'}",
-                  f"--output_dir={root / 'tfr'}", "--train_shards=4", "--validation_shards=2", "--no_progress"]):
-        done = run(args)
-        assert done.returncode == 0, done.stderr[-3000:]
-    return root / "tfr"
-
-
 @pytest.fixture
-def data_dir(converted, tmp_path):
-    copy = tmp_path / "tfr"
-    shutil.copytree(converted, copy)
-    return copy
+def data_dir(sample_tfrecords, tmp_path):
+    """A copy of the embedded ImageNet sample through the real converter (8 train + 4 validation shards and their
+    manifests, support/data_fixtures.py) that the test may damage."""
+    return writable_copy(sample_tfrecords, tmp_path / "tfr")
 
 
 def resnet_task(data_dir, **kw):
@@ -68,43 +57,43 @@ def resnet_task(data_dir, **kw):
 def test_intact_data_reads_the_manifests_files_and_counts(data_dir):
     task = resnet_task(data_dir)
     assert (task.num_train_images, task.num_eval_images) == (160, 50)
-    assert [os.path.basename(f) for f in task.train_files] == [f"train-{i:05d}-of-00004" for i in range(4)]
+    assert [os.path.basename(f) for f in task.train_files] == [f"train-{i:05d}-of-00008" for i in range(8)]
     resnet_task(data_dir, verify_checksums=True)
 
 
-@pytest.mark.parametrize("name", ["train-00002-of-00004", "validation-00001-of-00002"])
+@pytest.mark.parametrize("name", ["train-00002-of-00008", "validation-00001-of-00004"])
 def test_missing_shard_is_refused_naming_it(data_dir, name):
     (data_dir / name).unlink()
-    with pytest.raises(RunError) as err:
+    with pytest.raises(UserError) as err:
         resnet_task(data_dir)
     assert err.value.where == str(data_dir / name) and "missing" in err.value.problem
     assert "convert" in err.value.problem
 
 
 def test_truncated_shard_is_refused_by_its_size(data_dir):
-    shard = data_dir / "train-00001-of-00004"
+    shard = data_dir / "train-00001-of-00008"
     shard.write_bytes(shard.read_bytes()[:-100])
-    with pytest.raises(RunError) as err:
+    with pytest.raises(UserError) as err:
         resnet_task(data_dir)
     assert err.value.where == str(shard) and "truncated" in err.value.problem
 
 
 def test_changed_shard_is_refused_on_request_by_its_checksum(data_dir):
-    shard = data_dir / "validation-00000-of-00002"
+    shard = data_dir / "validation-00000-of-00004"
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF                        # same size, other bytes
     shard.write_bytes(bytes(data))
     resnet_task(data_dir)                               # sizes and counts only: not noticed
-    with pytest.raises(RunError) as err:
+    with pytest.raises(UserError) as err:
         resnet_task(data_dir, verify_checksums=True)
     assert err.value.where == str(shard) and "sha256" in err.value.problem
 
 
 def test_foreign_shards_beside_the_manifests_are_not_read(data_dir):
-    for i in range(8):                                  # another conversion's train-*-of-00008 left behind
-        shutil.copy(data_dir / "train-00000-of-00004", data_dir / f"train-{i:05d}-of-00008")
+    for i in range(4):                                  # another conversion's train-*-of-00004 left behind
+        shutil.copy(data_dir / "train-00000-of-00008", data_dir / f"train-{i:05d}-of-00004")
     task = resnet_task(data_dir)
-    assert [os.path.basename(f) for f in task.train_files] == [f"train-{i:05d}-of-00004" for i in range(4)]
+    assert [os.path.basename(f) for f in task.train_files] == [f"train-{i:05d}-of-00008" for i in range(8)]
     assert task.num_train_images == 160
     records = sum(1 for _ in tf.data.TFRecordDataset(task._pipeline.train_files))   # pylint: disable=protected-access
     assert records == 160
@@ -112,30 +101,30 @@ def test_foreign_shards_beside_the_manifests_are_not_read(data_dir):
 
 def test_unfinished_conversion_and_missing_folder_are_refused(data_dir, tmp_path):
     os.replace(data_dir / "train-manifest.json", data_dir / "train-progress.json")
-    with pytest.raises(RunError, match="did not finish"):
+    with pytest.raises(UserError, match="did not finish"):
         resnet_task(data_dir)
-    with pytest.raises(RunError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         resnet_task(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(RunError, match="no TFRecord files"):
+    with pytest.raises(UserError, match="no TFRecord files"):
         resnet_task(tmp_path / "empty")
 
 
 @pytest.mark.slow
 def test_trainer_prints_one_line_for_a_missing_shard_and_the_trace_with_verbose(data_dir, tmp_path):
-    (data_dir / "validation-00001-of-00002").unlink()
+    (data_dir / "validation-00001-of-00004").unlink()
     args = [*RESNET, f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}", "--distribution=none"]
     line = error_line(run(args))
-    assert line.startswith(f"error: {data_dir / 'validation-00001-of-00002'}: missing")
+    assert line.startswith(f"error: {data_dir / 'validation-00001-of-00004'}: missing")
     verbose = run([*args, "--verbose"])
-    assert verbose.returncode != 0 and "Traceback" in verbose.stderr and "RunError" in verbose.stderr
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr and "UserError" in verbose.stderr
 
 
 @pytest.mark.slow
 def test_truncated_shard_without_a_manifest_is_named_when_read(data_dir, tmp_path):
     for split in ("train", "validation"):
         (data_dir / f"{split}-manifest.json").unlink()  # e.g. imagenet_to_gcs.py output: nothing to check up front
-    shard = data_dir / "train-00003-of-00004"
+    shard = data_dir / "train-00003-of-00008"
     shard.write_bytes(shard.read_bytes()[:-5000])
     line = error_line(run([*RESNET, f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}",
                            "--distribution=none", "--num_train_images=160", "--num_eval_images=50"]))
@@ -148,7 +137,7 @@ def test_truncated_shard_without_a_manifest_is_named_when_counted(data_dir, tmp_
     named there too (tf.data's DataLossError names no file)."""
     for split in ("train", "validation"):
         (data_dir / f"{split}-manifest.json").unlink()
-    shard = data_dir / "train-00001-of-00004"
+    shard = data_dir / "train-00001-of-00008"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     line = error_line(run([*RESNET, f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}",
                            "--distribution=none"]))
@@ -158,12 +147,12 @@ def test_truncated_shard_without_a_manifest_is_named_when_counted(data_dir, tmp_
 def test_half_the_shards_without_a_manifest_are_refused_naming_the_missing_ones(data_dir):
     for split in ("train", "validation"):
         (data_dir / f"{split}-manifest.json").unlink()
-    (data_dir / "train-00001-of-00004").unlink()
-    (data_dir / "train-00003-of-00004").unlink()
-    with pytest.raises(RunError) as err:
+    (data_dir / "train-00001-of-00008").unlink()
+    (data_dir / "train-00003-of-00008").unlink()
+    with pytest.raises(UserError) as err:
         resnet_task(data_dir)
-    assert "2 of the 4 shards" in err.value.problem
-    assert "train-00001-of-00004, train-00003-of-00004" in err.value.problem
+    assert "6 of the 8 shards" in err.value.problem
+    assert "train-00001-of-00008, train-00003-of-00008" in err.value.problem
 
 
 def test_flag_set_twice_in_a_flagfile_is_named_with_both_lines(tmp_path):
@@ -182,8 +171,8 @@ def test_flag_set_twice_in_a_flagfile_is_named_with_both_lines(tmp_path):
 def test_resnet_checkpoint_given_to_bert_is_named_as_not_bert(data_dir, tmp_path):
     task = resnet_task(data_dir)
     path = tf.train.Checkpoint(model=task.build_model()).save(str(tmp_path / "ckpt"))   # as our ResNet runs save
-    from bert_reference import SMALL
-    with pytest.raises(RunError) as err:
+    from support.bert_reference import SMALL
+    with pytest.raises(UserError) as err:
         checkpoint_lib.load_init_checkpoint(model_lib.build_model(SMALL, 24, 5), path)
     assert err.value.where == f"--init_checkpoint={path}"
     assert "is not a BERT checkpoint" in err.value.problem and "another model size" not in err.value.problem
@@ -207,7 +196,7 @@ def write_bert_records(path, n, seq=SEQ, pred=PRED):
 
 
 def bert_task(train, evals, **kw):
-    from bert_reference import SMALL
+    from support.bert_reference import SMALL
     return BertTask(BertTaskConfig(bert=SMALL, lamb=LambConfig(0.001, 10), global_batch_size=8, train_files=train,
                                    eval_files=evals, **{"max_seq_length": SEQ, "max_predictions_per_seq": PRED,
                                                         **kw}))
@@ -224,39 +213,39 @@ def test_bert_eval_set_smaller_than_num_eval_examples_is_refused(bert_files):
     train, evals = bert_files
     bert_task(train, evals, num_eval_examples=60).check_inputs()
     os.remove(evals.split(",")[1])                      # one eval file gone: 30 of 60 records
-    with pytest.raises(RunError) as err:
+    with pytest.raises(UserError) as err:
         bert_task(train, evals, num_eval_examples=60).check_inputs()
     assert "30 records" in err.value.problem and "--num_eval_examples=60" in err.value.problem
 
 
 def test_bert_record_length_must_match_the_flags(bert_files):
     train, evals = bert_files
-    with pytest.raises(RunError) as err:
+    with pytest.raises(UserError) as err:
         bert_task(train, evals, num_eval_examples=60, max_seq_length=512).check_inputs()
     assert err.value.where == train and "length 128" in err.value.problem
     assert "--max_seq_length=512" in err.value.problem
-    with pytest.raises(RunError, match="max_predictions_per_seq=76"):
+    with pytest.raises(UserError, match="max_predictions_per_seq=76"):
         bert_task(train, evals, num_eval_examples=60, max_predictions_per_seq=76).check_inputs()
 
 
 def test_bert_empty_glob_and_missing_init_checkpoint_are_refused(bert_files, tmp_path):
     train, evals = bert_files
-    with pytest.raises(RunError) as err:
+    with pytest.raises(UserError) as err:
         bert_task(str(tmp_path / "nothing-*.tfrecord"), evals, num_eval_examples=60).check_inputs()
     assert err.value.where.startswith("--train_file_pattern=") and "matches no file" in err.value.problem
-    with pytest.raises(RunError) as err:
+    with pytest.raises(UserError) as err:
         bert_task(train, evals, num_eval_examples=60,
                   init_checkpoint=str(tmp_path / "model.ckpt-28252")).check_inputs()
     assert err.value.where == f"--init_checkpoint={tmp_path / 'model.ckpt-28252'}"
 
 
 def test_init_checkpoint_of_another_size_names_the_variable_shapes_and_file(tmp_path):
-    from bert_reference import SMALL
+    from support.bert_reference import SMALL
     from test_bert_checkpoint import random_reference_weights, write_tf1_checkpoint
     other = dataclasses.replace(SMALL, intermediate_size=48)
     path = write_tf1_checkpoint(str(tmp_path / "model.ckpt"), random_reference_weights(other))
     model = model_lib.build_model(SMALL, 24, 5)
-    with pytest.raises(RunError) as err:
+    with pytest.raises(UserError) as err:
         checkpoint_lib.load_init_checkpoint(model, path)
     assert err.value.where == f"--init_checkpoint={path}"
     assert "bert/encoder/layer_0/intermediate/dense/kernel" in err.value.problem
@@ -264,21 +253,21 @@ def test_init_checkpoint_of_another_size_names_the_variable_shapes_and_file(tmp_
 
 
 def test_own_checkpoint_of_another_size_names_the_file(tmp_path):
-    from bert_reference import SMALL
+    from support.bert_reference import SMALL
     other = model_lib.build_model(dataclasses.replace(SMALL, intermediate_size=48), 24, 5)
     path = tf.train.Checkpoint(model=other).save(str(tmp_path / "ckpt"))   # as our training writes them
-    with pytest.raises(RunError) as err:
+    with pytest.raises(UserError) as err:
         checkpoint_lib.load_init_checkpoint(model_lib.build_model(SMALL, 24, 5), path)
     assert err.value.where == f"--init_checkpoint={path}" and "another model size" in err.value.problem
 
 
 def test_truncated_init_checkpoint_names_its_data_file(tmp_path):
-    from bert_reference import SMALL
+    from support.bert_reference import SMALL
     from test_bert_checkpoint import random_reference_weights, write_tf1_checkpoint
     path = write_tf1_checkpoint(str(tmp_path / "model.ckpt"), random_reference_weights(SMALL))
     data = pathlib.Path(path + ".data-00000-of-00001")
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    with pytest.raises(RunError) as err:
+    with pytest.raises(UserError) as err:
         checkpoint_lib.load_init_checkpoint(model_lib.build_model(SMALL, 24, 5), path)
     assert err.value.where == str(data) and "truncated" in err.value.problem
 

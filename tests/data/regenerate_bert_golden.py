@@ -27,7 +27,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_prep_wiki  # noqa: E402  (the TF1 shim and the canonical hash, defined once there)
-from data_prep.wiki import samples  # noqa: E402
+from tf_mlperf.base import samples  # noqa: E402
 
 GOLDEN_DIR = HERE / "bert_golden"
 

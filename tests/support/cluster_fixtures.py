@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from launch import free_ports
+from support.launch import free_ports
 
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scontrol", "sinfo", "scancel")
 SSH_BINARIES = ("sshd", "ssh", "ssh-keygen")

@@ -1,6 +1,6 @@
 """Worker for the distribution-layer tests; launched as real processes (horovodrun or TF_CONFIG workers).
 
-Usage: python tests/dist_worker.py MODES OUT_DIR BACKEND, MODES a comma-separated list of allreduce,
+Usage: python tests/support/dist_worker.py MODES OUT_DIR BACKEND, MODES a comma-separated list of allreduce,
 broadcast, train, die, run in order in one job (one launch: the launcher's start-up is most of a test's time).
 Each process writes OUT_DIR/<mode>_rank<r>.npz.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 from tf_mlperf.core import distribution  # noqa: E402
 from tf_mlperf.core import train_step  # noqa: E402
 from tf_mlperf.core.task import InputContext  # noqa: E402

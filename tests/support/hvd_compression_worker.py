@@ -1,6 +1,6 @@
 """Worker for tests/test_horovod_compression.py, launched by horovodrun -np 2 (the real Horovod path).
 
-Usage: python tests/hvd_compression_worker.py OUT_DIR. Each rank writes OUT_DIR/rank<r>.npz with, for
+Usage: python tests/support/hvd_compression_worker.py OUT_DIR. Each rank writes OUT_DIR/rank<r>.npz with, for
 --gradient_compression none and fp16 (HorovodDistribution through distribution.create):
 - `<mode>_local` / `<mode>_reduced`: allreduce_gradients of rank-dependent fp32 values over 12 orders of
   magnitude (fp16 normals, subnormals, values fp16 cannot represent);
@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import hvd_grads_worker as base  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: `support`
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
+from support import hvd_grads_worker as base  # noqa: E402
 from tf_mlperf.core import distribution  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Worker for tests/test_horovod_grads.py, launched by horovodrun -np 2 (the real Horovod path).
 
-Usage: python tests/hvd_grads_worker.py OUT_DIR. Each rank writes OUT_DIR/rank<r>.npz with
+Usage: python tests/support/hvd_grads_worker.py OUT_DIR. Each rank writes OUT_DIR/rank<r>.npz with
 - `dtypes_*`: HorovodDistribution.allreduce_gradients of a mixed fp32/bf16/fp16 list (rank-dependent values);
 - `clip<mode>_*`: the weights after STEPS real train steps (core/train_step.py + BERT's LAMB and clipping,
   clip_after_allreduce=mode) where each rank's gradients are its own data (the loss is linear in the weights).
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
 from tf_mlperf.bert import optimizer as bert_optimizer  # noqa: E402
 from tf_mlperf.core import distribution, train_step  # noqa: E402
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
 
 
@@ -48,9 +48,9 @@ def horovodrun(args, np_=2, controller="gloo", timeout=600, check=True):
 
 
 def worker_ranks(worker, out, np_=2):
-    """Runs tests/<worker> under `horovodrun -np np_ --gloo` writing into `out`; each rank's rank<r>.npz."""
+    """Runs tests/support/<worker> under `horovodrun -np np_ --gloo` writing into `out`; each rank's rank<r>.npz."""
     import numpy as np
-    horovodrun([REPO / "tests" / worker, out], np_=np_, controller="gloo")
+    horovodrun([REPO / "tests" / "support" / worker, out], np_=np_, controller="gloo")
     return [np.load(pathlib.Path(out) / f"rank{r}.npz") for r in range(np_)]
 
 

@@ -1,6 +1,6 @@
 """A tiny real Task (linear classifier on two Gaussian blobs) for exercising the shared loop end to end.
 
-Run as a trainer: `python tests/toy_task.py --model_dir=... [--distribution=...]` (also under horovodrun).
+Run as a trainer: `python tests/support/toy_task.py --model_dir=... [--distribution=...]` (also under horovodrun).
 """
 import os
 import sys
@@ -10,8 +10,8 @@ import tensorflow as tf
 import tf_keras
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tf_mlperf.core import app  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
+from tf_mlperf.core import cli  # noqa: E402
 from tf_mlperf.core.task import InputContext, Schedule, Task  # noqa: E402
 
 flags.DEFINE_integer("toy_global_batch", 16, "Global batch size.")
@@ -21,7 +21,7 @@ flags.DEFINE_float("toy_separation", 3.0, "Distance between the class means (sma
 flags.DEFINE_float("toy_epochs_per_block", 1.0, "Epochs between evaluations.")
 flags.DEFINE_float("toy_first_block_epochs", None, "Epochs before the first evaluation (eval offset; None: "
                    "--toy_epochs_per_block).")
-flags.DEFINE_bool("toy_eval_before_run", False, "Evaluate the initial weights during init (app.main's "
+flags.DEFINE_bool("toy_eval_before_run", False, "Evaluate the initial weights during init (cli.main's "
                   "eval_before_run).")
 flags.DEFINE_integer("toy_hidden", 0, "Width of a hidden layer (0: none): bigger checkpoints.")
 flags.DEFINE_bool("toy_batchnorm", False, "BatchNormalization on the inputs (moving statistics per replica).")
@@ -113,4 +113,4 @@ def build_task(f):
 
 
 if __name__ == "__main__":
-    app.main(build_task, eval_before_run=lambda f: f.toy_eval_before_run)
+    cli.main(build_task, eval_before_run=lambda f: f.toy_eval_before_run)
