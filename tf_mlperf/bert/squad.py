@@ -80,10 +80,10 @@ def load_json(path: str) -> dict:
             data = json.load(f)
     except FileNotFoundError:
         raise UserError(path, "no such file: pass a SQuAD v1.1 JSON (dev-v1.1.json or train-v1.1.json; "
-                               "docs/inference.md says where to get them)") from None
+                        "docs/inference.md says where to get them)") from None
     except json.JSONDecodeError as e:
         raise UserError(path, f"not JSON ({e.msg}: line {e.lineno} column {e.colno}): pass the SQuAD v1.1 "
-                               "file unchanged (is it cut off?)") from None
+                        "file unchanged (is it cut off?)") from None
     except UnicodeDecodeError as e:
         raise UserError(path, f"not UTF-8 text ({e.reason} at byte {e.start}): pass the SQuAD v1.1 JSON") from None
     check_layout(path, data)
@@ -118,7 +118,7 @@ def check_layout(path: str, data) -> None:
                     if not isinstance(answer, dict) or not isinstance(answer.get("text"), str) \
                             or not isinstance(answer.get("answer_start"), int):
                         bad(f"{qwhere} (id {qa['id']})", "an answer needs \"text\" (string) and \"answer_start\" "
-                                                          "(integer)")
+                            "(integer)")
                 if qa["id"] in seen:
                     bad(qwhere, f"question id {qa['id']!r} also at {seen[qa['id']]}: ids must be unique")
                 seen[qa["id"]] = qwhere

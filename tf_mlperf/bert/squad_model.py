@@ -112,7 +112,7 @@ def load_checkpoint(model: BertSquad, path: str, require_head: bool, flag: str =
     where = f"{flag}={path}"
     if not (tf.io.gfile.exists(path + ".index")):
         raise UserError(where, "no such checkpoint (expected <prefix>.index and its data files): pass the prefix, "
-                              "e.g. .../model.ckpt-5474 for model.ckpt-5474.index")
+                        "e.g. .../model.ckpt-5474 for model.ckpt-5474.index")
     try:
         checkpoint_lib.check_is_bert(path)
         if checkpoint_lib.is_object_based(path):
@@ -124,10 +124,10 @@ def load_checkpoint(model: BertSquad, path: str, require_head: bool, flag: str =
     except (IndexError, tf.errors.OpError) as e:      # a truncated or damaged .index / .data file
         reason = str(getattr(e, "message", e)).splitlines()[0]
         raise UserError(where, f"cannot be read ({type(e).__name__}: {reason}): the file is truncated or damaged; "
-                              "copy the checkpoint again") from e
+                        "copy the checkpoint again") from e
     if not has_head and require_head:
         raise UserError(where, f"has no SQuAD head ({HEAD_WEIGHTS}, {HEAD_BIAS}): it is a pretraining checkpoint; "
-                              "fine-tune it on SQuAD with tf-mlperf-squad first, or pass a SQuAD checkpoint")
+                        "fine-tune it on SQuAD with tf-mlperf-squad first, or pass a SQuAD checkpoint")
     if not has_head:
         logging.info("%s has no SQuAD head: %s starts freshly initialised", path, HEAD_WEIGHTS)
     return has_head
@@ -143,15 +143,15 @@ def _load_tf1(model: BertSquad, path: str, where: str) -> bool:
     missing = [m.reference_name for m in mappings if m.reference_name not in shapes]
     if missing:
         raise UserError(where, f"{len(missing)} of the model's {len(mappings)} tensors are not in this TF1 "
-                              f"checkpoint ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): it is "
-                              "not a checkpoint of a BERT with the reference's names")
+                        f"checkpoint ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): it is "
+                        "not a checkpoint of a BERT with the reference's names")
     values = []
     for m in mappings:
         stored = reader.get_tensor(m.reference_name)
         if stored.size != m.variable.shape.num_elements():
             raise UserError(where, f"{m.reference_name} has shape {list(stored.shape)} there but the model's "
-                                  f"{m.variable.name} is {list(m.variable.shape)}: the checkpoint is of another model "
-                                  "size; pass the --bert_config_file it was trained with")
+                            f"{m.variable.name} is {list(m.variable.shape)}: the checkpoint is of another model "
+                            "size; pass the --bert_config_file it was trained with")
         values.append(m.to_variable(stored))
     for m, value in zip(mappings, values):       # all shapes checked first: nothing assigned on a mismatch
         m.variable.assign(value.astype(m.variable.dtype.as_numpy_dtype))
@@ -165,7 +165,7 @@ def _load_tf2(model: BertSquad, path: str, where: str) -> bool:
     encoder_roots = {n.split("/", 1)[0] for n in names if n.split("/")[1:2] == ["layer_with_weights-0"]}
     if len(roots or encoder_roots) != 1:
         raise UserError(where, f"not a checkpoint of a BERT model or encoder (object roots found: "
-                              f"{sorted(roots or encoder_roots)})")
+                        f"{sorted(roots or encoder_roots)})")
     if roots:
         root = next(iter(roots))
         has_head = any(n.startswith(f"{root}/squad_head/") for n in names)
@@ -181,7 +181,7 @@ def _load_tf2(model: BertSquad, path: str, where: str) -> bool:
         status.assert_existing_objects_matched()
     except (ValueError, AssertionError) as e:     # another model size, or a BERT of another structure
         raise UserError(where, f"does not fit the model ({str(e).strip().splitlines()[0][:300]}): pass the "
-                              "--bert_config_file it was trained with") from e
+                        "--bert_config_file it was trained with") from e
     status.expect_partial()                          # optimizer slots, MLM/NSP heads
     logging.info("restored TF2 checkpoint %s (root %r, SQuAD head: %s)", path, root, has_head)
     return has_head

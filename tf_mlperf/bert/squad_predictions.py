@@ -151,7 +151,7 @@ def evaluate(examples: Sequence[SquadExample], answers: Mapping[str, str], sourc
     for example in examples:
         if not example.answers:
             raise UserError(f"{source}: question {example.qas_id!r}", "has no answers to score against: pass the "
-                                                                       "dev set with its answers (dev-v1.1.json)")
+                            "dev set with its answers (dev-v1.1.json)")
         if example.qas_id not in answers:
             continue
         prediction = answers[example.qas_id]
@@ -184,11 +184,11 @@ def results_from_accuracy_log(entries: Sequence[dict], features: Sequence[InputF
         index = entry["qsl_idx"]
         if not 0 <= index < len(features):
             raise UserError(source, f"qsl_idx {index} is outside the {len(features)} features: is the SQuAD file "
-                                     "the one of the run?")
+                            "the one of the run?")
         logits = np.frombuffer(bytes.fromhex(entry["data"]), dtype)
         if logits.size % 2 or logits.size // 2 > max_seq_length:
             raise UserError(source, f"qsl_idx {index}: {logits.size} values of {dtype}, expected [n <= "
-                                     f"{max_seq_length}, 2] logits")
+                            f"{max_seq_length}, 2] logits")
         logits = logits.reshape(-1, 2)
         start = np.full(max_seq_length, -10000.0)
         end = np.full(max_seq_length, -10000.0)

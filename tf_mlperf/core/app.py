@@ -98,7 +98,7 @@ def claim_model_dir(dist, mllog_path: str):
             lock = run_dir.RunLock(FLAGS.model_dir).acquire()
         except (UserError, OSError) as e:
             error = e if isinstance(e, UserError) else UserError(FLAGS.model_dir, f"cannot be used ({e}): pass a "
-                                                               "--model_dir this user can write")
+                                                                 "--model_dir this user can write")
     if dist.size > 1 and dist.allreduce_sum([float(error is not None)])[0] > 0 and error is None:
         error = UserError(f"rank {dist.rank}", f"rank 0 refused --model_dir={FLAGS.model_dir} (its error above)")
     if error:
