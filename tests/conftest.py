@@ -26,9 +26,12 @@ PACKAGED_PHOTOS = 10  # scikit-image's SKIMAGE_PHOTOS (8) + scikit-learn's china
 
 # Files whose tests take longest, started first so two pytest-xdist workers (scripts/test.sh, --dist loadfile)
 # finish together instead of one long file starting last. Order only; every test still runs.
-LONGEST_FIRST = ("test_gpu_build.py", "test_package.py", "test_bert_smoke.py", "test_ergonomics.py",
-                 "test_cluster_slurm.py", "test_core_distribution.py", "test_inference.py", "test_resnet_e2e.py",
-                 "test_trainer_faults.py", "test_cluster_ssh.py")
+# (test_gpu_build.py: a minute or two warm, Horovod's compile cold; the Slurm tests, which time how fast a job
+# ends, start after a file with no clock in it.)
+LONGEST_FIRST = ("test_gpu_build.py", "test_ergonomics.py", "test_cluster_slurm.py", "test_cluster_ssh.py",
+                 "test_bert_squad_inference.py", "test_run_dir.py", "test_inference_submission.py", "test_package.py",
+                 "test_trainer_faults.py", "test_bert_smoke.py", "test_export_step.py", "test_core_loop.py",
+                 "test_resnet_e2e.py", "test_core_distribution.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

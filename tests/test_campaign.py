@@ -322,7 +322,8 @@ def test_ctrl_c_ends_the_trainers_and_says_so_in_one_line(tmp_path, launcher):
         time.sleep(0.2)
     time.sleep(0.5)
     rank = psutil.Process(int((tmp_path / "rank.pid").read_text()))
-    launcher_proc, = [c for c in psutil.Process(driver.pid).children() if c.cmdline()[1:2] != ["-c"]]  # not the guard
+    launcher_proc, = [c for c in psutil.Process(driver.pid).children()
+                      if c.cmdline()[1:3] != ["-m", "tf_mlperf.launch.guard"]]  # not the guard
     driver.send_signal(signal.SIGINT)
     try:
         out, err = driver.communicate(timeout=30)
