@@ -4,8 +4,8 @@
 
 Two venvs, the same checks on each:
 - `build` (always): TF_MLPERF_CUDA_WHEELS=build, only the CUDA wheels the NCCL build compiles and links against
-  (CUDA runtime, nvcc headers, the nvidia-nccl-cu12 wheel the build must not use: 0.6 of 4.2 GB). Everything Horovod's
-  NCCL build is made of and checked by comes from the same setup.sh path as a full --gpu set-up.
+  (CUDA runtime, nvcc headers, the nvidia-nccl-cu12 wheel the build must not use: 0.6 of 4.2 GB). Everything
+  Horovod's NCCL build is made of and checked by comes from the same setup.sh path as a full --gpu set-up.
 - `full` (only with TF_MLPERF_FULL_GPU_BUILD=1, else skipped saying so): plain `setup.sh --gpu`, all of
   tensorflow[and-cuda]'s wheels: the venv a GPU machine runs.
 Slow the first time (downloads, and Horovod's compile: ~10 min on 2 cores); after that the venvs (in
