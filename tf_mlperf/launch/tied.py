@@ -26,9 +26,9 @@ def _die_with_parent():
         os._exit(1)
 
 
-# The trainer's one-line error (tf_mlperf.base.errors.run_cli): `error: <where>: <problem>` (`train.py: <problem>`
-# from older trainers); horovodrun puts `[rank]<stderr>:` (after a timestamp, if asked) before every rank's line.
-ERROR_LINE = re.compile(r"^(?:.*?\[[\d,]+\]<std(?:out|err)>:)?((?:error|train\.py): .+?)\s*$")
+# The trainer's one-line error (tf_mlperf.base.errors.run_cli): `error: <where>: <problem>`; horovodrun puts
+# `[rank]<stderr>:` (after a timestamp, if asked) before every rank's line.
+ERROR_LINE = re.compile(r"^(?:.*?\[[\d,]+\]<std(?:out|err)>:)?(error: .+?)\s*$")
 
 
 class _Tee:

@@ -125,10 +125,10 @@ def run_compliance_checker(path: pathlib.Path, ruleset: str, log_output: pathlib
     return proc.returncode == 0, problems
 
 
-def read_run(path: pathlib.Path, ruleset: str) -> dict:
+def read_run(path: pathlib.Path) -> dict:
     """run_start/run_stop times, status and the eval curve, read with the one MLLOG reader (tf_mlperf.base.mllog;
-    the compliance checker, run before, parses the same lines with mlperf-logging's own parser). `ruleset` is
-    kept for the callers: the fields read here mean the same in every ruleset."""
+    the compliance checker, run before, parses the same lines with mlperf-logging's own parser). The fields read
+    here mean the same in every ruleset."""
     log = mllog.read_log(path)
     run = {"run_start_ms": None, "run_stop_ms": None, "status": None, "benchmark": None,
            "global_batch_size": None, "platform": None, "seeds": [], "evals": [],
@@ -160,7 +160,7 @@ def read_run(path: pathlib.Path, ruleset: str) -> dict:
 def score_run(path: pathlib.Path, bench: Benchmark, ruleset: str, checker_log: pathlib.Path) -> dict:
     """One run's entry: counted (converged, compliant) or not, and why."""
     compliant, problems = run_compliance_checker(path, ruleset, checker_log)
-    run = read_run(path, ruleset)
+    run = read_run(path)
     reasons = []
     if path.stat().st_size == 0:
         reasons.append("empty log: the run crashed before logging (a failed run)")
@@ -270,7 +270,7 @@ def score_benchmark(system: str, bench: Benchmark, paths: list[pathlib.Path], ru
             "valid": valid, "problems": problems, "warnings": warnings}
 
 
-def find_duplicate_runs(found: dict, rulesets: dict[str, str]) -> list[str]:
+def find_duplicate_runs(found: dict) -> list[str]:
     """Runs logged twice: the same bytes, the same run_start and run_stop times, or (as the package
     checker's seed check has it) the same seed logged on the same source line in two runs of a benchmark.
     Empty logs (crashed runs) carry nothing to compare."""
@@ -284,7 +284,7 @@ def find_duplicate_runs(found: dict, rulesets: dict[str, str]) -> list[str]:
             if first != path:
                 found_dups.append(f"{path} is a copy of {first} (identical content)")
                 continue
-            run = read_run(path, rulesets[name])
+            run = read_run(path)
             if run["run_start_ms"] is not None and run["run_stop_ms"] is not None:
                 first = by_times.setdefault((run["run_start_ms"], run["run_stop_ms"]), path)
                 if first != path:
@@ -323,7 +323,7 @@ def score_results(results_dir, out_dir, rulesets: dict[str, str], allow_fewer=Fa
     if not found:
         raise UserError(f"no <system>/<benchmark>/result_N.txt files under {results_dir} "
                         f"(benchmarks: {', '.join(BENCHMARKS)})")
-    duplicates = find_duplicate_runs(found, rulesets)
+    duplicates = find_duplicate_runs(found)
     if duplicates:
         raise UserError("the same run is in the results more than once:\n  " + "\n  ".join(duplicates)
                         + "\nEach result_N.txt must be a distinct run (its own seed); remove the copies.")
