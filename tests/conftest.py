@@ -13,9 +13,10 @@ import pathlib
 
 import pytest
 
-# Data built from those once per test run (the ImageNet sample as TFRecords, the BERT smoke records): shared,
-# read-only fixtures in tests/support/data_fixtures.py.
-pytest_plugins = ["support.data_fixtures"]
+# Data built from those once per test run (the ImageNet sample as TFRecords, the BERT smoke records) and the smoke
+# models trained on it once per test run (ResNet for inference, the SQuAD fine-tune): shared, read-only fixtures in
+# tests/support/data_fixtures.py and tests/support/model_fixtures.py.
+pytest_plugins = ["support.data_fixtures", "support.model_fixtures"]
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_DATA = REPO_ROOT / "tests" / "data"

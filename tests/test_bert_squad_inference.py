@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from support.launch import REPO, env
-from test_bert_squad_train import DATA, smoke_run  # noqa: F401  (the trained smoke model)
+from support.model_fixtures import SQUAD_DATA as DATA
+from support.model_fixtures import SQUAD_SMOKE_SHAPE as SMOKE_SHAPE
 from tf_mlperf.bert import model as model_lib
 from tf_mlperf.bert import squad_model
 from tf_mlperf.bert import squad_predictions
@@ -25,7 +26,6 @@ from tf_mlperf.inference.squad_dataset import SquadFeatures
 pytestmark = pytest.mark.slow          # real trainer, exporter and LoadGen processes
 
 DEV = DATA / "tiny-dev-v1.1.json"
-SMOKE_SHAPE = {"max_seq_length": 128, "doc_stride": 64, "max_query_length": 32}   # flags/bert/squad_smoke_cpu.cfg
 SHORT_RUNS = """\
 *.*.min_duration = 50
 *.Offline.target_qps = 10000
@@ -38,22 +38,17 @@ SHORT_RUNS = """\
 
 
 @pytest.fixture(scope="module")
-def checkpoint(smoke_run):  # noqa: F811
-    return tf.train.latest_checkpoint(str(smoke_run[0] / "checkpoints"))
+def checkpoint(squad_smoke_model):
+    return squad_smoke_model.checkpoint
 
 
 @pytest.fixture(scope="module")
-def exported(checkpoint, tmp_path_factory):
-    """At the smoke run's shape through the console entry point (the harness reads its shape from the export's
-    record), at the reference's 384 through the library."""
+def exported(squad_smoke_model, tmp_path_factory):
+    """{"smoke": at the smoke run's shape through the console entry point (support/model_fixtures.py; the harness
+    reads its shape from the export's record), "384": at the reference's 384 through the library}."""
     out = tmp_path_factory.mktemp("export")
-    proc = subprocess.run([sys.executable, "-m", "tf_mlperf.inference.export_bert", f"--checkpoint={checkpoint}",
-                           "--bert_preset=tiny", f"--export_dir={out / 'smoke'}",
-                           *(f"--{k}={v}" for k, v in SMOKE_SHAPE.items())],
-                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    export_bert.export(BERT_TINY, checkpoint, str(out / "384"))
-    return out
+    export_bert.export(BERT_TINY, squad_smoke_model.checkpoint, str(out / "384"))
+    return {"smoke": squad_smoke_model.export_dir, "384": out / "384"}
 
 
 def model_logits(checkpoint, features, seq_length):
@@ -66,7 +61,7 @@ def model_logits(checkpoint, features, seq_length):
 
 
 def test_savedmodel_has_the_reference_models_signature(checkpoint, exported, mlperf_vocab):
-    serve = tf.saved_model.load(str(exported / "384")).signatures["serving_default"]
+    serve = tf.saved_model.load(str(exported["384"])).signatures["serving_default"]
     inputs = serve.structured_input_signature[1]
     assert sorted(inputs) == ["input_ids", "input_mask", "segment_ids"]
     assert all(spec.dtype == tf.int32 and spec.shape.as_list() == [None, 384] for spec in inputs.values())
@@ -96,7 +91,7 @@ def loadgen_runs(exported, tmp_path_factory):
             "long": ["--scenario=SingleStream", "--accuracy", f"--squad_json={root / 'long.json'}"]}
     runs.update({s: [f"--scenario={s}", f"--squad_json={DEV}", f"--user_conf={root / 'user.conf'}"]
                  for s in ("Offline", "Server", "SingleStream")})
-    procs = {name: subprocess.Popen(infer_args(exported / "smoke", root / name, *args), cwd=REPO, env=env(),
+    procs = {name: subprocess.Popen(infer_args(exported["smoke"], root / name, *args), cwd=REPO, env=env(),
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, args in runs.items()}
     results = {}
@@ -107,8 +102,8 @@ def loadgen_runs(exported, tmp_path_factory):
     return results
 
 
-def test_accuracy_mode_f1_equals_the_f1_of_the_models_outputs(smoke_run, checkpoint, exported,  # noqa: F811
-                                                               loadgen_runs, mlperf_vocab, capsys):
+def test_accuracy_mode_f1_equals_the_f1_of_the_models_outputs(squad_smoke_model, checkpoint, exported,
+                                                              loadgen_runs, mlperf_vocab, capsys):
     out, stdout, _ = loadgen_runs["accuracy"]
     data = SquadFeatures(str(DEV), str(mlperf_vocab), **SMOKE_SHAPE)
     logits = model_logits(checkpoint, data.features, SMOKE_SHAPE["max_seq_length"])
@@ -117,7 +112,7 @@ def test_accuracy_mode_f1_equals_the_f1_of_the_models_outputs(smoke_run, checkpo
     logged = json.loads((out / "accuracy.txt").read_text())
     assert logged == pytest.approx(direct, abs=1e-9), (logged, direct)
     assert (out / "accuracy.txt").read_text().strip() in stdout
-    trained = json.loads((smoke_run[0] / "squad_eval.json").read_text())["after"]
+    trained = squad_smoke_model.report["after"]
     assert trained == pytest.approx(direct, abs=1e-9)       # the trainer's own eval of the same checkpoint
     # every feature answered once, with the model's logits [128, 2] as float32 (start, end interleaved)
     entries = json.loads((out / "mlperf_log_accuracy.json").read_text())
@@ -129,7 +124,7 @@ def test_accuracy_mode_f1_equals_the_f1_of_the_models_outputs(smoke_run, checkpo
     assert not (out / ".partial").exists()
     # the accuracy script on its own, as accuracy-squad.py after a reference run
     assert accuracy_squad.main([f"--mlperf_accuracy_file={out / 'mlperf_log_accuracy.json'}", f"--squad_json={DEV}",
-                                f"--model={exported / 'smoke'}", f"--out_file={out / 'pred.json'}"]) == 0
+                                f"--model={exported['smoke']}", f"--out_file={out / 'pred.json'}"]) == 0
     assert capsys.readouterr().out.strip() == (out / "accuracy.txt").read_text().strip()
     assert len(json.loads((out / "pred.json").read_text())) == 50
 
@@ -159,7 +154,7 @@ def run_inprocess(main, args, capsys):
 
 
 def test_bad_inputs_are_one_line_errors(exported, checkpoint, tmp_path, capsys):
-    model = exported / "smoke"
+    model = exported["smoke"]
     cases = []
     missing = tmp_path / "dev-v1.1.json"
     cases.append(([f"--squad_json={missing}"], f"{missing}: no such file: pass a SQuAD v1.1 JSON"))

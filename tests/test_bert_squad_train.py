@@ -4,7 +4,6 @@ rises) through the console entry point."""
 from __future__ import annotations
 
 import json
-import pathlib
 import subprocess
 import sys
 
@@ -13,12 +12,11 @@ import pytest
 import tensorflow as tf
 
 from support.launch import REPO, env
+from support.model_fixtures import SQUAD_DATA as DATA
+from support.model_fixtures import SQUAD_SMOKE as SMOKE
 from tf_mlperf.bert import squad_model, squad_optimizer
 
 from support.bert_reference import SMALL
-
-DATA = REPO / "tests" / "data" / "squad"
-SMOKE = REPO / "flags" / "bert" / "squad_smoke_cpu.cfg"
 
 
 def reference_adam_weight_decay(params, grads_per_step, lr, num_train_steps, num_warmup_steps, decay=0.01,
@@ -77,26 +75,16 @@ def run_squad(*args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """The smoke configuration, trained from scratch on tests/data/squad (about a minute on 2 cores)."""
-    model_dir = tmp_path_factory.mktemp("squad")
-    proc = run_squad(f"--flagfile={SMOKE}", f"--train_file={DATA / 'tiny-train-v1.1.json'}",
-                     f"--predict_file={DATA / 'tiny-dev-v1.1.json'}", f"--model_dir={model_dir}",
-                     "--eval_before_training")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return model_dir, proc
-
-
 @pytest.mark.slow
-def test_smoke_config_learns_the_tiny_set(smoke_run):
-    model_dir, proc = smoke_run
-    report = json.loads((model_dir / "squad_eval.json").read_text())
+def test_smoke_config_learns_the_tiny_set(squad_smoke_model):
+    """The smoke configuration, trained from scratch on tests/data/squad with --eval_before_training (about a
+    minute on 2 cores; support/model_fixtures.py, once per test run)."""
+    model_dir, report = squad_smoke_model.model_dir, squad_smoke_model.report
     losses = [loss for _, loss in report["train_loss"]]
     assert report["train_loss"][0][0] == 1 and report["train_loss"][-1][0] == report["num_train_steps"]
     assert max(losses[-3:]) < 0.5 * losses[0], losses            # the loss falls ...
     assert report["before"]["f1"] < 10 and report["after"]["f1"] > report["before"]["f1"] + 25, report  # F1 rises
-    assert f"after training: {json.dumps(report['after'])}" in proc.stdout
+    assert f"after training: {json.dumps(report['after'])}" in squad_smoke_model.stdout
     answers = json.loads((model_dir / "predictions.json").read_text())
     assert len(answers) == report["eval_questions"] == 50
     assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith(f"ckpt-{report['num_train_steps']}")

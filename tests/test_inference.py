@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from support.launch import REPO, env, read_mllog
-from test_resnet_e2e import run
+from support.launch import REPO, env
+from support.model_fixtures import resnet_smoke_config as smoke_config
 from tf_mlperf.inference import accuracy as accuracy_lib
 from tf_mlperf.inference import dataset as dataset_lib
 from tf_mlperf.inference import export as export_lib
@@ -23,8 +23,7 @@ from tf_mlperf.base.errors import UserError
 
 pytestmark = pytest.mark.slow          # real trainer, exporter and LoadGen processes
 
-SMOKE = REPO / "flags" / "resnet50" / "smoke_cpu.cfg"
-SMOKE_FLAGS = dict(line[2:].split("=", 1) for line in SMOKE.read_text().splitlines() if line.startswith("--"))
+IMAGE_SIZE = smoke_config().image_size
 EVAL_IMAGES = 50
 # Short LoadGen runs. Offline issues target_qps x min_duration x 1.1 samples and SingleStream pre-generates
 # min_duration / target_latency queries: both set so that LoadGen runs past min_duration here. Early stopping
@@ -41,33 +40,17 @@ SHORT_RUNS = """\
 """
 
 
-def smoke_config(data_dir="") -> ResNetConfig:
-    return ResNetConfig(data_dir=str(data_dir), global_batch_size=int(SMOKE_FLAGS["batch_size"]),
-                        image_size=int(SMOKE_FLAGS["image_size"]), model_width=float(SMOKE_FLAGS["model_width"]),
-                        model_blocks=tuple(int(b) for b in SMOKE_FLAGS["model_blocks"].split(",")))
+@pytest.fixture(scope="module")
+def trained(resnet_smoke_model):
+    """The smoke configuration trained 1 epoch (5 steps) by the real trainer (support/model_fixtures.py, once per
+    test run): its run folder, checkpoint and eval top-1."""
+    return resnet_smoke_model.model_dir, resnet_smoke_model.checkpoint, resnet_smoke_model.eval_top1
 
 
 @pytest.fixture(scope="module")
-def trained(sample_tfrecords, tmp_path_factory):  # noqa: F811
-    """The smoke configuration trained 1 epoch (5 steps) by the real trainer: its checkpoint and eval top-1."""
-    model_dir = tmp_path_factory.mktemp("run")
-    run(["-m", "tf_mlperf.resnet.train", f"--flagfile={SMOKE}", f"--data_dir={sample_tfrecords}",
-         f"--model_dir={model_dir}", "--distribution=none", "--train_epochs=1", "--eval_offset_epochs=1",
-         "--seed=1", "--tensorboard=false", "--target_accuracy=0"])   # exit 0 after its one eval
-    evals = [e["value"] for e in read_mllog(model_dir / "mlperf_log.txt") if e["key"] == "eval_accuracy"]
-    assert len(evals) == 1
-    return model_dir, tf.train.latest_checkpoint(str(model_dir / "checkpoints")), evals[0]
-
-
-@pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory):
+def exported(resnet_smoke_model):
     """fp32 through the real console entry point (flagfile of the run), bf16 through the library."""
-    model_dir, checkpoint, _ = trained
-    out = tmp_path_factory.mktemp("export")
-    run(["-m", "tf_mlperf.inference.export", f"--flagfile={SMOKE}", f"--model_dir={model_dir}",
-         f"--export_dir={out / 'fp32'}"])
-    export_lib.export(smoke_config(), checkpoint, str(out / "bf16"), precision="bf16")
-    return out
+    return resnet_smoke_model.export_dir
 
 
 def eval_batch(data_dir):
@@ -108,7 +91,7 @@ def test_bf16_export_computes_in_bf16_and_agrees_with_fp32(sample_tfrecords, exp
                     == serve["bf16"](input_tensor=images)["ArgMax"].numpy())
     assert agree >= 0.9
     meta = json.loads((exported / "bf16" / export_lib.METADATA).read_text())
-    assert meta["precision"] == "bf16" and meta["image_size"] == int(SMOKE_FLAGS["image_size"])
+    assert meta["precision"] == "bf16" and meta["image_size"] == IMAGE_SIZE
 
 
 def _convolution_dtypes(saved_model_dir):
@@ -162,7 +145,7 @@ def reference_backend_predict(model_path, images):
 
 def test_frozen_graph_answers_as_the_savedmodel_under_the_reference_backend(sample_tfrecords, exported):  # noqa: F811
     records = dataset_lib.ValidationRecords(str(sample_tfrecords))
-    size = int(SMOKE_FLAGS["image_size"])
+    size = IMAGE_SIZE
     images = np.stack([dataset_lib.preprocess_inference(records.jpeg_and_label(i)[0], size)   # pre_process_vgg
                        for i in range(len(records))])
     records.close()
@@ -233,7 +216,7 @@ def test_accuracy_mode_top1_equals_the_training_eval_top1(sample_tfrecords, trai
     images, _ = eval_batch(sample_tfrecords)
     eval_classes = training_model_logits(trained[1], images).argmax(-1)
     records = dataset_lib.ValidationRecords(str(sample_tfrecords))
-    qsl_images = [dataset_lib.preprocess_training(records.jpeg_and_label(i)[0], int(SMOKE_FLAGS["image_size"]))
+    qsl_images = [dataset_lib.preprocess_training(records.jpeg_and_label(i)[0], IMAGE_SIZE)
                   for i in range(EVAL_IMAGES)]
     records.close()
     position = [next(j for j in range(EVAL_IMAGES) if np.array_equal(images[j].numpy(), image))
@@ -284,7 +267,7 @@ def test_an_interrupted_run_says_so_in_one_line_and_leaves_nothing(loadgen_runs,
 def test_reference_preprocessing_matches_the_training_eval_geometry_and_channels(sample_tfrecords):  # noqa: F811
     records = dataset_lib.ValidationRecords(str(sample_tfrecords))
     assert len(records) == EVAL_IMAGES
-    size = int(SMOKE_FLAGS["image_size"])
+    size = IMAGE_SIZE
     for i in range(0, EVAL_IMAGES, 7):
         jpeg, label = records.jpeg_and_label(i)
         assert 0 <= label < 1000
@@ -362,7 +345,7 @@ def save_serving_model(path, shape, fail_after_calls=None):
 
 def test_unusable_models_and_shards_are_one_line_errors_that_write_nothing(sample_tfrecords, tmp_path,  # noqa: F811
                                                                           capsys):
-    size = int(SMOKE_FLAGS["image_size"])
+    size = IMAGE_SIZE
     cases = [(save_serving_model(tmp_path / "no_size", [None, None, None, 3]), sample_tfrecords,
               "serving input 'input_tensor' has no fixed image size ([N, None, None, 3])"),
              (save_serving_model(tmp_path / "nchw", [None, 3, size, size]), sample_tfrecords,
@@ -393,7 +376,7 @@ def test_unusable_models_and_shards_are_one_line_errors_that_write_nothing(sampl
 
 def test_a_model_failing_mid_run_is_one_line_and_leaves_no_partial_folder(sample_tfrecords, tmp_path,  # noqa: F811
                                                                         capsys):
-    size = int(SMOKE_FLAGS["image_size"])
+    size = IMAGE_SIZE
     model = save_serving_model(tmp_path / "breaks", [None, size, size, 3], fail_after_calls=2)   # the warm-up's 2
     (tmp_path / "user.conf").write_text(SHORT_RUNS)
     out = tmp_path / "out"

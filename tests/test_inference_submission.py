@@ -1,8 +1,8 @@
 """The MLPerf Inference hand-in (tf-mlperf-infer-submission) from real runs: the smoke model trained and exported
-as tests/test_inference.py does, four real LoadGen runs of the Offline scenario (accuracy, performance, and the
-compliance tests TEST01 and TEST04 with our audit.config), and the results tree built from them, checked against
-what the submission checker, truncate_accuracy_log.py, accuracy-imagenet.py and the compliance scripts of
-mlcommons/inference read and write (docs/inference.md says what the real checker printed on such a tree)."""
+once per test run (tests/support/model_fixtures.py), four real LoadGen runs of the Offline scenario (accuracy,
+performance, and the compliance tests TEST01 and TEST04 with our audit.config), and the results tree built from them,
+checked against what the submission checker, truncate_accuracy_log.py, accuracy-imagenet.py and the compliance
+scripts of mlcommons/inference read and write (docs/inference.md says what the real checker printed on such a tree)."""
 import hashlib
 import json
 import re
@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from support.launch import REPO, env
-from test_bert_squad_inference import DEV, SMOKE_SHAPE
+from test_bert_squad_inference import DEV
 from test_bert_squad_inference import SHORT_RUNS as BERT_SHORT_RUNS
-from test_bert_squad_train import smoke_run  # noqa: F401  (the SQuAD-finetuned tiny BERT)
-from test_inference import SHORT_RUNS, exported, infer_args, trained  # noqa: F401  (the smoke model's fixtures)
+from test_inference import SHORT_RUNS, infer_args
 from tf_mlperf.inference import dataset as dataset_lib
 from tf_mlperf.inference import loadgen_files, submission
 
@@ -39,12 +38,13 @@ def system_description(**changes):
 
 
 @pytest.fixture(scope="module")
-def runs(sample_tfrecords, exported, tmp_path_factory):
+def runs(sample_tfrecords, resnet_smoke_model, tmp_path_factory):
     """runs/Offline/{accuracy,performance,TEST01,TEST04}: four real tf-mlperf-infer processes, run together."""
     root = tmp_path_factory.mktemp("runs")
     conf = root / "user.conf"
     conf.write_text(SHORT_RUNS)
-    procs = {kind: subprocess.Popen(infer_args(exported / "fp32", sample_tfrecords, root / "runs" / "Offline" / kind,
+    model = resnet_smoke_model.export_dir / "fp32"
+    procs = {kind: subprocess.Popen(infer_args(model, sample_tfrecords, root / "runs" / "Offline" / kind,
                                                "--scenario=Offline", *(f.format(conf=conf) for f in flags)),
                                     cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for kind, flags in KIND_FLAGS.items()}
@@ -54,20 +54,20 @@ def runs(sample_tfrecords, exported, tmp_path_factory):
     return root / "runs", conf
 
 
-def build_args(runs_dir, conf, system_json, out, sample_tfrecords, exported, *extra):
+def build_args(runs_dir, conf, system_json, out, sample_tfrecords, model, *extra):
     return [f"--runs={runs_dir}", f"--submission_dir={out}", "--division=closed", f"--submitter={SUBMITTER}",
-            f"--system_json={system_json}", f"--user_conf={conf}", f"--model={exported / 'fp32'}",
+            f"--system_json={system_json}", f"--user_conf={conf}", f"--model={model.export_dir / 'fp32'}",
             f"--data_dir={sample_tfrecords}", *extra]
 
 
 @pytest.fixture(scope="module")
-def tree(runs, sample_tfrecords, exported, tmp_path_factory):
+def tree(runs, sample_tfrecords, resnet_smoke_model, tmp_path_factory):
     runs_dir, conf = runs
     root = tmp_path_factory.mktemp("submission")
     system_json = root / f"{SYSTEM}.json"
     system_json.write_text(json.dumps(system_description(), indent=1))
     out = root / "sub"
-    assert submission.main(build_args(runs_dir, conf, system_json, out, sample_tfrecords, exported)) == 0
+    assert submission.main(build_args(runs_dir, conf, system_json, out, sample_tfrecords, resnet_smoke_model)) == 0
     return out, runs_dir, conf, system_json
 
 
@@ -204,7 +204,7 @@ def test_verification_is_computed_as_the_compliance_scripts(tree, runs, tmp_path
                         111.0: {"TEST01": "TEST FAIL: Test score invalid", "TEST04": "TEST FAIL: Test score invalid"}}
 
 
-def test_refusals_are_one_line_and_write_nothing(runs, sample_tfrecords, exported, tmp_path, capsys):
+def test_refusals_are_one_line_and_write_nothing(runs, sample_tfrecords, resnet_smoke_model, tmp_path, capsys):
     runs_dir, conf = runs
     good_system = tmp_path / f"{SYSTEM}.json"
     good_system.write_text(json.dumps(system_description()))
@@ -233,17 +233,18 @@ def test_refusals_are_one_line_and_write_nothing(runs, sample_tfrecords, exporte
     cases.append(([f"--runs={missing}"], f"{missing / 'Offline' / 'TEST04'}: no finished run here"))
     for extra, message in cases:
         out = tmp_path / "sub"
-        code = submission.main(build_args(runs_dir, conf, good_system, out, sample_tfrecords, exported, *extra))
+        code = submission.main(build_args(runs_dir, conf, good_system, out, sample_tfrecords, resnet_smoke_model,
+                                          *extra))
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith(f"tf-mlperf-infer-submission: error: {message}"), (extra, err)
         assert "\n" not in err and not out.exists() and not list(tmp_path.glob("sub.partial-*")), err
 
 
-def test_warnings_name_missing_scenarios_and_failed_verifications(tree, sample_tfrecords, exported,
+def test_warnings_name_missing_scenarios_and_failed_verifications(tree, sample_tfrecords, resnet_smoke_model,
                                                                   tmp_path, capsys):
     _, runs_dir, conf, system_json = tree
     out = tmp_path / "again"
-    assert submission.main(build_args(runs_dir, conf, system_json, out, sample_tfrecords, exported)) == 0
+    assert submission.main(build_args(runs_dir, conf, system_json, out, sample_tfrecords, resnet_smoke_model)) == 0
     captured = capsys.readouterr()
     failed = [f"Offline {test} {path.name}: {path.read_text().strip().splitlines()[-1]}"
               for test in ("TEST01", "TEST04") for path in sorted((scenario_dir(out) / test).glob("verify_*.txt"),
@@ -254,8 +255,8 @@ def test_warnings_name_missing_scenarios_and_failed_verifications(tree, sample_t
     assert captured.out.strip() == f"wrote {out} ({len(expected)} problem(s) the submission checker will refuse)"
     # a refusal with --overwrite leaves the earlier tree as it was
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    code = submission.main(build_args(runs_dir, conf, system_json, out, sample_tfrecords, exported, "--overwrite",
-                                      f"--model={tmp_path / 'no_model'}"))
+    code = submission.main(build_args(runs_dir, conf, system_json, out, sample_tfrecords, resnet_smoke_model,
+                                      "--overwrite", f"--model={tmp_path / 'no_model'}"))
     assert code == 2 and "no tf-mlperf-export metadata" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
@@ -268,15 +269,12 @@ F1_PATTERN = r"^{[\"\']exact_match[\"\']\:\s*[\d\.]+,\s*[\"\']f1[\"\']\:\s*([\d\
 
 
 @pytest.fixture(scope="module")
-def bert_runs(smoke_run, tmp_path_factory):  # noqa: F811
-    """The smoke run's checkpoint exported at its shape, and runs/Offline/{accuracy,performance,TEST01} of
-    tf-mlperf-infer --benchmark=bert: three real processes, run together."""
-    import tensorflow as tf
-    from tf_mlperf.bert.config import BERT_TINY
-    from tf_mlperf.inference import export_bert
+def bert_runs(squad_smoke_model, tmp_path_factory):
+    """The SQuAD smoke model exported at its shape (support/model_fixtures.py), and
+    runs/Offline/{accuracy,performance,TEST01} of tf-mlperf-infer --benchmark=bert: three real processes, run
+    together."""
     root = tmp_path_factory.mktemp("bert_runs")
-    model = export_bert.export(BERT_TINY, tf.train.latest_checkpoint(str(smoke_run[0] / "checkpoints")),
-                               str(root / "bert"), **SMOKE_SHAPE)
+    model = squad_smoke_model.export_dir
     conf = root / "user.conf"
     conf.write_text(BERT_SHORT_RUNS)
     procs = {kind: subprocess.Popen([sys.executable, "-m", "tf_mlperf.inference.harness", "--benchmark=bert",
@@ -288,7 +286,7 @@ def bert_runs(smoke_run, tmp_path_factory):  # noqa: F811
     for kind, proc in procs.items():
         out = proc.communicate(timeout=600)[0]
         assert proc.returncode == 0, f"{kind}: exit {proc.returncode}\n{out[-5000:]}"
-    return root / "runs", conf, root / "bert"
+    return root / "runs", conf, model
 
 
 def bert_args(runs_dir, conf, system_json, out, model, *extra):

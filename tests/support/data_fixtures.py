@@ -35,25 +35,27 @@ IMAGENET_TRAIN_SHARDS, IMAGENET_VALIDATION_SHARDS = 8, 4
 BERT_SMOKE_EXAMPLES = 64        # train = eval set: small enough for the tiny smoke model to fit in minutes
 
 
-def _run(args, timeout=300):
+def run_python(args, timeout=300):
     proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
                                                 "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
 
 
 def build_imagenet_sample(root: pathlib.Path) -> pathlib.Path:
-    _run(["-m", "data_prep.imagenet.sample", f"--output_dir={root / 'raw'}", "--bboxes", "--no_kaggle_tree"])
-    _run(["-m", "data_prep.imagenet.cli", "convert", f"--raw_dir={root / 'raw'}", f"--output_dir={root / 'tfr'}",
-          f"--train_shards={IMAGENET_TRAIN_SHARDS}", f"--validation_shards={IMAGENET_VALIDATION_SHARDS}",
-          "--no_progress"])
+    run_python(["-m", "data_prep.imagenet.sample", f"--output_dir={root / 'raw'}", "--bboxes", "--no_kaggle_tree"])
+    run_python(["-m", "data_prep.imagenet.cli", "convert", f"--raw_dir={root / 'raw'}",
+                f"--output_dir={root / 'tfr'}", f"--train_shards={IMAGENET_TRAIN_SHARDS}",
+                f"--validation_shards={IMAGENET_VALIDATION_SHARDS}", "--no_progress"])
     shutil.rmtree(root / "raw")
     return root / "tfr"
 
 
 def build_bert_smoke_records(root: pathlib.Path, text: pathlib.Path, vocab: pathlib.Path) -> pathlib.Path:
-    _run(["-m", "data_prep.wiki.cli", "records", "--output_dir", root / "wiki", "--text_files", text,
-          "--vocab_file", vocab, "--max_seq_length", "128", "--max_predictions_per_seq", "20", "--dupe_factor", "1"])
+    run_python(["-m", "data_prep.wiki.cli", "records", "--output_dir", root / "wiki", "--text_files", text,
+                "--vocab_file", vocab, "--max_seq_length", "128", "--max_predictions_per_seq", "20",
+                "--dupe_factor", "1"])
     import tensorflow as tf
     records = list(tf.data.TFRecordDataset(str(root / "wiki" / "tfrecords" / text.name))
                    .take(BERT_SMOKE_EXAMPLES).as_numpy_iterator())
@@ -111,7 +113,8 @@ def shared_data(tmp_path_factory, name: str, build) -> tuple[pathlib.Path, pathl
     return folder, data
 
 
-def _read_only(tmp_path_factory, name, build):
+def read_only_shared(tmp_path_factory, name, build):
+    """Yields shared_data's data; after the session, fails if any of its files changed."""
     folder, data = shared_data(tmp_path_factory, name, build)
     before = digests(folder)
     yield data
@@ -124,11 +127,11 @@ def _read_only(tmp_path_factory, name, build):
 @pytest.fixture(scope="session")
 def sample_tfrecords(tmp_path_factory):
     """The embedded ImageNet sample as TFRecords (8 + 4 shards and manifests); read-only."""
-    yield from _read_only(tmp_path_factory, "imagenet_sample", build_imagenet_sample)
+    yield from read_only_shared(tmp_path_factory, "imagenet_sample", build_imagenet_sample)
 
 
 @pytest.fixture(scope="session")
 def smoke_records(tmp_path_factory, bert_golden_dir, mlperf_vocab):
     """64 BERT pretraining examples in one TFRecord file (the BERT smoke configuration's data); read-only."""
-    yield from _read_only(tmp_path_factory, "bert_smoke", lambda folder: build_bert_smoke_records(
+    yield from read_only_shared(tmp_path_factory, "bert_smoke", lambda folder: build_bert_smoke_records(
         folder, bert_golden_dir / "sentences_wiki_00.txt", mlperf_vocab))
