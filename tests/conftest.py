@@ -13,6 +13,8 @@ import pathlib
 
 import pytest
 
+import tf_mlperf  # noqa: F401  (before any test module imports TensorFlow: tf.keras is tf_keras here too)
+
 # Data built from those once per test run (the ImageNet sample as TFRecords, the BERT smoke records) and the smoke
 # models trained on it once per test run (ResNet for inference, the SQuAD fine-tune): shared, read-only fixtures in
 # tests/support/data_fixtures.py and tests/support/model_fixtures.py.

@@ -42,3 +42,16 @@ def test_no_keras3_imports_in_the_package():
                  if re.search(r"^\s*(import keras\b|from keras\b|from tensorflow import keras|tf\.keras\.)",
                               p.read_text(), re.M)]
     assert not offenders, f"Keras 3 used (Horovod needs Keras 2 variables; use tf_keras): {offenders}"
+
+
+def test_a_trainer_process_loads_keras2_only():
+    """tf_mlperf sets TF_USE_LEGACY_KERAS before TensorFlow loads: tf.keras is tf_keras, and Keras 3 (with the
+    scikit-learn behind it, ~2 s of every process start) stays unloaded, also under Horovod and tf-models-official."""
+    environ = env()
+    environ.pop("TF_USE_LEGACY_KERAS", None)
+    probe = ("import sys, tf_mlperf.resnet.train, tf_mlperf.bert.train, horovod.tensorflow, official.nlp.modeling, "
+             "tensorflow as tf; print(tf.keras.__name__, sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'keras', 'sklearn'}))")
+    out = subprocess.run([str(BIN / "python"), "-c", probe], env=environ, cwd=REPO, capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    assert out.split() == ["tf_keras.api._v2.keras", "[]"], out
