@@ -1,4 +1,4 @@
-"""Runs pytest on the test files given as arguments (the *.py ones; any other argument, such as `-mnot slow`, goes
+"""Runs pytest on the test files given as arguments (the *.py ones; any other argument, such as `-m "not slow"`, goes
 to pytest as it is); the entry of every Bazel py_test target."""
 import os
 import sys

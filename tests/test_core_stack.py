@@ -1,18 +1,32 @@
-"""The installed stack: Horovod really built with TensorFlow, Gloo and MPI; Keras 2 everywhere; only the
-distribution layer imports horovod."""
+"""The installed stack: Horovod really built with TensorFlow, Gloo and MPI (horovodrun --check-build, run once);
+Keras 2 everywhere; only the distribution layer imports horovod."""
 import re
 import subprocess
 
+import pytest
+
+from support.check_build import check_build, tensor_operations
 from support.launch import BIN, REPO, env
 
 
-def test_horovod_check_build_ticks_tensorflow_gloo_and_mpi():
-    out = subprocess.run([str(BIN / "horovodrun"), "--check-build"], env=env(), capture_output=True,
-                         text=True, timeout=600, check=True).stdout
+@pytest.fixture(scope="module")
+def cpu_check_build() -> str:
+    """The suite's (CPU) Horovod build as horovodrun --check-build reports it, run once here."""
+    return check_build(BIN)
+
+
+def test_horovod_check_build_ticks_tensorflow_gloo_and_mpi(cpu_check_build):
+    out = cpu_check_build
     for line in ("[X] TensorFlow", "[X] Gloo", "[X] MPI"):
         assert line in out, out
     controllers = out.split("Available Controllers:")[1].split("Available Tensor Operations:")[0]
     assert "[X] MPI" in controllers and "[X] Gloo" in controllers
+
+
+def test_check_build_parser_sees_a_cpu_build(cpu_check_build):
+    """The parser test_gpu_build's NCCL assertion relies on reads this CPU build as 'no NCCL' (so it can fail)."""
+    ops = tensor_operations(cpu_check_build)
+    assert ops["Gloo"] and ops["MPI"] and not ops["NCCL"], cpu_check_build
 
 
 def test_keras_is_keras2_and_tf_is_pinned():

@@ -64,9 +64,16 @@ def _dims(shape):
     return [int(d) for d in shape.split("[")[1].rstrip("]").split(",") if d]
 
 
+@pytest.fixture(scope="module")
+def resnet_plain(tmp_path_factory):
+    """The small ResNet step exported without a lever: (folder, its entry parameter shapes)."""
+    folder = tmp_path_factory.mktemp("resnet_plain")
+    return folder, export(folder, "resnet", SMALL_RESNET, name="plain")
+
+
 @pytest.mark.slow
-def test_resnet_step_exports_with_batch_then_variables(tmp_path):
-    shapes = export(tmp_path, "resnet", SMALL_RESNET)
+def test_resnet_step_exports_with_batch_then_variables(resnet_plain):
+    shapes = resnet_plain[1]
     assert shapes[0] == "f32[4,32,32,3]" and shapes[1].endswith("[4]")    # images, labels
     variables = _variable_shapes("tf_mlperf.resnet.train", SMALL_RESNET)
     assert_parameters_are_the_variables(shapes[2:], variables)
@@ -96,11 +103,10 @@ def test_channel_padded_stem_conv_is_the_same_math():
 
 
 @pytest.mark.slow
-def test_stem_pad_lever_pads_the_stem_conv_only(tmp_path):
-    export(tmp_path, "resnet", SMALL_RESNET, name="plain")
+def test_stem_pad_lever_pads_the_stem_conv_only(resnet_plain, tmp_path):
     shapes = export(tmp_path, "resnet", [*SMALL_RESNET, "--lever=stem_pad4"])
     assert "f32[7,7,3,16]" in shapes                                       # same variables as the model
-    plain = _convolution_operands((tmp_path / "plain.pb.txt").read_text())
+    plain = _convolution_operands((resnet_plain[0] / "plain.pb.txt").read_text())
     padded = _convolution_operands((tmp_path / "resnet.pb.txt").read_text())
     assert sum(plain.values()) == sum(padded.values())
     changed = list((plain - padded) + (padded - plain))

@@ -13,11 +13,11 @@ Slow the first time (downloads, and Horovod's compile: ~10 min on 2 cores); afte
 """
 import os
 import pathlib
-import re
 import subprocess
-import sys
 
 import pytest
+
+from support.check_build import check_build, tensor_operations
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "tf_mlperf"
@@ -26,14 +26,6 @@ CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".ca
 # TF_MLPERF_FULL_GPU_BUILD=1 it also downloads ~4 GB): more than setup.cfg's 30-minute default may pass.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 FULL = "TF_MLPERF_FULL_GPU_BUILD"
-
-
-def tensor_operations(check_build_output: str) -> dict[str, bool]:
-    """{'NCCL': True, 'MPI': True, ...} from the "Available Tensor Operations" block of horovodrun --check-build."""
-    block = check_build_output.split("Available Tensor Operations:", 1)
-    if len(block) != 2:
-        raise AssertionError(f"no 'Available Tensor Operations' in:\n{check_build_output}")
-    return {name: mark == "X" for mark, name in re.findall(r"\[( |X)\]\s+(\w+)", block[1])}
 
 
 @pytest.fixture(scope="module", params=["build", "full"])
@@ -65,17 +57,9 @@ def run_py(venv: pathlib.Path, code: str, **env) -> str:
     return proc.stdout
 
 
-def test_check_build_parser_sees_a_cpu_build():
-    """The parser the NCCL assertion relies on reads this suite's CPU build as 'no NCCL' (so it can fail)."""
-    out = subprocess.run([str(pathlib.Path(sys.executable).parent / "horovodrun"), "--check-build"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600).stdout
-    ops = tensor_operations(out)
-    assert ops["Gloo"] and ops["MPI"] and not ops["NCCL"], out
-
-
 def test_horovod_is_built_with_nccl(gpu_venv):
-    out = subprocess.run([str(gpu_venv / "bin" / "horovodrun"), "--check-build"], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=600).stdout
+    """(The same parser reads the suite's CPU build as 'no NCCL': test_core_stack.py.)"""
+    out = check_build(gpu_venv / "bin")
     ops = tensor_operations(out)
     assert ops["NCCL"] and ops["MPI"] and ops["Gloo"], out
     assert "[X] TensorFlow" in out, out
