@@ -68,6 +68,39 @@ def training_model_logits(checkpoint, images):
     return model(images, training=False).numpy()
 
 
+def test_the_sut_cuts_the_same_full_batches_however_slowly_a_query_is_issued():
+    """An Offline query's samples arriving one by one (a slow issuer, a loaded machine) must not make smaller
+    batches: a sample answered in a batch of another shape can differ in its last bits, and TEST01 compares the
+    accuracy and performance runs' answers bit for bit. (LoadGen's completion call is recorded, not made: this
+    is the SUT's batching alone; the LoadGen runs below make the real calls.)"""
+    import threading
+    import types
+    batches, answered, done = [], [], threading.Event()
+
+    def respond(indices):
+        batches.append(list(indices))
+        return np.asarray(indices, np.float32).reshape(-1, 1)
+
+    def complete(responses):
+        answered.extend(r.id for r in responses)
+        if len(answered) == 10:
+            done.set()
+
+    sut = harness.BatchingSUT(respond, max_batchsize=4)
+    sut.lg = types.SimpleNamespace(QuerySamplesComplete=complete,
+                                   QuerySampleResponse=lambda i, _address, _size: types.SimpleNamespace(id=i))
+
+    def slowly():
+        for i in range(10):
+            time.sleep(0.01)
+            yield types.SimpleNamespace(id=100 + i, index=i)
+
+    sut.issue_queries(slowly())
+    assert done.wait(30)
+    sut.stop()
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] and answered == list(range(100, 110))
+
+
 def test_savedmodel_outputs_equal_the_training_models_eval_outputs(sample_tfrecords, trained, exported):  # noqa: F811
     _, checkpoint, eval_top1 = trained
     images, labels = eval_batch(sample_tfrecords)

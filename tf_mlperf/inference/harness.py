@@ -19,10 +19,10 @@ As the inference reference (vision/classification_and_detection/python/main.py, 
 * QSL: the validation records of --data_dir (dataset.py); LoadGen's load_query_samples reads and
   preprocesses just the samples it names into memory, unload_query_samples drops them; the performance
   sample count is min(total, 500) as in the reference (mlperf.conf sets 1024 for resnet50).
-* SUT: issue_queries queues the samples; one worker takes what is queued, up to --max_batchsize, as one
-  batch (Offline: full batches; Server: whatever arrived while the previous batch ran; SingleStream: 1;
-  MultiStream: the query's 8), runs the SavedModel and answers each sample with ArgMax - 1 (the reference's
-  PostProcessCommon(offset=-1)) as one float32, as the reference runner encodes it.
+* SUT: issue_queries queues each query whole; one worker cuts batches of up to --max_batchsize from them in
+  issue order (Offline: full batches, the same ones in every run; Server: what arrived while the previous batch
+  ran; SingleStream: 1; MultiStream: the query's 8), runs the SavedModel and answers each sample with
+  ArgMax - 1 (the reference's PostProcessCommon(offset=-1)) as one float32, as the reference runner encodes it.
 * output: LoadGen's own mlperf_log_summary.txt, mlperf_log_detail.txt, mlperf_log_accuracy.json (and
   mlperf_log_trace.json), in --output; in accuracy mode also accuracy.txt (accuracy.py's line).
 LoadGen writes into <output>/.partial; the files move to <output> only when the run completed and every
@@ -57,6 +57,8 @@ INTERRUPT_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}   # as a shell report
 BENCHMARKS = (MODEL_NAME, "bert")      # bert: squad_dataset.py, imported for that benchmark only
 RESULT_OFFSET = -1                      # PostProcessCommon(offset=-1): 1001-class ArgMax -> 0..999
 PERFORMANCE_SAMPLE_COUNT = 500          # the reference's default: min(count, 500)
+
+
 class SampleLibrary:
     """The QSL's data: preprocessed samples held in memory between LoadGen's load and unload calls."""
 
@@ -137,26 +139,35 @@ class BatchingSUT:
         self.worker.start()
 
     def issue_queries(self, query_samples) -> None:
-        for sample in query_samples:
-            self.queue.put(sample)
+        self.queue.put(list(query_samples))     # one item per query: the worker never sees half of one
 
     def flush_queries(self) -> None:
         pass
 
     def _work(self) -> None:
-        while True:
-            batch = [self.queue.get()]
-            while batch[-1] is not None and len(batch) < self.max_batchsize:
+        """Batches of max_batchsize cut from the queries in the order they were issued (a whole Offline query is
+        queued at once, so its batches are the same in every run: the same sample gets the same batch shape, and
+        hence bit-equal answers, in accuracy and performance mode, as TEST01 checks), topped up with whatever else
+        is queued (Server); None ends the worker after what is pending."""
+        pending, stopping = [], False
+        while pending or not stopping:
+            if not pending:
+                item = self.queue.get()
+                if item is None:
+                    stopping = True
+                    continue
+                pending.extend(item)
+            while not stopping and len(pending) < self.max_batchsize:
                 try:
-                    batch.append(self.queue.get_nowait())
+                    item = self.queue.get_nowait()
                 except queue.Empty:
                     break
-            done = batch[-1] is None
-            batch = [s for s in batch if s is not None]
-            if batch:
-                self._run(batch)
-            if done:
-                return
+                if item is None:
+                    stopping = True
+                else:
+                    pending.extend(item)
+            batch, pending = pending[:self.max_batchsize], pending[self.max_batchsize:]
+            self._run(batch)
 
     def _run(self, batch) -> None:
         results = np.zeros((len(batch), 1), np.float32)
