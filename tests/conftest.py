@@ -27,7 +27,7 @@ EXTRA_PHOTOS = ("hopper.jpg", "hopper_gray.jpg", "pil_sample_cmyk.jpg")
 PACKAGED_PHOTOS = 10  # scikit-image's SKIMAGE_PHOTOS (8) + scikit-learn's china.jpg, flower.jpg
 
 
-# Files whose tests take longest, started first so two pytest-xdist workers (scripts/test.sh, --dist loadfile)
+# Files whose tests take longest, started first so the pytest-xdist workers (scripts/test.sh, --dist loadfile)
 # finish together instead of one long file starting last. Order only; every test still runs.
 # (test_gpu_build.py: a minute or two warm, Horovod's compile cold; the Slurm tests, which time how fast a job
 # ends, start after a file with no clock in it.)
