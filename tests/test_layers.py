@@ -82,13 +82,23 @@ def build_targets() -> dict[str, dict]:
     return targets
 
 
+def owners(targets: dict[str, dict], kinds=("py_library", "py_binary", "py_test")) -> dict[str, str]:
+    """Each product source -> the first target of those kinds that lists it (tests/ files belong to none)."""
+    owner: dict[str, str] = {}
+    for name, target in targets.items():
+        if target["kind"] in kinds:
+            for src in target["srcs"]:
+                if not src.startswith("tests/"):
+                    owner.setdefault(src, name)
+    return owner
+
+
 def test_every_library_dep_is_one_the_code_imports():
     """BUILD says no more than the code does: a library's dep that none of its files imports (a stale arrow, such
     as a training-side target still listing a data_prep one) is wrong. Binaries and tests may carry more (the
     demo runs the data_prep jobs as programs)."""
     targets, known = build_targets(), modules()
-    owner = {src: name for name, target in targets.items() if target["kind"] == "py_library"
-             for src in target["srcs"]}
+    owner = owners(targets, kinds=("py_library",))
     stale = []
     for name, target in targets.items():
         if target["kind"] != "py_library":
@@ -102,10 +112,7 @@ def test_every_library_dep_is_one_the_code_imports():
 
 def test_build_deps_cover_every_import():
     targets, known = build_targets(), modules()
-    owner = {}
-    for name, target in targets.items():
-        for src in target["srcs"]:
-            owner.setdefault(src, name) if not src.startswith("tests/") else None
+    owner = owners(targets)
 
     def closure(name, seen=None):
         seen = set() if seen is None else seen

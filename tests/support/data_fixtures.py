@@ -30,15 +30,15 @@ import sys
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from support.launch import REPO, env
+
 IMAGENET_TRAIN_SHARDS, IMAGENET_VALIDATION_SHARDS = 8, 4
 BERT_SMOKE_EXAMPLES = 64        # train = eval set: small enough for the tiny smoke model to fit in minutes
 
 
 def run_python(args, timeout=300):
     proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
-                                                "CUDA_VISIBLE_DEVICES": ""})
+                          timeout=timeout, env=env())
     assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
