@@ -31,12 +31,18 @@ def _latest_checkpoint(model_dir: pathlib.Path) -> str:
 
 
 def resnet_smoke_config(data_dir=""):
-    """flags/resnet50/smoke_cpu.cfg as a ResNetConfig (the model's shape and batch)."""
+    """flags/resnet50/smoke_cpu.cfg as the trainer reads it: the flagfile parsed by the flags of ResNetConfig and
+    of the settings core/app.py shares (settings.define_flags, the trainer's own definitions), into a FlagValues of
+    its own (the process's absl FLAGS stay as they are)."""
+    from absl import flags
+    from tf_mlperf.core import settings
+    from tf_mlperf.core.loop import LoopConfig
     from tf_mlperf.resnet.task import ResNetConfig
-    flags = dict(line[2:].split("=", 1) for line in RESNET_SMOKE.read_text().splitlines() if line.startswith("--"))
-    return ResNetConfig(data_dir=str(data_dir), global_batch_size=int(flags["batch_size"]),
-                        image_size=int(flags["image_size"]), model_width=float(flags["model_width"]),
-                        model_blocks=tuple(int(b) for b in flags["model_blocks"].split(",")))
+    values = flags.FlagValues()
+    for cls in (ResNetConfig, settings.CommonSettings, LoopConfig):
+        settings.define_flags(cls, values)
+    values(["smoke", f"--flagfile={RESNET_SMOKE}"])
+    return settings.from_flags(ResNetConfig, values, data_dir=str(data_dir))
 
 
 @dataclasses.dataclass(frozen=True)
