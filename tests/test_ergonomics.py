@@ -1,6 +1,7 @@
 """What a new user meets first: --help listing the benchmark's flags, the shipped presets (--preset=NAME, and by
 path), the MLPerf reference's flag names (aliases or a one-line refusal naming ours), a quiet console (no TF C++
-INFO/WARNING lines, no MLLOG echo) and the demo's short page."""
+INFO/WARNING lines, no MLLOG echo) and the demo's short page (whose ResNet run is the suite's real ResNet smoke
+run under horovodrun)."""
 import configparser
 import glob
 import os
@@ -12,7 +13,7 @@ import zipfile
 import pytest
 from absl import app as absl_app
 
-from support.launch import BIN, REPO, env
+from support.launch import BIN, REPO, compliance_check, env, read_mllog
 
 TOY = REPO / "tests" / "support" / "toy_task.py"
 TF_CPP_LINE = re.compile(r"^\S*\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] ", re.M)   # TF's C++ INFO/WARNING
@@ -115,7 +116,10 @@ def test_demo_stage_output_goes_to_its_log(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_demo_prints_a_short_page(tmp_path):
+def test_demo_prints_a_short_page_and_its_resnet_run_reaches_target_with_a_compliant_log(tmp_path):
+    """The demo's page; and its ResNet stage (flags/resnet50/smoke_cpu.cfg under `horovodrun -np 2`, seed 1, on the
+    sample it converts as the test fixtures do) is the suite's real ResNet smoke run under horovodrun: it stops at
+    the first eval over the target and its log passes the official 4.0.0 compliance checker."""
     proc = subprocess.run([str(BIN / "tf-mlperf-demo"), "--out_dir", str(tmp_path)], cwd=tmp_path,
                           env=quiet_env(), capture_output=True, text=True, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -127,3 +131,14 @@ def test_demo_prints_a_short_page(tmp_path):
                  "demo_cpu: score", f"full logs: {tmp_path / 'logs'}/", "result: "):
         assert text in page, text
     assert ":::MLLOG" not in page and not TF_CPP_LINE.search(page)
+
+    log = tmp_path / "results" / "demo_cpu" / "resnet" / "result_0.txt"
+    events = read_mllog(log)
+    accuracies = [e["value"] for e in events if e["key"] == "eval_accuracy"]
+    assert accuracies[-1] >= 0.759 and all(a < 0.759 for a in accuracies[:-1])   # stopped at first success
+    assert [e for e in events if e["key"] == "run_stop"][0]["metadata"]["status"] == "success"
+    hparams = {e["key"]: e["value"] for e in events if e["event_type"] == "POINT_IN_TIME"}
+    assert hparams["submission_benchmark"] == "resnet" and hparams["global_batch_size"] == 32
+    assert hparams["model_bn_span"] == 16 and hparams["train_samples"] == 160 and hparams["eval_samples"] == 50
+    checked = compliance_check(log, "4.0.0")
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout + checked.stderr, checked.stdout + checked.stderr

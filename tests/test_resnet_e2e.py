@@ -1,7 +1,7 @@
 """ResNet end to end on the embedded ImageNet sample (data_prep's generator + converter on the packaged photos, as
-the demo does: `sample_tfrecords`, built once per run in tests/support/data_fixtures.py): the smoke flagfile under
-`horovodrun -np 2` trains to its target and stops, its log passes the official 4.0.0 compliance checker, and a run
-killed mid-way resumes from its checkpoint."""
+the demo does: `sample_tfrecords`, built once per run in tests/support/data_fixtures.py): a run killed mid-way
+resumes from its checkpoint. (The smoke flagfile under `horovodrun -np 2` to its target with a compliant log: the
+demo's ResNet stage, checked in test_ergonomics.py.)"""
 import signal
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from support.launch import REPO, compliance_check, env, horovodrun, latest_checkpoint_step, read_mllog
+from support.launch import REPO, env, latest_checkpoint_step, read_mllog
 
 SMOKE = REPO / "flags" / "resnet50" / "smoke_cpu.cfg"
 TRAIN = ["-m", "tf_mlperf.resnet.train", f"--flagfile={SMOKE}"]
@@ -24,21 +24,6 @@ def run(args, timeout=300):
 
 def values(events, key):
     return [e for e in events if e["key"] == key]
-
-
-@pytest.mark.slow
-def test_smoke_under_horovodrun_reaches_target_and_passes_the_compliance_checker(sample_tfrecords, tmp_path):
-    horovodrun([*TRAIN, f"--data_dir={sample_tfrecords}", f"--model_dir={tmp_path}"], np_=2, timeout=600)
-    log = tmp_path / "mlperf_log.txt"
-    events = read_mllog(log)
-    accuracies = [e["value"] for e in values(events, "eval_accuracy")]
-    assert accuracies[-1] >= 0.759 and all(a < 0.759 for a in accuracies[:-1])   # stopped at first success
-    assert values(events, "run_stop")[0]["metadata"]["status"] == "success"
-    hparams = {e["key"]: e["value"] for e in events if e["event_type"] == "POINT_IN_TIME"}
-    assert hparams["submission_benchmark"] == "resnet" and hparams["global_batch_size"] == 32
-    assert hparams["model_bn_span"] == 16 and hparams["train_samples"] == 160 and hparams["eval_samples"] == 50
-    checked = compliance_check(log, "4.0.0")
-    assert checked.returncode == 0 and "SUCCESS" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
 
 
 @pytest.mark.slow
