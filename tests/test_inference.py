@@ -75,22 +75,25 @@ def test_the_sut_runs_full_batches_however_slowly_a_query_is_issued(pad):
     last bits (BERT's logits on this CPU: 3 of 550 TEST01 samples), and TEST01 compares the accuracy and
     performance runs' answers bit for bit. (LoadGen's completion call is recorded, not made: this is the SUT's
     batching alone; the LoadGen runs below, and TEST01 in test_inference_submission.py, make the real calls.)"""
+    import ctypes
     import threading
     import types
-    batches, answered, done = [], [], threading.Event()
+    batches, answered, done = [], {}, threading.Event()
 
     def respond(indices):
         batches.append(list(indices))
-        return np.asarray(indices, np.float32).reshape(-1, 1)
+        return np.asarray(indices, np.float32).reshape(-1, 1)      # each sample's answer: its index
 
     def complete(responses):
-        answered.extend(r.id for r in responses)
+        answered.update(responses)
         if len(answered) == 10:
             done.set()
 
+    def response(sample_id, address, size):             # the bytes LoadGen would copy for that sample
+        return sample_id, np.frombuffer(ctypes.string_at(address, size), np.float32).tolist()
+
     sut = harness.BatchingSUT(respond, max_batchsize=4, pad_to_full=pad)
-    sut.lg = types.SimpleNamespace(QuerySamplesComplete=complete,
-                                   QuerySampleResponse=lambda i, _address, _size: types.SimpleNamespace(id=i))
+    sut.lg = types.SimpleNamespace(QuerySamplesComplete=complete, QuerySampleResponse=response)
 
     def slowly():
         for i in range(10):
@@ -101,7 +104,7 @@ def test_the_sut_runs_full_batches_however_slowly_a_query_is_issued(pad):
     assert done.wait(30)
     sut.stop()
     assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 9, 9] if pad else [8, 9]]
-    assert answered == list(range(100, 110))
+    assert answered == {100 + i: [float(i)] for i in range(10)}     # each sample its own row, the fill's dropped
 
 
 def test_savedmodel_outputs_equal_the_training_models_eval_outputs(sample_tfrecords, trained, exported):  # noqa: F811

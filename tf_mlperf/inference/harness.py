@@ -180,10 +180,10 @@ class BatchingSUT:
                 indices = [s.index for s in batch]
                 if self.pad_to_full:
                     indices += indices[-1:] * (self.max_batchsize - len(indices))
-                rows = np.ascontiguousarray(self.respond(indices)[:len(batch)])
-                if rows.ndim != 2 or len(rows) != len(batch):
-                    raise ValueError(f"{len(batch)} samples answered with an array of shape {rows.shape}")
-                results = rows
+                rows = np.ascontiguousarray(self.respond(indices))
+                if rows.ndim != 2 or len(rows) != len(indices):
+                    raise ValueError(f"{len(indices)} samples answered with an array of shape {rows.shape}")
+                results = rows[:len(batch)]                 # the fill's rows are dropped
                 self.answered += len(batch)
         except BaseException as e:   # pylint: disable=broad-except  (LoadGen must still get its answers)
             self.error = self.error or e
